@@ -1,0 +1,29 @@
+# Two entry points on a fresh machine: `make demo` and `make test`.
+# Both build .venv from requirements.txt first (Python 3.11).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test clean
+
+venv: $(STAMP)
+
+# Chainer 7.8.1 has no wheel: it builds from source with the venv's own
+# setuptools (<70) and numpy (<2), hence the two steps.
+$(STAMP): requirements.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check "setuptools==69.5.1" "wheel==0.43.0" "numpy==1.26.4"
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-build-isolation -r requirements.txt
+	$(PY) -c "import chainer, cv2, pycocotools; print('venv ready: chainer', chainer.__version__, 'opencv', cv2.__version__)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) pose_detector.py --img data/000000000785.jpg --out result.png
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) result.png

@@ -1,0 +1,175 @@
+"""Every parameter of the project in one place.
+
+Joint and limb definitions, training / inference / face / hand parameters and
+the registry of network architectures.  Nothing else in the repository defines
+these numbers: import them from here.
+"""
+from enum import IntEnum
+
+
+class JointType(IntEnum):
+    """The 18 body parts of the CMU COCO model, in heatmap-channel order."""
+    Nose = 0
+    Neck = 1
+    RShoulder = 2
+    RElbow = 3
+    RWrist = 4
+    LShoulder = 5
+    LElbow = 6
+    LWrist = 7
+    RHip = 8
+    RKnee = 9
+    RAnkle = 10
+    LHip = 11
+    LKnee = 12
+    LAnkle = 13
+    REye = 14
+    LEye = 15
+    REar = 16
+    LEar = 17
+
+
+J = JointType
+
+params = {
+    # Architectures: name -> "module:Class" (resolved lazily by models.get_model_class,
+    # so importing entity does not import Chainer).
+    'archs': {
+        'posenet': 'models.CocoPoseNet:CocoPoseNet',
+        'facenet': 'models.FaceNet:FaceNet',
+        'handnet': 'models.HandNet:HandNet',
+        'mobilenet': 'models.MobileNetV2PoseNet:MobileNetV2PoseNet',
+    },
+    # Body-pose architectures and how their input is prepared.
+    #   norm 'caffe': x / 256 - 0.5 on BGR uint8 (CMU nets); 'raw': BGR 0..255 as float.
+    #   pad_multiple: the padded input's H and W are multiples of this.
+    #   pad_value: the BGR value used for padding (CMU: 128 grey).
+    'pose_archs': {
+        'posenet': {'norm': 'caffe', 'stride': 8, 'pad_multiple': 8, 'pad_value': 128},
+        'mobilenet': {'norm': 'raw', 'stride': 8, 'pad_multiple': 16, 'pad_value': 0},
+    },
+    # The embedded, shipped, COCO-trained model (see models/README.md).
+    'default_pose_arch': 'mobilenet',
+    'default_weights': {
+        'mobilenet': 'models/mobilenet_v2_small.npz',
+        'posenet': 'models/coco_posenet.npz',
+        'facenet': 'models/facenet.npz',
+        'handnet': 'models/handnet.npz',
+    },
+
+    'coco_dir': 'coco',
+
+    # training params
+    'min_keypoints': 5,
+    'min_area': 32 * 32,
+    'insize': 368,
+    'downscale': 8,
+    'paf_sigma': 8,
+    'heatmap_sigma': 7,
+
+    'min_box_size': 64,
+    'max_box_size': 512,
+    'min_scale': 0.5,
+    'max_scale': 2.0,
+    'max_rotate_degree': 40,
+    'center_perterb_max': 40,
+
+    # inference params
+    'inference_img_size': 368,
+    'inference_scales': [0.5, 1, 1.5, 2],
+    'heatmap_size': 320,
+    'gaussian_sigma': 2.5,
+    'ksize': 17,
+    'n_integ_points': 10,
+    'n_integ_points_thresh': 8,
+    'heatmap_peak_thresh': 0.05,
+    'inner_product_thresh': 0.05,
+    'limb_length_ratio': 1.0,
+    'length_penalty_value': 1,
+    'n_subset_limbs_thresh': 3,
+    'subset_score_thresh': 0.2,
+
+    # The 19 limbs in PAF-channel order: limb i uses PAF channels 2i (x) and 2i+1 (y),
+    # pointing from the first joint to the second.
+    'limbs_point': [
+        [J.Neck, J.RHip],
+        [J.RHip, J.RKnee],
+        [J.RKnee, J.RAnkle],
+        [J.Neck, J.LHip],
+        [J.LHip, J.LKnee],
+        [J.LKnee, J.LAnkle],
+        [J.Neck, J.RShoulder],
+        [J.RShoulder, J.RElbow],
+        [J.RElbow, J.RWrist],
+        [J.RShoulder, J.REar],
+        [J.Neck, J.LShoulder],
+        [J.LShoulder, J.LElbow],
+        [J.LElbow, J.LWrist],
+        [J.LShoulder, J.LEar],
+        [J.Neck, J.Nose],
+        [J.Nose, J.REye],
+        [J.Nose, J.LEye],
+        [J.REye, J.REar],
+        [J.LEye, J.LEar],
+    ],
+
+    # 18 -> 17 mapping: COCO keypoint k (COCO order: nose, l/r eye, l/r ear, l/r shoulder,
+    # l/r elbow, l/r wrist, l/r hip, l/r knee, l/r ankle) is our joint coco_joint_indices[k].
+    # The Neck has no COCO keypoint (training uses the shoulders' midpoint).
+    'coco_joint_indices': [
+        J.Nose,
+        J.LEye,
+        J.REye,
+        J.LEar,
+        J.REar,
+        J.LShoulder,
+        J.RShoulder,
+        J.LElbow,
+        J.RElbow,
+        J.LWrist,
+        J.RWrist,
+        J.LHip,
+        J.RHip,
+        J.LKnee,
+        J.RKnee,
+        J.LAnkle,
+        J.RAnkle,
+    ],
+    # Left/right pairs swapped by a horizontal flip.
+    'flip_joint_pairs': [
+        (J.RShoulder, J.LShoulder), (J.RElbow, J.LElbow), (J.RWrist, J.LWrist),
+        (J.RHip, J.LHip), (J.RKnee, J.LKnee), (J.RAnkle, J.LAnkle),
+        (J.REye, J.LEye), (J.REar, J.LEar),
+    ],
+
+    # face params
+    'face_inference_img_size': 368,
+    'face_heatmap_peak_thresh': 0.1,
+    'face_crop_scale': 1.5,
+    'face_line_indices': [
+        [0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6], [6, 7], [7, 8], [8, 9], [9, 10],
+        [10, 11], [11, 12], [12, 13], [13, 14], [14, 15], [15, 16],  # jaw line
+        [17, 18], [18, 19], [19, 20], [20, 21],  # right eyebrow
+        [22, 23], [23, 24], [24, 25], [25, 26],  # left eyebrow
+        [27, 28], [28, 29], [29, 30],  # nose bridge
+        [31, 32], [32, 33], [33, 34], [34, 35],  # nostrils
+        [36, 37], [37, 38], [38, 39], [39, 40], [40, 41], [41, 36],  # right eye
+        [42, 43], [43, 44], [44, 45], [45, 46], [46, 47], [47, 42],  # left eye
+        [48, 49], [49, 50], [50, 51], [51, 52], [52, 53], [53, 54], [54, 55], [55, 56],
+        [56, 57], [57, 58], [58, 59], [59, 48],  # outer lips
+        [60, 61], [61, 62], [62, 63], [63, 64], [64, 65], [65, 66], [66, 67], [67, 60],  # inner lips
+    ],
+    'face_n_keypoints': 70,
+
+    # hand params
+    'hand_inference_img_size': 368,
+    'hand_heatmap_peak_thresh': 0.1,
+    'fingers_indices': [
+        [[0, 1], [1, 2], [2, 3], [3, 4]],
+        [[0, 5], [5, 6], [6, 7], [7, 8]],
+        [[0, 9], [9, 10], [10, 11], [11, 12]],
+        [[0, 13], [13, 14], [14, 15], [15, 16]],
+        [[0, 17], [17, 18], [18, 19], [19, 20]],
+    ],
+    'hand_n_keypoints': 21,
+}

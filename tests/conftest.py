@@ -1,0 +1,26 @@
+"""Shared test fixtures: paths to ../shared data and the repository root."""
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.environ.get('POSE_SHARED_DIR', os.path.join(os.path.dirname(REPO), 'shared'))
+SHARED_DATA = os.path.join(SHARED, 'data')
+FIXTURES = os.path.join(REPO, 'tests', 'fixtures')
+
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+
+def shared_path(*parts):
+    """Path under ../shared/data; the test fails (not skips) when it is absent."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.fail('shared test data missing: %s (CI lays ../shared beside the clone)' % path)
+    return path
+
+
+@pytest.fixture
+def shared():
+    return shared_path
