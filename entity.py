@@ -88,6 +88,12 @@ params = {
     'length_penalty_value': 1,
     'n_subset_limbs_thresh': 3,
     'subset_score_thresh': 0.2,
+    # Limbs 9 and 13 (shoulder -> ear) duplicate the face chain: they never start a new
+    # person in the grouping and are not drawn (as in the original).
+    'redundant_limbs': [9, 13],
+    # The net's input keeps the image's aspect ratio, but its longer side is capped at
+    # this many times the shorter-side target (a 1x10000 strip must not become 368x3.7M).
+    'inference_max_aspect': 4.0,
 
     # The 19 limbs in PAF-channel order: limb i uses PAF channels 2i (x) and 2i+1 (y),
     # pointing from the first joint to the second.
