@@ -178,4 +178,14 @@ params = {
         [[0, 17], [17, 18], [18, 19], [19, 20]],
     ],
     'hand_n_keypoints': 21,
+
+    # real-time demos (camera_pose_demo.py, camera_face_demo.py, frame_loop.py)
+    'camera_frame_size': (640, 480),  # (width, height) asked of the camera, as the original
+    'demo_scales': [1.0],  # one inference scale: speed over the four-scale accuracy
+    'demo_out_fps': 10.0,  # --out frame rate when the input has none (camera, image folder)
+    # OpenCV Haar cascade (shipped in cv2.data.haarcascades) and the original's detectMultiScale args
+    'face_cascade_file': 'haarcascade_frontalface_alt.xml',
+    'face_cascade_scale_factor': 1.2,
+    'face_cascade_min_neighbors': 3,
+    'face_cascade_min_size': (1, 1),
 }
