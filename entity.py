@@ -73,6 +73,21 @@ params = {
     'max_scale': 2.0,
     'max_rotate_degree': 40,
     'center_perterb_max': 40,
+    # ignore masks are dilated by this many input pixels before going to the output grid
+    'ignore_mask_dilate': 16,
+    # optimisation (train_coco_pose_estimation.py): Adam alpha, divided by 10 at these
+    # fractions of --iteration (100k and 200k of the original 300k)
+    'train_alpha': 1e-4,
+    'train_alpha_steps': (1 / 3, 2 / 3),
+    'train_batchsize': 10,
+    'train_iterations': 300000,
+    'snapshot_interval': 1000,
+    'val_samples': 100,
+    'val_batchsize': 4,
+    # CocoPoseNet: the VGG-19 front is frozen for this many iterations, then trained with its
+    # gradients scaled by vgg_grad_scale (the original's schedule)
+    'vgg_freeze_iterations': 2000,
+    'vgg_grad_scale': 0.25,
 
     # inference params
     'inference_img_size': 368,
