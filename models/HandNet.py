@@ -1,0 +1,13 @@
+"""The OpenPose hand keypoint network (21 points + background = 22 maps).
+
+Layer for layer as openpose ``models/hand/pose_deploy.prototxt``; see
+``models/_cpm.py``.  ``HandNet()(x)`` returns the six stages' heatmaps; ``x``
+is a float32 NCHW BGR crop normalised as x / 256 - 0.5.
+"""
+from entity import params
+from models._cpm import CPMNet
+
+
+class HandNet(CPMNet):
+    insize = params['hand_inference_img_size']
+    n_maps = params['hand_n_keypoints'] + 1  # + background
