@@ -1,0 +1,257 @@
+"""frame_loop.py with stand-in process callbacks (no network involved)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO
+from cli import UserError
+import frame_loop as fl
+
+
+def make_video(path, frames, fps=10.0):
+    h, w = frames[0].shape[:2]
+    fourcc = cv2.VideoWriter_fourcc(*fl.VIDEO_CODECS[os.path.splitext(path)[1]])
+    vw = cv2.VideoWriter(str(path), fourcc, fps, (w, h))
+    assert vw.isOpened()
+    for f in frames:
+        vw.write(f)
+    vw.release()
+
+
+def read_video(path):
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), path
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames
+
+
+def grey_frames(n, w=64, h=48):
+    return [np.full((h, w, 3), 20 + 30 * i, np.uint8) for i in range(n)]
+
+
+def standin(frame):
+    """Marks the frame (white square) and reports one 'person' whose every point is the mean grey."""
+    out = frame.copy()
+    cv2.rectangle(out, (20, 20), (40, 40), (255, 255, 255), -1)
+    level = float(frame[frame.shape[0] - 2, frame.shape[1] - 2].mean())  # away from the square
+    return out, fl.openpose_people([{'pose': np.full((18, 3), level)}])
+
+
+def no_temp_files(folder):
+    return [n for n in os.listdir(str(folder)) if n.startswith('.')] == []
+
+
+def test_video_in_video_and_json_out(tmp_path, capsys):
+    src = tmp_path / 'clip.mp4'
+    make_video(src, grey_frames(6))
+    out = tmp_path / 'out.mp4'
+    jdir = tmp_path / 'json'
+    summary = fl.run(fl.open_source(video=str(src)), standin, out=str(out), json_dir=str(jdir),
+                     display=False)
+    assert summary['frames'] == 6 and summary['skipped'] == 0 and summary['people'] == 6
+    assert not summary['interrupted'] and summary['mean_fps'] > 0
+
+    frames = read_video(out)
+    assert len(frames) == 6
+    assert frames[0].shape == (48, 64, 3)
+    # the callback's drawing reached the video, and frames stay in order
+    assert frames[3][30, 30].mean() > 200
+    levels = [f[46, 62].mean() for f in frames]
+    assert levels == sorted(levels)
+
+    names = sorted(os.listdir(str(jdir)))
+    assert names == ['clip_%012d_keypoints.json' % i for i in range(6)]
+    for i, name in enumerate(names):
+        data = json.load(open(str(jdir / name)))
+        assert data['version'] == 1.3 and len(data['people']) == 1
+        pts = np.array(data['people'][0]['pose_keypoints_2d']).reshape(18, 3)
+        assert abs(pts[0, 0] - (20 + 30 * i)) < 6  # this frame's own result
+        assert data['people'][0]['face_keypoints_2d'] == []
+    assert no_temp_files(tmp_path) and no_temp_files(jdir)
+    line = fl.format_summary(summary)
+    assert line.startswith('done: 6 frames, 0 skipped, mean ') and '6 people found' in line
+
+
+def test_folder_sorted_skips_non_images_and_fits_sizes(tmp_path, capsys):
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    sizes = {'f2.png': (61, 45), 'f10.png': (80, 40), 'f1.png': (30, 30)}
+    for i, (name, (w, h)) in enumerate(sorted(sizes.items())):
+        cv2.imwrite(str(folder / name), np.full((h, w, 3), 50 * (i + 1), np.uint8))
+    (folder / 'notes.txt').write_text('not an image')
+    (folder / '.hidden').write_text('ignored')
+    (folder / 'sub').mkdir()
+    out = tmp_path / 'out.avi'
+    jdir = tmp_path / 'json'
+    seen = []
+
+    def process(frame):
+        seen.append(frame.shape[:2])
+        return frame.copy(), fl.openpose_people([])
+
+    summary = fl.run(fl.open_source(images=str(folder)), process, out=str(out), json_dir=str(jdir),
+                     display=False)
+    err = capsys.readouterr().err
+    assert 'notes.txt: not a readable image, skipped' in err
+    assert summary['frames'] == 3 and summary['skipped'] == 1 and summary['people'] == 0
+    # natural order: f1, f2, f10
+    assert seen == [(30, 30), (45, 61), (40, 80)]
+    assert sorted(os.listdir(str(jdir))) == ['f10_keypoints.json', 'f1_keypoints.json',
+                                             'f2_keypoints.json']
+    frames = read_video(out)
+    assert len(frames) == 3 and all(f.shape == (30, 30, 3) for f in frames)
+
+
+def test_odd_frame_size_padded_to_even_not_cropped(tmp_path):
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    img = np.zeros((45, 61, 3), np.uint8)
+    img[:, -1] = 255  # last column and row must survive
+    img[-1, :] = 255
+    cv2.imwrite(str(folder / 'a.png'), img)
+    out = tmp_path / 'o.avi'
+    fl.run(fl.open_source(images=str(folder)), lambda f: (f.copy(), fl.openpose_people([])),
+           out=str(out), display=False)
+    (frame,) = read_video(out)
+    assert frame.shape == (46, 62, 3)
+    assert frame[20, 60].mean() > 150 and frame[44, 30].mean() > 150
+
+
+def test_damaged_video_frame_skipped_and_counted(tmp_path, capsys):
+    src = tmp_path / 'clip.avi'  # MJPG: one JPEG per frame, so one frame can be damaged alone
+    rng = np.random.RandomState(0)
+    make_video(src, [rng.randint(0, 255, (48, 64, 3)).astype(np.uint8) for _ in range(6)])
+    data = bytearray(src.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b'\xff\xd8\xff']
+    assert len(starts) == 6
+    data[starts[2]:starts[2] + 400] = bytes(400)  # wipe frame 2's JPEG header
+    src.write_bytes(bytes(data))
+    jdir = tmp_path / 'json'
+    summary = fl.run(fl.open_source(video=str(src)), standin, json_dir=str(jdir), display=False)
+    assert summary['frames'] == 5 and summary['skipped'] == 1
+    assert 'skipped 1 unreadable frame(s) before frame 3' in capsys.readouterr().err
+    # JSON names keep the frame's index in the video
+    assert sorted(os.listdir(str(jdir))) == ['clip_%012d_keypoints.json' % i for i in (0, 1, 3, 4, 5)]
+
+
+def test_bad_sources_are_one_line_user_errors(tmp_path):
+    with pytest.raises(UserError, match=r'cannot open camera --device 99'):
+        fl.open_source(device=99)
+    with pytest.raises(UserError, match=r'missing\.mp4: video file not found'):
+        fl.open_source(video=str(tmp_path / 'missing.mp4'))
+    junk = tmp_path / 'junk.mp4'
+    junk.write_bytes(b'this is no video')
+    with pytest.raises(UserError, match=r'junk\.mp4: cannot open as a video'):
+        fl.open_source(video=str(junk))
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(UserError, match=r'empty: folder has no files'):
+        fl.open_source(images=str(empty))
+    with pytest.raises(UserError, match=r'nope: folder not found'):
+        fl.open_source(images=str(tmp_path / 'nope'))
+    with pytest.raises(UserError, match=r"unsupported video type '\.gif'"):
+        fl.check_video_path(str(tmp_path / 'out.gif'))
+    with pytest.raises(UserError, match=r'output directory .* does not exist'):
+        fl.check_video_path(str(tmp_path / 'no' / 'out.mp4'))
+
+
+def test_no_display_falls_back_to_headless_with_one_notice(tmp_path, capsys, monkeypatch):
+    src = tmp_path / 'clip.mp4'
+    make_video(src, grey_frames(2))
+    monkeypatch.delenv('DISPLAY', raising=False)
+    monkeypatch.delenv('WAYLAND_DISPLAY', raising=False)
+    summary = fl.run(fl.open_source(video=str(src)), standin, display=True, progress=False)
+    assert summary['frames'] == 2
+    err = capsys.readouterr().err
+    assert err.count('note: ') == 1 and 'no display ($DISPLAY is not set); running headless' in err
+
+    # The pinned opencv-python-headless has no GUI: a display is set but no window can open.
+    assert 'GUI:                           NONE' in cv2.getBuildInformation()
+    monkeypatch.setenv('DISPLAY', ':0')
+    summary = fl.run(fl.open_source(video=str(src)), standin, display=True, progress=False)
+    assert summary['frames'] == 2
+    err = capsys.readouterr().err
+    assert err.count('note: ') == 1 and 'no GUI support' in err and 'running headless' in err
+
+
+def test_q_and_esc_quit(tmp_path, monkeypatch):
+    src = tmp_path / 'clip.mp4'
+    make_video(src, grey_frames(5))
+    shown = []
+    monkeypatch.setattr(fl, 'display_available', lambda: (True, None))
+    monkeypatch.setattr(cv2, 'imshow', lambda name, img: shown.append(img.shape))
+    monkeypatch.setattr(cv2, 'getWindowProperty', lambda *a: 1.0)
+    monkeypatch.setattr(cv2, 'destroyWindow', lambda *a: None)
+    for key in (ord('q'), 27):
+        keys = iter([-1, -1, key, -1, -1, -1])
+        monkeypatch.setattr(cv2, 'waitKey', lambda delay: next(keys))
+        shown.clear()
+        summary = fl.run(fl.open_source(video=str(src)), standin, display=True, progress=False)
+        assert summary['quit'] and summary['frames'] == 3 and len(shown) == 3
+
+
+def test_fps_is_drawn(tmp_path):
+    src = tmp_path / 'clip.mp4'
+    make_video(src, grey_frames(3))
+    out = tmp_path / 'o.avi'
+    fl.run(fl.open_source(video=str(src)), lambda f: (f.copy(), fl.openpose_people([])),
+           out=str(out), display=False)
+    frames = read_video(out)
+    # no rate is known at the first frame; later frames carry the white "FPS" text top-left
+    assert frames[0][5:30, 5:60].max() < 100
+    assert frames[2][5:30, 5:60].max() > 200
+
+
+CHILD = r'''
+import sys, time
+sys.path.insert(0, %(repo)r)
+import cli, frame_loop as fl
+
+def slow(frame):
+    time.sleep(0.15)
+    return frame.copy(), fl.openpose_people([])
+
+def main(argv):
+    s = fl.run(fl.open_source(video=%(src)r), slow, out=%(out)r, json_dir=%(jdir)r,
+               display=False, progress=False)
+    print(fl.format_summary(s))
+    return 130 if s['interrupted'] else 0
+
+cli.run_main(main)
+'''
+
+
+def test_sigint_mid_run_leaves_a_playable_video(tmp_path):
+    src = tmp_path / 'clip.mp4'
+    make_video(src, grey_frames(60))
+    out, jdir = tmp_path / 'out.mp4', tmp_path / 'json'
+    script = tmp_path / 'child.py'
+    script.write_text(CHILD % {'repo': REPO, 'src': str(src), 'out': str(out), 'jdir': str(jdir)})
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and (not jdir.exists() or len(os.listdir(str(jdir))) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert '(interrupted)' in stdout and 'Traceback' not in stderr
+    written = len(os.listdir(str(jdir)))
+    assert 3 <= written < 60
+    frames = read_video(out)
+    # every frame with a JSON is in the video (the signal may land between the two writes)
+    assert written <= len(frames) <= written + 1 and frames[0].shape == (48, 64, 3)
+    assert no_temp_files(tmp_path)
