@@ -1,0 +1,215 @@
+"""Multi-person body pose estimation with Part Affinity Fields (Cao et al., CVPR'17).
+
+    python pose_detector.py posenet models/coco_posenet.npz --img data/person.png [--gpu 0]
+    python pose_detector.py --img data/000000000785.jpg          # embedded MobileNet model
+    python pose_detector.py --img in.jpg --out out.png --json people.json --scales 1
+
+Writes the picture with the skeletons drawn (``result.png`` unless ``--out``) and, with
+``--json``, the keypoints in OpenPose's JSON format.  Python API::
+
+    detector = PoseDetector()                       # or PoseDetector('posenet', 'x.npz')
+    poses, scores = detector(bgr_image)             # (N, 18, 3) x, y, score; (N,)
+    cv2.imwrite('out.png', draw_person_pose(bgr_image, poses))
+"""
+import argparse
+import json
+import os
+import zipfile
+
+import numpy as np
+
+import cli
+import pose_core
+from entity import params
+from pose_core import draw_person_pose, read_image  # noqa: F401  (re-exported API)
+
+REPO_DIR = os.path.dirname(os.path.abspath(__file__))
+JSON_VERSION = 1.3
+
+
+def default_weights(arch):
+    """The default weights file of ``arch``: relative to the working directory if it exists
+    there, else to the repository (so the embedded model works from anywhere)."""
+    path = params['default_weights'][arch]
+    if not os.path.exists(path) and not os.path.isabs(path):
+        in_repo = os.path.join(REPO_DIR, path)
+        if os.path.exists(in_repo):
+            return in_repo
+    return path
+
+
+def load_model(arch, weights_file):
+    """Build the body net ``arch`` and load ``weights_file`` (a Chainer npz) into it.
+
+    Bad files give a one-line ``cli.UserError`` naming the file and, for weights of another
+    network, the first missing layer or mismatching shape.
+    """
+    import chainer
+    from models import get_model_class
+
+    if arch not in params['pose_archs']:
+        raise cli.UserError('unknown body-pose architecture %r (known: %s)'
+                            % (arch, ', '.join(sorted(params['pose_archs']))))
+    if not os.path.exists(weights_file):
+        raise cli.UserError('%s: no such weights file' % weights_file)
+    if os.path.isdir(weights_file):
+        raise cli.UserError('%s: is a directory, not a weights file' % weights_file)
+    model = get_model_class(arch)()
+    try:
+        with np.load(weights_file, allow_pickle=False) as npz:
+            check_weights(model, dict((k, npz[k].shape) for k in npz.files), weights_file, arch)
+        chainer.serializers.load_npz(weights_file, model)
+    except cli.UserError:
+        raise
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise cli.UserError('%s: not a Chainer .npz weights file (%s)' % (weights_file, e))
+    except KeyError as e:
+        raise cli.UserError('%s: not %s weights (missing %s)' % (weights_file, arch, e.args[0]))
+    except (ValueError, OSError) as e:
+        raise cli.UserError('%s: cannot load %s weights (%s)'
+                            % (weights_file, arch, str(e).splitlines()[0] if str(e) else e))
+    return model
+
+
+def check_weights(model, shapes, weights_file, arch):
+    """Compare the npz's arrays (name -> shape) with the model's parameters."""
+    if not shapes:
+        raise cli.UserError('%s: empty weights file' % weights_file)
+    for name, param in model.namedparams():
+        key = name.lstrip('/')
+        if key not in shapes:
+            raise cli.UserError('%s: not %s weights: no array for layer %s'
+                                % (weights_file, arch, key))
+        if param.array is not None and tuple(param.shape) != tuple(shapes[key]):
+            raise cli.UserError('%s: not %s weights: %s has shape %s, the network needs %s'
+                                % (weights_file, arch, key, tuple(shapes[key]),
+                                   tuple(param.shape)))
+
+
+class PoseDetector(object):
+    """Body pose estimator: a PAF network plus the multi-scale PAF pipeline of ``pose_core``.
+
+    ``arch`` is a key of ``entity.params['pose_archs']`` (default: the embedded
+    ``default_pose_arch``); ``weights_file`` defaults to that arch's ``default_weights``.
+    ``device`` -1 runs on the CPU, N >= 0 on GPU N (CuPy).  ``scales`` overrides
+    ``inference_scales``.  ``model`` may be given instead of weights (an already built net).
+    """
+
+    def __init__(self, arch=None, weights_file=None, device=-1, scales=None, model=None):
+        self.arch = arch or params['default_pose_arch']
+        if self.arch not in params['pose_archs']:
+            raise cli.UserError('unknown body-pose architecture %r (known: %s)'
+                                % (self.arch, ', '.join(sorted(params['pose_archs']))))
+        self.scales = list(params['inference_scales'] if scales is None else scales)
+        if not self.scales or min(self.scales) <= 0:
+            raise cli.UserError('scales must be positive numbers, got %s' % self.scales)
+        self.device = -1 if device is None else device
+        self.xp = cli.get_array_module(self.device)
+        if model is None:
+            model = load_model(self.arch, weights_file or default_weights(self.arch))
+        if self.device >= 0:
+            model.to_gpu(self.device)
+        self.model = model
+
+    def forward(self, x):
+        """Run the net on one preprocessed 1x3xHxW input; last stage's (pafs, heatmaps)."""
+        import chainer
+        with chainer.using_config('train', False), chainer.no_backprop_mode():
+            pafs, heatmaps = self.model(self.xp.asarray(x))
+        pafs, heatmaps = pafs[-1].array[0], heatmaps[-1].array[0]
+        if self.xp is not np:
+            pafs, heatmaps = chainer.backends.cuda.to_cpu(pafs), chainer.backends.cuda.to_cpu(heatmaps)
+        return pafs, heatmaps
+
+    def compute_maps(self, img):
+        """(heatmaps, pafs, scale_yx) averaged over ``self.scales`` (see pose_core.compute_maps)."""
+        return pose_core.compute_maps(img, self.forward, self.arch, self.scales)
+
+    def __call__(self, img):
+        """BGR uint8 image -> (poses (N, 18, 3): x, y, score, missing joints 0, 0, 0;
+        scores (N,)), people in the order the grouping found them."""
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            img = pose_core.to_bgr8(img)
+        heatmaps, pafs, scale_yx = self.compute_maps(img)
+        poses, scores = pose_core.group_people(heatmaps, pafs)
+        return pose_core.to_image_coords(poses, scale_yx), scores
+
+
+def poses_to_openpose_json(poses):
+    """OpenPose's JSON (version 1.3) for (N, 18, 3) poses: one ``pose_keypoints_2d`` list of
+    18 x, y, confidence triples per person (0, 0, 0 for a missing joint)."""
+    people = []
+    for pose in np.asarray(poses, np.float64).reshape(-1, pose_core.N_JOINTS, 3):
+        flat = [round(float(v), 3) for v in pose.reshape(-1)]
+        people.append({'person_id': [-1], 'pose_keypoints_2d': flat,
+                       'face_keypoints_2d': [], 'hand_left_keypoints_2d': [],
+                       'hand_right_keypoints_2d': []})
+    return {'version': JSON_VERSION, 'people': people}
+
+
+def encode_image(path, img):
+    """PNG/JPEG/... bytes of ``img`` for ``path``'s extension (one-line error if unknown)."""
+    import cv2
+    ext = os.path.splitext(path)[1] or '.png'
+    try:
+        ok, buf = cv2.imencode(ext, img)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise cli.UserError('%s: cannot write an image with extension %r' % (path, ext))
+    return buf.tobytes()
+
+
+def write_outputs(out_path, img, json_path=None, json_obj=None):
+    """Write the picture (and the JSON): everything is encoded first, then each file goes
+    through cli.atomic_output, so a failure leaves no partial file."""
+    data = encode_image(out_path, img)
+    text = json.dumps(json_obj) if json_path else None
+    with cli.atomic_output(out_path) as tmp_img:
+        with open(tmp_img, 'wb') as f:
+            f.write(data)
+        if json_path:
+            with cli.atomic_output(json_path) as tmp_json:
+                with open(tmp_json, 'w') as f:
+                    f.write(text)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description='Multi-person pose estimation. With no ARCH/WEIGHTS the embedded %s model '
+                    '(%s) is used.' % (params['default_pose_arch'],
+                                       params['default_weights'][params['default_pose_arch']]))
+    p.add_argument('arch', nargs='?', choices=sorted(params['pose_archs']),
+                   help='model architecture (default: %s)' % params['default_pose_arch'])
+    p.add_argument('weights', nargs='?', help="weights file (.npz; default: the arch's own)")
+    p.add_argument('--img', '-i', required=True, help='image file')
+    p.add_argument('--out', '-o', default='result.png', help='picture to write (result.png)')
+    p.add_argument('--json', '-j', metavar='FILE', help="also write OpenPose-format JSON")
+    p.add_argument('--scales', type=float, nargs='+', metavar='S',
+                   help='inference scales (default: %s)'
+                        % ' '.join('%g' % s for s in params['inference_scales']))
+    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    p.add_argument('--precise', action='store_true',
+                   help="accepted for the original's command lines; the multi-scale "
+                        "evaluation is always on")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    img = read_image(args.img)  # before loading the model: fail fast on a bad picture
+    detector = PoseDetector(args.arch, args.weights, device=args.gpu, scales=args.scales)
+    poses, _ = detector(img)
+    n = len(poses)
+    print('Found %d %s in %s' % (n, 'person' if n == 1 else 'people', args.img))
+    write_outputs(args.out, draw_person_pose(img, poses), args.json,
+                  poses_to_openpose_json(poses) if args.json else None)
+    print('Saving result into %s...' % args.out)
+    if args.json:
+        print('Keypoints written to %s' % args.json)
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run_main(main)
