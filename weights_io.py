@@ -1,0 +1,496 @@
+"""Read network weights without Caffe or PyTorch; write Caffe models for tests.
+
+* ``read_caffemodel``: Caffe ``NetParameter`` files, both the current ``layer``
+  (field 100) and the old V1 ``layers`` (field 2) formats, through the
+  wire-format reader in ``protowire`` (``chainer.links.caffe.CaffeFunction``
+  takes ~50 s and 2.5 GB on the 209 MB CMU body model; this takes well under a
+  second, see bench/bench_convert.py).
+* ``read_pth``: PyTorch ``torch.save`` files (zip and legacy formats) read
+  without torch and without running pickled code: the unpickler resolves only
+  the tensor-rebuild function, storage types and ``OrderedDict``.
+* ``parse_prototxt`` / ``conv_layers_from_prototxt`` / ``write_caffemodel``:
+  enough of the prototxt text format to build real caffemodels from the CMU
+  deploy files (tests and bench prove the Chainer ports against OpenCV with
+  them).
+
+Every reader returns ``{layer_name: [W, b]}`` (float32 arrays) and raises
+``cli.UserError`` naming the file (and layer) on bad input.
+"""
+import collections
+import io
+import mmap
+import os
+import pickle
+import re
+import struct
+import zipfile
+
+import numpy as np
+
+import protowire as pw
+from cli import UserError
+
+# --- Caffe -----------------------------------------------------------------
+
+# NetParameter / LayerParameter / V1LayerParameter / BlobProto field numbers
+# (caffe.proto).
+_NET_LAYER, _NET_LAYERS_V1 = 100, 2
+_LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS = 1, 2, 7
+_V1_NAME, _V1_TYPE, _V1_BLOBS = 4, 5, 6
+_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
+_BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
+# V1 LayerType enum values of the layers we care about.
+V1_TYPES = {'CONVOLUTION': 4, 'POOLING': 17, 'RELU': 18, 'CONCAT': 3,
+            'INNER_PRODUCT': 14, 'DROPOUT': 6, 'SOFTMAX': 20}
+
+
+def _blob_shape(view):
+    shape, legacy = None, [1, 1, 1, 1]
+    for field, wire, value in pw.iter_fields(view):
+        if field == _BLOB_SHAPE:
+            shape = [v for f2, w2, v2 in pw.iter_fields(value) if f2 == 1
+                     for v in (pw.packed_varints(v2) if w2 == pw.BYTES else [v2])]
+        elif _BLOB_NUM <= field <= _BLOB_WIDTH and wire == pw.VARINT:
+            legacy[field - 1] = value
+    return tuple(legacy if shape is None else shape)
+
+
+def _blob(view, where):
+    """Decode a BlobProto into a float32 array of its declared shape."""
+    shape = None
+    legacy = [1, 1, 1, 1]
+    data = []
+    for field, wire, value in pw.iter_fields(view):
+        if field == _BLOB_SHAPE:
+            shape = []
+            for f2, w2, v2 in pw.iter_fields(value):
+                if f2 == 1:
+                    shape.extend(pw.packed_varints(v2) if w2 == pw.BYTES else [v2])
+        elif _BLOB_NUM <= field <= _BLOB_WIDTH and wire == pw.VARINT:
+            legacy[field - 1] = value
+        elif field == _BLOB_DATA:
+            if wire == pw.BYTES:
+                data.append(np.frombuffer(value, dtype='<f4'))
+            else:  # unpacked repeated float
+                data.append(np.array([pw.as_float32(value)], dtype=np.float32))
+        elif field == _BLOB_DOUBLE_DATA and wire == pw.BYTES:
+            data.append(np.frombuffer(value, dtype='<f8'))
+    if shape is None:
+        shape = legacy
+    arr = data[0] if len(data) == 1 else (np.concatenate(data) if data
+                                          else np.zeros(0, np.float32))
+    if arr.size != int(np.prod(shape)):
+        raise UserError('%s: blob has %d values but shape %s'
+                        % (where, arr.size, tuple(shape)))
+    return arr.astype(np.float32).reshape(shape)
+
+
+def _scan_net(buf, path, wanted):
+    out = collections.OrderedDict()
+    for field, wire, value in pw.iter_fields(buf):
+        if wire != pw.BYTES or field not in (_NET_LAYER, _NET_LAYERS_V1):
+            continue
+        name_f, blob_f = ((_LAYER_NAME, _LAYER_BLOBS) if field == _NET_LAYER
+                          else (_V1_NAME, _V1_BLOBS))
+        name, blobs = None, []
+        for f2, w2, v2 in pw.iter_fields(value):
+            if f2 == name_f and w2 == pw.BYTES:
+                name = pw.to_str(v2)
+            elif f2 == blob_f and w2 == pw.BYTES:
+                blobs.append(v2)
+        if not blobs or name is None:
+            continue
+        if wanted is None or name in wanted:
+            out[name] = [_blob(b, '%s: layer %s' % (path, name)) for b in blobs]
+        else:  # not needed: shapes only (for diagnostics), data left in the file
+            out[name] = [_blob_shape(b) for b in blobs]
+    return out
+
+
+def read_caffemodel(path, wanted=None):
+    """Blobs of the layers in a ``.caffemodel``: ``{name: [blob, ...]}``.
+
+    Layers without blobs (ReLU, pooling, ...) are left out.  With ``wanted``
+    (a set of names) only those layers' blobs are decoded; the others map to
+    their blobs' shape tuples.  The file is memory-mapped, so large layers we
+    don't need (VGG-19's fc6 is 400 MB) are never read.
+    """
+    with open(path, 'rb') as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise UserError('%s: empty file, not a Caffe model' % path)
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        out = _scan_net(buf, path, wanted)
+    except pw.WireError as e:
+        raise UserError('%s: truncated or corrupt Caffe model (%s)' % (path, e))
+    finally:
+        try:
+            buf.close()
+        except BufferError:  # a traceback still holds a view: garbage collection closes it
+            pass
+    if not out:
+        raise UserError('%s: no layers with weights found (not a Caffe model?)' % path)
+    return out
+
+
+# --- PyTorch ---------------------------------------------------------------
+
+_STORAGE_DTYPES = {'FloatStorage': '<f4', 'DoubleStorage': '<f8', 'HalfStorage': '<f2'}
+_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+_LEGACY_PROTOCOL = 1001
+
+
+class _StorageType:
+    def __init__(self, name):
+        self.name = name
+
+
+class _Storage:
+    """A storage named in the pickle; its bytes are attached afterwards."""
+
+    def __init__(self, key, storage_type, numel):
+        self.key, self.type, self.numel = key, storage_type, numel
+        self.array = None
+
+
+class _Tensor:
+    def __init__(self, storage, offset, size, stride):
+        self.storage, self.offset = storage, offset
+        self.size, self.stride = tuple(size), tuple(stride)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    return _Tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    return data
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals a plain tensor state dict needs."""
+
+    SAFE = {
+        ('torch._utils', '_rebuild_tensor_v2'): _rebuild_tensor_v2,
+        ('torch._utils', '_rebuild_parameter'): _rebuild_parameter,
+        ('collections', 'OrderedDict'): collections.OrderedDict,
+    }
+
+    def __init__(self, f, path):
+        super().__init__(f)
+        self.path = path
+        self.storages = {}
+
+    def find_class(self, module, name):
+        if (module, name) in self.SAFE:
+            return self.SAFE[(module, name)]
+        if module == 'torch' and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        raise UserError('%s: refusing to load: the pickle references %s.%s, which a '
+                        'plain weights file never needs (nothing was executed)'
+                        % (self.path, module, name))
+
+    def persistent_load(self, pid):
+        # zip format: ('storage', type, key, location, numel)
+        # legacy:     ('storage', type, key, location, numel, view_metadata)
+        if (not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != 'storage'
+                or not isinstance(pid[1], _StorageType)):
+            raise UserError('%s: unsupported persistent id %r in pickle'
+                            % (self.path, pid[:1] if isinstance(pid, tuple) else pid))
+        if len(pid) > 5 and pid[5] is not None:
+            raise UserError('%s: storage views (old torch < 0.4 files) are not supported'
+                            % self.path)
+        key = str(pid[2])
+        if key not in self.storages:
+            self.storages[key] = _Storage(key, pid[1].name, int(pid[4]))
+        return self.storages[key]
+
+
+def _materialise(path, obj):
+    """The unpickled state dict -> ``{key: float32 array}`` with bounds checks."""
+    if isinstance(obj, dict) and 'state_dict' in obj and isinstance(obj['state_dict'], dict):
+        obj = obj['state_dict']
+    if not isinstance(obj, dict):
+        raise UserError('%s: expected a state dict of tensors, found %s'
+                        % (path, type(obj).__name__))
+    out = collections.OrderedDict()
+    for key, t in obj.items():
+        if not isinstance(t, _Tensor):
+            continue
+        st = t.storage
+        arr = st.array
+        if arr is None:
+            raise UserError('%s: tensor %s: storage %s has no data' % (path, key, st.key))
+        size, stride = t.size, t.stride
+        if len(size) != len(stride) or any(s < 0 for s in size + stride):
+            raise UserError('%s: tensor %s: bad size %s / stride %s' % (path, key, size, stride))
+        last = t.offset + sum((n - 1) * s for n, s in zip(size, stride)) if all(size) else -1
+        if t.offset < 0 or last >= arr.size:
+            raise UserError('%s: tensor %s of shape %s runs past its storage (%d values)'
+                            % (path, key, size, arr.size))
+        item = arr.itemsize
+        view = np.lib.stride_tricks.as_strided(
+            arr[t.offset:], shape=size, strides=[s * item for s in stride], writeable=False)
+        out[key] = np.array(view, dtype=np.float32)
+    return out
+
+
+def read_pth(path):
+    """A ``torch.save``'d state dict -> ``{key: float32 array}``, without torch."""
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    try:
+        if head.startswith(b'PK\x03\x04'):
+            return _read_pth_zip(path)
+        if head[:1] == b'\x80':
+            return _read_pth_legacy(path)
+    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError,
+            TypeError, AttributeError, IndexError, KeyError, struct.error) as e:
+        raise UserError('%s: truncated or corrupt PyTorch file (%s)' % (path, e))
+    raise UserError('%s: not a PyTorch .pth file (no zip or pickle header)' % path)
+
+
+def _read_pth_zip(path):
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        pkl = [n for n in names if n.endswith('/data.pkl') or n == 'data.pkl']
+        if len(pkl) != 1:
+            raise UserError('%s: zip file without a single data.pkl (not a torch.save file)'
+                            % path)
+        prefix = pkl[0][:-len('data.pkl')]
+        byteorder = 'little'
+        if prefix + 'byteorder' in names:
+            byteorder = z.read(prefix + 'byteorder').decode('ascii', 'replace').strip()
+        up = _RestrictedUnpickler(io.BytesIO(z.read(pkl[0])), path)
+        obj = up.load()
+        for key, st in up.storages.items():
+            member = prefix + 'data/' + key
+            if member not in names:
+                raise UserError('%s: storage %s missing from the archive' % (path, member))
+            dtype = np.dtype(_STORAGE_DTYPES[st.type])
+            if byteorder == 'big':
+                dtype = dtype.newbyteorder('>')
+            raw = z.read(member)
+            if len(raw) < st.numel * dtype.itemsize:
+                raise UserError('%s: storage %s holds %d bytes, expected %d'
+                                % (path, member, len(raw), st.numel * dtype.itemsize))
+            st.array = np.frombuffer(raw, dtype=dtype, count=st.numel)
+    return _materialise(path, obj)
+
+
+def _read_pth_legacy(path):
+    """The pre-1.6 format: magic, protocol, sys info, the object, storage keys, raw data."""
+    with open(path, 'rb') as f:
+        def load():
+            return _RestrictedUnpickler(f, path).load()
+        if load() != _LEGACY_MAGIC:
+            raise UserError('%s: not a PyTorch file (bad magic number)' % path)
+        if load() != _LEGACY_PROTOCOL:
+            raise UserError('%s: unsupported legacy PyTorch protocol' % path)
+        info = load()
+        little = info.get('little_endian', True) if isinstance(info, dict) else True
+        up = _RestrictedUnpickler(f, path)
+        obj = up.load()
+        keys = load()
+        for key in keys:
+            st = up.storages.get(str(key))
+            if st is None:
+                raise UserError('%s: unknown storage %s' % (path, key))
+            n = np.frombuffer(f.read(8), dtype='<i8' if little else '>i8')
+            dtype = np.dtype(_STORAGE_DTYPES[st.type])
+            if not little:
+                dtype = dtype.newbyteorder('>')
+            if n.size != 1 or n[0] != st.numel:
+                raise UserError('%s: storage %s truncated or size mismatch' % (path, key))
+            raw = f.read(st.numel * dtype.itemsize)
+            if len(raw) != st.numel * dtype.itemsize:
+                raise UserError('%s: storage %s truncated' % (path, key))
+            st.array = np.frombuffer(raw, dtype=dtype)
+    return _materialise(path, obj)
+
+
+def layers_from_state_dict(state, path):
+    """``{'conv1_1.weight': W, 'conv1_1.bias': b}`` -> ``{'conv1_1': [W, b]}``.
+
+    A prefix such as ``model0.`` (pytorch-openpose's module names) is dropped:
+    the last two dotted parts are the Caffe layer name and weight/bias.
+    """
+    out = collections.OrderedDict()
+    for key, arr in state.items():
+        parts = key.split('.')
+        if len(parts) < 2 or parts[-1] not in ('weight', 'bias'):
+            continue
+        name = parts[-2]
+        slot = out.setdefault(name, [None, None])
+        idx = 0 if parts[-1] == 'weight' else 1
+        if slot[idx] is not None:
+            raise UserError('%s: layer %s appears twice (%s)' % (path, name, key))
+        slot[idx] = arr
+    for name, (w, b) in out.items():
+        if w is None or b is None:
+            raise UserError('%s: layer %s has no %s' % (path, name, 'weight' if w is None
+                                                         else 'bias'))
+    if not out:
+        raise UserError('%s: no <layer>.weight / <layer>.bias tensors found' % path)
+    return out
+
+
+# --- any weights file ------------------------------------------------------
+
+def sniff(path):
+    """'pth', 'npz' or 'caffemodel' from the file's first bytes."""
+    if not os.path.exists(path):
+        raise UserError('%s: no such file' % path)
+    if os.path.isdir(path):
+        raise UserError('%s: is a directory, expected a weights file' % path)
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(64)
+    except OSError as e:
+        raise UserError('%s: cannot read (%s)' % (path, e.strerror or e))
+    if head.startswith(b'PK\x03\x04'):
+        return 'npz' if path.endswith('.npz') else 'pth'
+    if head[:1] == b'\x80':
+        return 'pth'
+    return 'caffemodel'
+
+
+def read_layers(path, wanted=None):
+    """``{layer: [W, b, ...]}`` from a caffemodel or a .pth (detected by content)."""
+    kind = sniff(path)
+    if kind == 'pth':
+        return layers_from_state_dict(read_pth(path), path)
+    if kind == 'npz':
+        raise UserError('%s: is already an npz; convert_model reads .caffemodel or .pth' % path)
+    return read_caffemodel(path, wanted)
+
+
+# --- prototxt text format --------------------------------------------------
+
+_TOKEN = re.compile(r'\s+|#[^\n]*|(?P<t>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}:]|[^\s{}:#"\']+)')
+
+
+def parse_prototxt(text):
+    """Protobuf text format -> nested ``{field: [values]}`` (messages are dicts).
+
+    Scalars stay strings except numbers, which become int/float.
+    """
+    tokens = [m.group('t') for m in _TOKEN.finditer(text) if m.group('t')]
+    pos = 0
+
+    def scalar(tok):
+        if tok[0] in '"\'':
+            return tok[1:-1]
+        for conv in (int, float):
+            try:
+                return conv(tok)
+            except ValueError:
+                pass
+        return tok
+
+    def message(end_brace):
+        nonlocal pos
+        msg = {}
+        while pos < len(tokens):
+            tok = tokens[pos]
+            if tok == '}':
+                if not end_brace:
+                    raise ValueError('unbalanced } in prototxt')
+                pos += 1
+                return msg
+            key = tok
+            pos += 1
+            if pos < len(tokens) and tokens[pos] == ':':
+                pos += 1
+            if pos < len(tokens) and tokens[pos] == '{':
+                pos += 1
+                msg.setdefault(key, []).append(message(True))
+            else:
+                msg.setdefault(key, []).append(scalar(tokens[pos]))
+                pos += 1
+        if end_brace:
+            raise ValueError('unbalanced { in prototxt')
+        return msg
+
+    return message(False)
+
+
+def _one(msg, key, default=None):
+    vals = msg.get(key)
+    return vals[0] if vals else default
+
+
+def conv_layers_from_prototxt(text):
+    """The convolution layers of a deploy prototxt: ``[(name, out, in, kh, kw)]``.
+
+    Input channels are inferred through ReLU / Pooling / Dropout / Concat.
+    Both the ``layer`` and the V1 ``layers`` syntax are understood.
+    """
+    net = parse_prototxt(text)
+    layers = net.get('layer', []) + net.get('layers', [])
+    channels = {}
+    inputs = net.get('input', [])
+    dims = net.get('input_dim', [])
+    if inputs:
+        channels[inputs[0]] = dims[1] if len(dims) > 1 else 3
+    for shape in net.get('input_shape', []):
+        channels[inputs[0]] = shape['dim'][1]
+    out = []
+    for layer in layers:
+        typ = str(_one(layer, 'type')).upper()
+        bottoms, tops = layer.get('bottom', []), layer.get('top', [])
+        if typ == 'CONVOLUTION':
+            p = _one(layer, 'convolution_param')
+            k = _one(p, 'kernel_size')
+            kh, kw = _one(p, 'kernel_h', k), _one(p, 'kernel_w', k)
+            if _one(p, 'group', 1) != 1 or _one(p, 'stride', 1) != 1:
+                raise ValueError('layer %s: only group 1, stride 1 supported'
+                                 % _one(layer, 'name'))
+            out.append((_one(layer, 'name'), _one(p, 'num_output'),
+                        channels[bottoms[0]], kh, kw))
+            channels[tops[0]] = _one(p, 'num_output')
+        elif typ == 'CONCAT':
+            channels[tops[0]] = sum(channels[b] for b in bottoms)
+        elif typ in ('RELU', 'POOLING', 'DROPOUT', 'SOFTMAX'):
+            channels[tops[0]] = channels[bottoms[0]]
+        elif typ in ('INNERPRODUCT', 'INNER_PRODUCT'):
+            channels[tops[0]] = _one(_one(layer, 'inner_product_param'), 'num_output')
+    return out
+
+
+def write_caffemodel(path, layers, v1=False):
+    """Write ``[(name, [blob arrays])]`` as a Caffe ``NetParameter`` file.
+
+    V2 files get ``layer { name type: "Convolution" blobs { shape data } }``;
+    V1 files get ``layers { name type: CONVOLUTION blobs { num channels height
+    width data } }`` like the 2014 VGG release.
+    """
+    from cli import atomic_output
+    with atomic_output(path) as tmp:
+        with open(tmp, 'wb') as f:
+            f.write(pw.enc_bytes(1, b'net'))
+            for name, blobs in layers:
+                parts = []
+                for arr in blobs:
+                    arr = np.asarray(arr, dtype=np.float32)
+                    if v1:
+                        dims = (1,) * (4 - arr.ndim) + arr.shape
+                        hdr = b''.join(pw.enc_field(i + 1, pw.VARINT, d)
+                                       for i, d in enumerate(dims))
+                    else:
+                        shape = b''.join(pw.enc_field(1, pw.VARINT, d) for d in arr.shape)
+                        hdr = pw.enc_bytes(_BLOB_SHAPE, shape)
+                    parts.append((hdr, arr))
+                blob_bytes = [pw.enc_bytes(_V1_BLOBS if v1 else _LAYER_BLOBS,
+                                           hdr + pw.enc_packed_float32(_BLOB_DATA, arr))
+                              for hdr, arr in parts]
+                if v1:
+                    head = (pw.enc_bytes(_V1_NAME, name.encode())
+                            + pw.enc_field(_V1_TYPE, pw.VARINT, V1_TYPES['CONVOLUTION']))
+                else:
+                    head = (pw.enc_bytes(_LAYER_NAME, name.encode())
+                            + pw.enc_bytes(_LAYER_TYPE, b'Convolution'))
+                body = head + b''.join(blob_bytes)
+                f.write(pw.enc_bytes(_NET_LAYERS_V1 if v1 else _NET_LAYER, body))
