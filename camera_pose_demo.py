@@ -1,0 +1,59 @@
+"""Real-time body poses on a webcam, a video file or a folder of images.
+
+    python camera_pose_demo.py                          # webcam 0, quit with q or Esc
+    python camera_pose_demo.py --video in.mp4 --out annotated.mp4 --json-dir poses/
+    python camera_pose_demo.py --images frames/ --no-display --json-dir poses/
+
+Defaults to the embedded MobileNet model at a single scale (``demo_scales``) for
+speed; ``--arch posenet --weights models/coco_posenet.npz`` runs the CMU net.
+The frame loop (sources, display, outputs, summary) is ``frame_loop.py``.
+"""
+import argparse
+
+import cli
+import frame_loop
+from entity import params
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description='Body pose detection on a camera, a video file or a folder of images.')
+    frame_loop.add_arguments(parser)
+    parser.add_argument('--arch', choices=sorted(params['pose_archs']), default=None,
+                        help='body network (default: %s, the embedded model)'
+                        % params['default_pose_arch'])
+    parser.add_argument('--weights', metavar='NPZ', default=None,
+                        help="weights of --arch (default: the arch's file in models/)")
+    parser.add_argument('--gpu', '-g', type=int, default=-1,
+                        help='GPU ID (negative value indicates CPU)')
+    parser.add_argument('--scales', type=float, nargs='+', default=None, metavar='S',
+                        help='inference scales (default: %s; the still-image default is %s)'
+                        % (' '.join('%g' % s for s in params['demo_scales']),
+                           ' '.join('%g' % s for s in params['inference_scales'])))
+    return parser
+
+
+def pose_process(detector):
+    """The frame callback: poses drawn on the frame, and OpenPose JSON (one entry per person)."""
+    from pose_core import draw_person_pose
+    from pose_detector import poses_to_openpose_json
+
+    def process(frame):
+        poses, _scores = detector(frame)
+        return draw_person_pose(frame, poses), poses_to_openpose_json(poses)
+    return process
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+
+    def make_process():
+        from pose_detector import PoseDetector
+        scales = args.scales if args.scales is not None else params['demo_scales']
+        return pose_process(PoseDetector(args.arch, args.weights, device=args.gpu, scales=scales))
+
+    return frame_loop.run_from_args(args, make_process, label='people')
+
+
+if __name__ == '__main__':
+    cli.run_main(main)

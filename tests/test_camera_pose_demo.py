@@ -1,0 +1,151 @@
+"""camera_pose_demo.py end to end on real COCO images (embedded model, headless)."""
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_path
+from entity import params
+
+SCRIPT = os.path.join(REPO, 'camera_pose_demo.py')
+SKIER = '000000000785'
+VIDEO_SIZE = (432, 288)  # (w, h): every COCO image resized to one size
+
+
+def run_demo(*args, cwd=None):
+    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def video_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), path
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    return frames
+
+
+def coco_images():
+    images = sorted(glob.glob(os.path.join(shared_path('coco_mini'), '*.jpg')))
+    assert len(images) == 4 and os.path.basename(images[0]) == SKIER + '.jpg'
+    return images
+
+
+def skier_truth():
+    """COCO-17 keypoints (17, 3) and box height of the one person in image 785."""
+    coco = json.load(open(shared_path('coco_mini', 'test_coco.json')))
+    (image,) = [im for im in coco['images'] if im['file_name'] == SKIER + '.jpg']
+    (ann,) = [a for a in coco['annotations']
+              if a['image_id'] == image['id'] and a['num_keypoints'] > 0]
+    return np.array(ann['keypoints'], np.float64).reshape(17, 3), ann['bbox'][3], image
+
+
+def assert_skier_found(json_path, sx=1.0, sy=1.0):
+    data = json.load(open(str(json_path)))
+    assert data['version'] == 1.3
+    assert len(data['people']) == 1, data['people']
+    pose = np.array(data['people'][0]['pose_keypoints_2d']).reshape(18, 3)
+    gt, box_h, _ = skier_truth()
+    errors = []
+    for k, joint in enumerate(params['coco_joint_indices']):
+        if gt[k, 2] == 0:
+            continue
+        if pose[joint, 2] <= 0:
+            errors.append(np.inf)  # a labelled joint the demo missed
+        else:
+            errors.append(np.hypot(pose[joint, 0] - gt[k, 0] * sx, pose[joint, 1] - gt[k, 1] * sy))
+    median = float(np.median(errors))
+    print('skier: median keypoint error %.1f px, box height %.1f px' % (median, box_h * sy))
+    assert median <= 0.10 * box_h * sy
+
+
+@pytest.fixture(scope='module')
+def coco_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp('video') / 'coco.mp4'
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 5.0, VIDEO_SIZE)
+    for f in coco_images():
+        vw.write(cv2.resize(cv2.imread(f), VIDEO_SIZE, interpolation=cv2.INTER_AREA))
+    vw.release()
+    return path
+
+
+def test_video_headless(coco_video, tmp_path):
+    out, jdir = tmp_path / 'annotated.mp4', tmp_path / 'json'
+    r = run_demo('--video', coco_video, '--out', out, '--json-dir', jdir, '--no-display')
+    assert r.returncode == 0, r.stderr
+    assert 'note:' not in r.stderr  # --no-display: no headless notice
+    summary = r.stdout.strip().splitlines()[-1]
+    assert summary.startswith('done: 4 frames, 0 skipped, mean ') and 'people found' in summary
+    n_people = int(summary.split(' people found')[0].rsplit(' ', 1)[1])
+
+    frames = video_frames(out)
+    assert len(frames) == len(video_frames(coco_video)) == 4
+    assert frames[0].shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)
+    names = sorted(os.listdir(str(jdir)))
+    assert names == ['coco_%012d_keypoints.json' % i for i in range(4)]
+    assert n_people == sum(len(json.load(open(str(jdir / n)))['people']) for n in names)
+    # frame 0 is the skier
+    _, _, image = skier_truth()
+    assert_skier_found(jdir / names[0], VIDEO_SIZE[0] / image['width'],
+                       VIDEO_SIZE[1] / image['height'])
+
+
+def test_folder_headless_without_display(tmp_path):
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for f in coco_images():
+        shutil.copy(f, str(folder))
+    (folder / 'readme.txt').write_text('not an image')
+    out, jdir = tmp_path / 'annotated.avi', tmp_path / 'json'
+    env = dict(os.environ)
+    env.pop('DISPLAY', None)
+    env.pop('WAYLAND_DISPLAY', None)
+    r = subprocess.run([sys.executable, SCRIPT, '--images', str(folder), '--out', str(out),
+                        '--json-dir', str(jdir)], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert 'note: no display ($DISPLAY is not set); running headless' in r.stderr
+    assert 'readme.txt: not a readable image, skipped' in r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith('done: 4 frames, 1 skipped, mean ')
+    frames = video_frames(out)
+    # the video takes the first image's size (640x425, padded to an even 640x426)
+    assert len(frames) == 4 and frames[0].shape == (426, 640, 3)
+    assert sorted(os.listdir(str(jdir))) == sorted(
+        os.path.basename(f)[:-4] + '_keypoints.json' for f in coco_images())
+    assert_skier_found(jdir / (SKIER + '_keypoints.json'))
+
+
+def one_line_error(r, text):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith('error: ') and text in lines[-1], r.stderr
+    assert 'Traceback' not in r.stderr
+
+
+def test_bad_inputs(tmp_path):
+    one_line_error(run_demo('--device', 99), 'cannot open camera --device 99')
+    # the original's command, verbatim: camera 0 (there is none here)
+    one_line_error(run_demo(), 'cannot open camera --device 0')
+    one_line_error(run_demo('--video', tmp_path / 'missing.mp4'), 'missing.mp4: video file not found')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    one_line_error(run_demo('--images', empty), 'empty: folder has no files')
+    text_only = tmp_path / 'text_only'
+    text_only.mkdir()
+    (text_only / 'notes.txt').write_text('hello')
+    r = run_demo('--images', text_only, '--no-display', '--out', tmp_path / 'o.mp4')
+    assert 'notes.txt: not a readable image, skipped' in r.stderr
+    one_line_error(r, 'text_only: no frame could be read (1 skipped)')
+    assert not (tmp_path / 'o.mp4').exists()
+    one_line_error(run_demo('--images', empty, '--out', tmp_path / 'x.gif'),
+                   "unsupported video type '.gif'")
