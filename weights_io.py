@@ -494,3 +494,40 @@ def write_caffemodel(path, layers, v1=False):
                             + pw.enc_bytes(_LAYER_TYPE, b'Convolution'))
                 body = head + b''.join(blob_bytes)
                 f.write(pw.enc_bytes(_NET_LAYERS_V1 if v1 else _NET_LAYER, body))
+
+
+def random_conv_weights(conv_layers, seed=0, bias_std=0.1):
+    """He-initialised random ``[(name, [W, b])]`` for ``conv_layers_from_prototxt``.
+
+    Used by tests and bench: with std sqrt(2 / fan_in) activations keep their
+    scale through the ReLU stacks, so outputs are neither exploding nor zero.
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, n_out, n_in, kh, kw in conv_layers:
+        std = np.float32(np.sqrt(2.0 / (n_in * kh * kw)))
+        w = rng.standard_normal((n_out, n_in, kh, kw), dtype=np.float32) * std
+        b = rng.standard_normal(n_out, dtype=np.float32) * np.float32(bias_std)
+        out.append((name, [w, b]))
+    return out
+
+
+def prototxt_with_input(text, height, width):
+    """A deploy prototxt with its (first) input resized to 1 x C x height x width.
+
+    Handles ``input_dim:`` lines (CMU files) and ``input_shape { dim }`` blocks.
+    """
+    dims = iter([1, None, height, width])
+    pattern = re.compile(r'^(\s*input_dim\s*:\s*)(\d+)', re.M)
+    count = [0]
+
+    def repl(m):
+        count[0] += 1
+        if count[0] > 4:
+            return m.group(0)
+        d = next(dims)
+        return m.group(1) + (m.group(2) if d is None else str(d))
+    out = pattern.sub(repl, text)
+    if count[0] < 4:
+        raise ValueError('prototxt has no 4 input_dim lines')
+    return out
