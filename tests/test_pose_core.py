@@ -1,0 +1,283 @@
+"""pose_core: image reading, resizing, peaks and the PAF grouping on synthetic maps."""
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+import cli
+import pose_core
+from entity import JointType as J, params
+
+N = len(J)
+
+# A standing person, 18 joints (x, y) for a height of about 1 (feet at y = 1).
+TEMPLATE = {
+    J.Nose: (0.0, 0.06), J.Neck: (0.0, 0.17),
+    J.RShoulder: (-0.11, 0.18), J.RElbow: (-0.16, 0.33), J.RWrist: (-0.19, 0.47),
+    J.LShoulder: (0.11, 0.18), J.LElbow: (0.16, 0.33), J.LWrist: (0.19, 0.47),
+    J.RHip: (-0.07, 0.5), J.RKnee: (-0.08, 0.74), J.RAnkle: (-0.09, 0.97),
+    J.LHip: (0.07, 0.5), J.LKnee: (0.08, 0.74), J.LAnkle: (0.09, 0.97),
+    J.REye: (-0.025, 0.04), J.LEye: (0.025, 0.04), J.REar: (-0.055, 0.055),
+    J.LEar: (0.055, 0.055),
+}
+
+
+def person(cx, top, height, missing=(), moved=None):
+    """(18, 3) pose: x, y, 1 for present joints, 0, 0, 0 for ``missing`` ones."""
+    pose = np.zeros((N, 3))
+    for j, (x, y) in TEMPLATE.items():
+        pose[j] = cx + x * height, top + y * height, 1
+    for j, xy in (moved or {}).items():
+        pose[j, :2] = xy
+    for j in missing:
+        pose[j] = 0
+    return pose
+
+
+def synthetic_maps(poses, shape, sigma=3.0, limb_width=3.0):
+    """Ground-truth-like maps: a Gaussian peak per joint (max over people), a unit vector field
+    along every limb with both joints present (averaged where limbs overlap)."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    heat = np.zeros((N + 1, h, w))
+    paf = np.zeros((len(params['limbs_point']), 2, h, w))
+    count = np.zeros((len(params['limbs_point']), h, w))
+    for pose in poses:
+        for j in range(N):
+            if pose[j, 2] > 0:
+                g = np.exp(-((xx - pose[j, 0]) ** 2 + (yy - pose[j, 1]) ** 2) / (2 * sigma ** 2))
+                heat[j] = np.maximum(heat[j], g)
+        for i, (ja, jb) in enumerate(params['limbs_point']):
+            if pose[ja, 2] == 0 or pose[jb, 2] == 0:
+                continue
+            a, b = pose[ja, :2], pose[jb, :2]
+            d = b - a
+            length = np.hypot(*d)
+            u = d / length
+            t = np.clip((xx - a[0]) * u[0] + (yy - a[1]) * u[1], 0, length)
+            on = np.hypot(xx - a[0] - t * u[0], yy - a[1] - t * u[1]) <= limb_width
+            paf[i, 0][on] += u[0]
+            paf[i, 1][on] += u[1]
+            count[i][on] += 1
+    paf /= np.maximum(count, 1)[:, None]
+    heat[N] = np.clip(1 - heat[:N].max(0), 0, 1)  # background channel
+    return heat.astype(np.float32), paf.reshape(-1, h, w).astype(np.float32)
+
+
+def assert_same_people(found, expected, tol=1.0):
+    """Each expected person matched by exactly one found person: same joints present, every
+    keypoint within ``tol`` pixels."""
+    assert len(found) == len(expected), 'found %d people, expected %d' % (len(found), len(expected))
+    unmatched = list(range(len(found)))
+    for k, exp in enumerate(expected):
+        present = exp[:, 2] > 0
+        best = None
+        for f in unmatched:
+            got = found[f]
+            if np.array_equal(got[:, 2] > 0, present):
+                err = np.hypot(*(got[present, :2] - exp[present, :2]).T).max()
+                if err <= tol:
+                    best = f
+                    break
+        assert best is not None, 'expected person %d not recovered' % k
+        unmatched.remove(best)
+        assert np.all(found[best][~present] == 0)
+
+
+def test_one_person_recovered_exactly():
+    pose = person(160.3, 20.7, 200)
+    heat, paf = synthetic_maps([pose], (240, 320))
+    poses, scores = pose_core.group_people(heat, paf)
+    assert poses.shape == (1, N, 3) and scores.shape == (1,)
+    assert_same_people(poses, [pose])
+    # the score column holds the peak heights (smoothed Gaussians: below 1, well above 0)
+    assert np.all((poses[0, :, 2] > 0.3) & (poses[0, :, 2] <= 1))
+
+
+def test_two_people_with_crossing_arms():
+    a = person(120, 30, 200, moved={J.LElbow: (175.0, 95.0), J.LWrist: (232.0, 110.0)})
+    b = person(250, 40, 190, moved={J.RElbow: (200.0, 75.0), J.RWrist: (150.0, 140.0)})
+    heat, paf = synthetic_maps([a, b], (260, 380))
+    poses, _ = pose_core.group_people(heat, paf)
+    assert_same_people(poses, [a, b])
+
+
+def test_six_people_with_crossings_and_missing_parts():
+    people = [
+        person(70, 20, 160),
+        person(190, 30, 150, missing=[J.RKnee, J.RAnkle, J.LKnee, J.LAnkle]),  # legs cut off
+        person(320, 25, 170, missing=[J.LEar, J.REar, J.LEye]),
+        person(450, 20, 160, missing=[J.RWrist, J.RElbow]),
+        # two people whose forearms cross each other between them
+        person(130, 230, 150, moved={J.LWrist: (215.0, 300.0)}),
+        person(260, 235, 150, moved={J.RWrist: (170.0, 290.0)}, missing=[J.Nose, J.REye]),
+    ]
+    heat, paf = synthetic_maps(people, (420, 540))
+    poses, scores = pose_core.group_people(heat, paf)
+    assert_same_people(poses, people)
+    assert np.all(scores > 0)
+
+
+def test_partial_person_and_nobody():
+    # just a head and shoulders (5 joints) is a person; an empty map is nobody, not an error
+    head = person(100, 40, 200, missing=[j for j in J if j not in
+                                          (J.Nose, J.Neck, J.RShoulder, J.LShoulder, J.REye)])
+    heat, paf = synthetic_maps([head], (200, 200))
+    poses, _ = pose_core.group_people(heat, paf)
+    assert_same_people(poses, [head])
+    poses, scores = pose_core.group_people(np.zeros((19, 50, 60), np.float32),
+                                           np.zeros((38, 50, 60), np.float32))
+    assert poses.shape == (0, N, 3) and scores.shape == (0,)
+
+
+def test_limb_without_paf_support_is_not_connected():
+    # joints present but no PAF at all: peaks exist, yet nobody is assembled
+    heat, paf = synthetic_maps([person(100, 20, 180)], (220, 200))
+    poses, _ = pose_core.group_people(heat, np.zeros_like(paf))
+    assert len(poses) == 0
+
+
+def test_find_peaks_matches_brute_force():
+    rng = np.random.RandomState(0)
+    hm = cv2.GaussianBlur(rng.rand(3, 40, 50).astype(np.float32).transpose(1, 2, 0),
+                          (7, 7), 2).transpose(2, 0, 1).copy()
+    hm[1, 0, 0] = 2.0  # a corner peak: outside the map counts as 0
+    hm[2, 20, 20:22] = 3.0  # a tie: the left pixel is the peak
+    hm[2, 30:32, 40] = 3.0  # a tie: the upper pixel is the peak
+    peaks = pose_core.find_peaks(hm, thresh=0.3)
+    expected = []
+    for c, y, x in itertools.product(range(3), range(40), range(50)):
+        v = hm[c, y, x]
+        nb = [hm[c, y + dy, x + dx] if 0 <= y + dy < 40 and 0 <= x + dx < 50 else 0
+              for dy, dx in ((-1, 0), (0, -1), (1, 0), (0, 1))]
+        if v > 0.3 and v > nb[0] and v > nb[1] and v >= nb[2] and v >= nb[3]:
+            expected.append((c, x, y, v))
+    assert len(expected) > 3
+    assert (2, 20, 20, 3.0) in expected and (2, 40, 30, 3.0) in expected
+    assert (2, 21, 20, 3.0) not in expected and (2, 40, 31, 3.0) not in expected
+    np.testing.assert_allclose(peaks[:, :4], np.array(expected), rtol=1e-6)
+    np.testing.assert_array_equal(peaks[:, 4], np.arange(len(expected)))
+
+
+def test_limb_scores_match_a_per_pair_loop():
+    rng = np.random.RandomState(1)
+    px, py = rng.randn(2, 60, 80).astype(np.float32)
+    a = rng.rand(4, 2) * [79, 59]
+    b = rng.rand(5, 2) * [79, 59]
+    b[0] = a[0]  # zero-length pair is never valid
+    score, valid = pose_core.score_limb_candidates(px, py, a, b, img_len=30)
+    n = params['n_integ_points']
+    for i, j in itertools.product(range(4), range(5)):
+        v = b[j] - a[i]
+        length = np.hypot(*v)
+        if length == 0:
+            assert not valid[i, j]
+            continue
+        proj = []
+        for k in range(n):
+            x, y = a[i] + v * k / (n - 1)
+            x, y = int(np.round(x)), int(np.round(y))
+            proj.append((px[y, x] * v[0] + py[y, x] * v[1]) / length)
+        s = np.mean(proj) + min(params['limb_length_ratio'] * 30 / length
+                                - params['length_penalty_value'], 0)
+        ok = sum(p > params['inner_product_thresh'] for p in proj) >= params['n_integ_points_thresh']
+        assert score[i, j] == pytest.approx(s, abs=1e-5)
+        assert valid[i, j] == (ok and s > 0)
+
+
+def test_greedy_matching_is_one_to_one_best_first(monkeypatch):
+    # two candidate necks, two candidate noses; all four pairs score > 0
+    peaks = np.array([[J.Neck, 10, 50, 1, 0], [J.Neck, 60, 50, 1, 1],
+                      [J.Nose, 12, 20, 1, 2], [J.Nose, 58, 20, 1, 3]], np.float64)
+    paf = np.zeros((38, 80, 80), np.float32)
+    limb = [list(l) for l in params['limbs_point']].index([J.Neck, J.Nose])
+    paf[2 * limb + 1] = -1.0  # every vector points up: all pairs valid
+    conns = pose_core.compute_connections(paf, peaks, img_len=80)[limb]
+    assert len(conns) == 2
+    assert {(int(a), int(b)) for a, b, _ in conns} == {(0, 2), (1, 3)}  # the straighter pairs
+
+
+def test_upsample_maps_equals_two_cv2_resizes():
+    rng = np.random.RandomState(2)
+    maps = rng.rand(5, 12, 17).astype(np.float32)
+    got = pose_core.upsample_maps(maps, 8, (90, 130), (70, 101))
+    ref = []
+    for m in maps:
+        up = cv2.resize(m, (17 * 8, 12 * 8), interpolation=cv2.INTER_CUBIC)[:90, :130]
+        ref.append(cv2.resize(up, (101, 70), interpolation=cv2.INTER_CUBIC))
+    np.testing.assert_allclose(got, np.array(ref), atol=2e-5)
+
+
+def test_sizes_and_padding():
+    assert pose_core.fit_size(425, 640, 368) == (368, 554)
+    assert pose_core.fit_size(1, 1, 368) == (368, 368)
+    assert pose_core.fit_size(1, 10000, 368) == (1, 1472)  # long side capped, no 3.7M strip
+    padded, pad = pose_core.pad_to_multiple(np.zeros((368, 554, 3), np.uint8), 16, 128)
+    assert padded.shape == (368, 560, 3) and pad == (0, 6) and padded[0, -1, 0] == 128
+    assert pose_core.work_size(425, 640, [0.5, 1, 1.5, 2]) == (425, 640)
+    assert pose_core.work_size(10000, 10000, [0.5, 1, 1.5, 2]) == (736, 736)
+
+
+def test_preprocess_per_arch():
+    img = np.full((2, 3, 3), 200, np.uint8)
+    assert pose_core.preprocess(img, 'posenet').shape == (1, 3, 2, 3)
+    np.testing.assert_allclose(pose_core.preprocess(img, 'posenet'), 200 / 256 - 0.5)
+    np.testing.assert_allclose(pose_core.preprocess(img, 'mobilenet'), 200.0)
+
+
+def test_to_image_coords_keeps_missing_joints_zero():
+    poses = np.array([[[9.5, 4.5, 0.8], [0, 0, 0]]])
+    out = pose_core.to_image_coords(poses, (2.0, 4.0))
+    np.testing.assert_allclose(out, [[[39.5, 9.5, 0.8], [0, 0, 0]]])
+
+
+# ----------------------------------------------------------------------------- read_image
+
+def test_read_image_variants(tmp_path):
+    bgr = np.random.RandomState(3).randint(0, 256, (7, 9, 3)).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / 'c.png'), bgr)
+    np.testing.assert_array_equal(pose_core.read_image(tmp_path / 'c.png'), bgr)
+
+    cv2.imwrite(str(tmp_path / 'g.png'), bgr[:, :, 0])
+    g = pose_core.read_image(tmp_path / 'g.png')
+    assert g.shape == (7, 9, 3) and g.dtype == np.uint8
+    assert np.all(g == bgr[:, :, :1])
+
+    bgra = np.dstack([bgr, np.full((7, 9), 7, np.uint8)])
+    cv2.imwrite(str(tmp_path / 'a.png'), bgra)
+    np.testing.assert_array_equal(pose_core.read_image(tmp_path / 'a.png'), bgr)
+
+    cv2.imwrite(str(tmp_path / 'd.png'), bgr.astype(np.uint16) * 257)
+    np.testing.assert_array_equal(pose_core.read_image(tmp_path / 'd.png'), bgr)
+
+    cv2.imwrite(str(tmp_path / 'one.png'), bgr[:1, :1])
+    assert pose_core.read_image(tmp_path / 'one.png').shape == (1, 1, 3)
+
+
+@pytest.mark.parametrize('kind, message', [
+    ('missing', 'no such file'), ('empty', 'empty file'), ('text', 'not an image'),
+    ('dir', 'directory')])
+def test_read_image_errors_name_the_file(tmp_path, kind, message):
+    path = tmp_path / ('bad_' + kind + '.png')
+    if kind == 'empty':
+        path.write_bytes(b'')
+    elif kind == 'text':
+        path.write_text('hello, I am not a picture\n')
+    elif kind == 'dir':
+        path.mkdir()
+    with pytest.raises(cli.UserError) as e:
+        pose_core.read_image(path)
+    assert str(path) in str(e.value) and message in str(e.value)
+    assert '\n' not in str(e.value)
+
+
+def test_draw_person_pose_draws_only_present_joints():
+    img = np.zeros((100, 120, 3), np.uint8)
+    assert np.array_equal(pose_core.draw_person_pose(img, np.zeros((0, N, 3))), img)
+    pose = person(60, 5, 90, missing=[J.RWrist])
+    out = pose_core.draw_person_pose(img, pose[None])
+    assert out.shape == img.shape and not np.shares_memory(out, img) and img.max() == 0
+    x, y = np.round(pose[J.LWrist, :2]).astype(int)
+    assert out[y, x].max() > 100  # a joint dot
+    assert out[:, :3].max() == 0  # nothing far from the person
