@@ -138,7 +138,7 @@ def pose_bboxes(poses):
     return boxes
 
 
-def random_affine(rng, poses, insize, augment=True):
+def random_affine(rng, poses, insize, augment=True, flip=None):
     """2x3 affine from the original image to the ``insize`` crop, and whether it flips.
 
     Scale: uniform in [min_scale, max_scale] where the bounds bring the smallest person's box
@@ -147,6 +147,7 @@ def random_affine(rng, poses, insize, augment=True):
     degrees clipped to +-max_rotate_degree.  Crop: centred on a random person's box centre,
     shifted by up to +-center_perterb_max pixels.  Flip with probability 1/2.
     Without ``augment``: scale 1, no rotation, no shift, no flip, first person.
+    ``flip`` True/False overrides the random flip (the random draws stay the same).
     """
     boxes = pose_bboxes(poses)
     diag = np.sqrt(((boxes[:, 2:] - boxes[:, :2] + 1) ** 2).sum(axis=1))
@@ -158,9 +159,10 @@ def random_affine(rng, poses, insize, augment=True):
         degree = float(np.clip(rng.randn() * max_deg / 3, -max_deg, max_deg))
         person = rng.randint(len(poses))
         shift = (rng.random_sample(2) - 0.5) * 2 * params['center_perterb_max']
-        flip = bool(rng.randint(2))
+        coin = bool(rng.randint(2))
+        flip = coin if flip is None else flip
     else:
-        scale, degree, person, shift, flip = 1.0, 0.0, 0, np.zeros(2), False
+        scale, degree, person, shift, flip = 1.0, 0.0, 0, np.zeros(2), bool(flip)
     center = (boxes[person, :2] + boxes[person, 2:]) / 2
     # cv2's convention: positive angle = counter-clockwise in the image (y down)
     m = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), degree, scale)
@@ -189,19 +191,20 @@ def distort_color(img, rng):
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
 
 
-def augment(img, mask, poses, insize, rng, augment=True, pad_value=128):
+def augment(img, mask, poses, insize, rng, augment=True, pad_value=128, flip=None,
+            jitter_color=True):
     """Warp image, ignore mask and poses into one ``insize`` crop (see ``random_affine``).
 
     Returns (image uint8, mask bool at insize, poses, affine, flipped).  Pixels from outside
     the photo are ``pad_value`` grey and not ignored (trained as background, as the original).
     """
-    m, flip = random_affine(rng, poses, insize, augment)
+    m, flip = random_affine(rng, poses, insize, augment, flip)
     out = cv2.warpAffine(img, m, (insize, insize), flags=cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=(pad_value,) * 3)
     out_mask = cv2.warpAffine(mask.astype(np.uint8) * 255, m, (insize, insize),
                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                               borderValue=0) > 0
-    if augment and rng.randint(2):
+    if augment and rng.randint(2) and jitter_color:
         out = distort_color(out, rng)
     return out, out_mask, transform_poses(poses, m, flip), m, flip
 
@@ -371,7 +374,8 @@ class CocoDataLoader(DatasetMixin):
             if tries > 100:
                 raise cli.UserError('%s: more than 100 images in a row could not be decoded'
                                     % self.img_dir)
-            i = rng.randint(len(self))
+            if len(self) > 1:  # another image than the one that failed
+                i = (i + 1 + rng.randint(len(self) - 1)) % len(self)
             img, mask, poses = self.read(i)
         img, mask, poses, _, _ = augment(img, mask, poses, self.insize, rng, self.augment,
                                          self.pad_value)

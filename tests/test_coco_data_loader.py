@@ -1,0 +1,254 @@
+"""coco_data_loader: augmentation geometry, targets vs a direct reference, flip, bad input."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import cli
+import coco_data_loader as cdl
+from conftest import REPO
+from coco_mini import make_coco_dir
+from entity import JointType, params
+import gen_ignore_mask
+
+STRIDE = params['downscale']
+INSIZE = 184
+
+
+@pytest.fixture(scope='module')
+def coco_dir(tmp_path_factory):
+    root = make_coco_dir(str(tmp_path_factory.mktemp('coco')))
+    for split in ('train', 'val'):
+        gen_ignore_mask.process_split(root, split, progress=False)
+    return root
+
+
+@pytest.fixture(scope='module')
+def train(coco_dir):
+    return cdl.CocoDataLoader(coco_dir, 'train', INSIZE, deterministic=True)
+
+
+def reference_heatmaps(poses, insize):
+    """Direct per-cell evaluation of the targets' definition (no vectorisation tricks)."""
+    n = insize // STRIDE
+    sigma = params['heatmap_sigma']
+    out = np.zeros((len(JointType) + 1, n, n))
+    for j in range(len(JointType)):
+        for i in range(n):
+            for k in range(n):
+                cx, cy = k * STRIDE + (STRIDE - 1) / 2, i * STRIDE + (STRIDE - 1) / 2
+                vals = [np.exp(-((cx - p[j, 0]) ** 2 + (cy - p[j, 1]) ** 2) / (2 * sigma ** 2))
+                        for p in poses if p[j, 2] > 0]
+                out[j, i, k] = max(vals) if vals else 0
+    out[-1] = 1 - out[:-1].max(axis=0)
+    return out
+
+
+def test_augmentation_moves_image_and_keypoints_together(train):
+    """Paint each joint's id into the photo; after augmentation every warped keypoint must sit
+    on the dot of the joint it now stands for (the mirrored one after a flip)."""
+    name, _, poses = train.entries[0]  # 785: one person
+    img = np.zeros((425, 640, 3), np.uint8)
+    for j, (x, y, v) in enumerate(poses[0]):
+        if v > 0:
+            cv2.circle(img, (int(round(x)), int(round(y))), 4, (10 * j + 20,) * 3, -1)
+    checked = {False: 0, True: 0}
+    for seed in range(12):
+        rng = np.random.RandomState(seed)
+        out, _, aug, m, flipped = cdl.augment(img, np.zeros(img.shape[:2], bool),
+                                              poses.copy(), INSIZE, rng, jitter_color=False)
+        gray = out[..., 0].astype(int)
+        for k, (x, y, v) in enumerate(aug[0]):
+            xi, yi = int(round(x)), int(round(y))
+            if v > 0 and 0 <= xi < INSIZE and 0 <= yi < INSIZE:
+                src = cdl._FLIP_PERM[k] if flipped else k
+                assert abs(gray[yi, xi] - (10 * src + 20)) <= 2, (seed, k, gray[yi, xi])
+                checked[flipped] += 1
+    assert checked[False] > 30 and checked[True] > 30
+
+
+def test_heatmaps_peak_at_every_augmented_keypoint(train):
+    rng = np.random.RandomState(1)
+    n_checked = 0
+    for i in range(len(train)):
+        for _ in range(3):
+            (img, pafs, heatmaps, ignore), poses = train.example(i, rng)
+            assert img.shape == (INSIZE, INSIZE, 3) and img.dtype == np.uint8
+            n = INSIZE // STRIDE
+            assert pafs.shape == (38, n, n) and heatmaps.shape == (19, n, n)
+            assert ignore.shape == (n, n) and ignore.dtype == bool
+            np.testing.assert_allclose(heatmaps, reference_heatmaps(poses, INSIZE), atol=1e-5)
+            for person in poses:
+                for j, (x, y, v) in enumerate(person):
+                    gx, gy = (x - (STRIDE - 1) / 2) / STRIDE, (y - (STRIDE - 1) / 2) / STRIDE
+                    if v <= 0 or not (0.5 <= gx <= n - 1.5 and 0.5 <= gy <= n - 1.5):
+                        continue
+                    # a local maximum within one cell of the keypoint
+                    cy, cx = int(round(gy)), int(round(gx))
+                    win = heatmaps[j, cy - 1:cy + 2, cx - 1:cx + 2]
+                    wy, wx = np.unravel_index(win.argmax(), win.shape)
+                    py, px = cy - 1 + wy, cx - 1 + wx
+                    hood = heatmaps[j, max(py - 1, 0):py + 2, max(px - 1, 0):px + 2]
+                    assert heatmaps[j, py, px] >= hood.max() - 1e-6
+                    assert abs(py - gy) <= 1 and abs(px - gx) <= 1
+                    assert heatmaps[j, py, px] > 0.7
+                    n_checked += 1
+    assert n_checked > 100
+
+
+def test_pafs_are_unit_along_limbs_and_zero_far_away(train):
+    rng = np.random.RandomState(2)
+    n = INSIZE // STRIDE
+    c = np.arange(n) * STRIDE + (STRIDE - 1) / 2
+    gx, gy = np.meshgrid(c, c)
+    on_checked = 0
+    for i in range(len(train)):
+        (img, pafs, heatmaps, ignore), poses = train.example(i, rng)
+        assert np.sqrt(pafs[0::2] ** 2 + pafs[1::2] ** 2).max() <= 1 + 1e-5
+        for li, (a, b) in enumerate(params['limbs_point']):
+            near_any = np.zeros((n, n), bool)
+            cover = np.zeros((n, n), int)
+            per_person = []
+            for p in poses:
+                if p[a, 2] <= 0 or p[b, 2] <= 0:
+                    continue
+                d = p[b, :2] - p[a, :2]
+                length = np.hypot(*d)
+                u = d / length
+                along = (gx - p[a, 0]) * u[0] + (gy - p[a, 1]) * u[1]
+                across = np.abs((gy - p[a, 1]) * u[0] - (gx - p[a, 0]) * u[1])
+                core = (along > 0.1 * length) & (along < 0.9 * length) & (
+                    across < params['paf_sigma'] * 0.7)
+                near_any |= (along > -STRIDE) & (along < length + STRIDE) & (
+                    across < params['paf_sigma'] + STRIDE)
+                cover += (along >= -1) & (along <= length + 1) & (across <= params['paf_sigma'] + 1)
+                per_person.append((core, u))
+            vec = pafs[2 * li:2 * li + 2]
+            assert not vec[:, ~near_any].any(), li  # zero away from every labelled limb
+            for core, u in per_person:
+                only = core & (cover == 1)
+                if only.any():
+                    np.testing.assert_allclose(vec[0][only], u[0], atol=1e-5)
+                    np.testing.assert_allclose(vec[1][only], u[1], atol=1e-5)
+                    on_checked += int(only.sum())
+    assert on_checked > 100
+
+
+def test_flip_mirrors_the_crop_and_swaps_left_right_channels(train):
+    name, mask_name, poses = train.entries[2]  # 196141: several people
+    img = cv2.imread(os.path.join(train.img_dir, name))
+    mask = cv2.imread(os.path.join(train.mask_dir, mask_name), 0) > 0
+    outs = {}
+    for flip in (False, True):
+        rng = np.random.RandomState(5)
+        im, m, p, _, _ = cdl.augment(img, mask, poses.copy(), INSIZE, rng, flip=flip)
+        outs[flip] = (im, m, p) + cdl.make_targets(p, INSIZE)
+    (im0, m0, p0, paf0, hm0), (im1, m1, p1, paf1, hm1) = outs[False], outs[True]
+    assert np.abs(im1[:, ::-1].astype(int) - im0).mean() < 1.0
+    assert (m1[:, ::-1] != m0).mean() < 0.01
+    perm = cdl._FLIP_PERM
+    assert perm[JointType.LWrist] == JointType.RWrist and perm[JointType.Nose] == JointType.Nose
+    for j in range(len(JointType)):
+        np.testing.assert_allclose(hm1[j], hm0[perm[j]][:, ::-1], atol=1e-4)
+    limbs = [tuple(l) for l in params['limbs_point']]
+    for li, (a, b) in enumerate(limbs):
+        lj = limbs.index((perm[a], perm[b]))
+        np.testing.assert_allclose(paf1[2 * li], -paf0[2 * lj][:, ::-1], atol=1e-4)
+        np.testing.assert_allclose(paf1[2 * li + 1], paf0[2 * lj + 1][:, ::-1], atol=1e-4)
+    # a left-right pair really moved: the left wrist channel is not the right one
+    assert not np.allclose(hm1[JointType.LWrist], hm1[JointType.RWrist])
+
+
+def test_ignore_mask_reaches_the_output_grid(train):
+    mask = np.zeros((INSIZE, INSIZE), bool)
+    mask[40, 100] = True
+    small = cdl.downsample_mask(mask, STRIDE, 0)
+    assert small.sum() == 1 and small[40 // STRIDE, 100 // STRIDE]
+    grown = cdl.downsample_mask(mask, STRIDE, params['ignore_mask_dilate'])
+    assert grown[40 // STRIDE, 100 // STRIDE] and 4 <= grown.sum() <= 9
+    # through the dataset: the unlabelled person of 40083 (x 275..286, y 126..194)
+    rng = np.random.RandomState(0)
+    i = [e[0] for e in train.entries].index('000000040083.jpg')
+    img = cv2.imread(os.path.join(train.img_dir, train.entries[i][0]))
+    m = cv2.imread(os.path.join(train.mask_dir, train.entries[i][1]), 0) > 0
+    assert m[150, 280]
+    _, aug_mask, _, affine, _ = cdl.augment(img, m, train.entries[i][2].copy(), 368, rng,
+                                            augment=False)
+    x, y = affine @ np.array([280.0, 150.0, 1.0])
+    assert aug_mask[int(round(y)), int(round(x))]
+
+
+def test_workers_draw_different_augmentations(coco_dir):
+    import chainer
+    data = cdl.CocoDataLoader(coco_dir, 'train', 64)
+    it = chainer.iterators.MultiprocessIterator(data, 4, n_processes=2, shuffle=False,
+                                                n_prefetch=1)
+    try:
+        batches = [it.next() for _ in range(4)]
+    finally:
+        it.finalize()
+    # the same image index, drawn in different epochs (and processes), is augmented differently
+    imgs = [b[0][0] for b in batches]
+    assert all(im.shape == (64, 64, 3) for im in imgs)
+    assert len({im.tobytes() for im in imgs}) == 4
+
+
+def test_undecodable_image_is_skipped_and_counted(tmp_path, capfd):
+    root = make_coco_dir(str(tmp_path / 'coco'), link=False)
+    gen_ignore_mask.process_split(root, 'train', progress=False)
+    bad = os.path.join(root, 'train2017', '000000040083.jpg')
+    with open(bad, 'wb') as f:
+        f.write(b'\xff\xd8 not really a jpeg')
+    data = cdl.CocoDataLoader(root, 'train', 64, deterministic=True)
+    i = [e[0] for e in data.entries].index('000000040083.jpg')
+    for _ in range(3):
+        img, pafs, heatmaps, ignore = data.get_example(i)
+        assert img.shape == (64, 64, 3) and heatmaps[:-1].max() > 0.5
+    assert data.skipped_images == 3
+    err = capfd.readouterr().err
+    assert err.count('skipping %s: cannot decode it' % bad) == 1
+
+
+def test_missing_coco_dir_names_getdata(tmp_path):
+    with pytest.raises(cli.UserError, match='getData.sh'):
+        cdl.CocoDataLoader(str(tmp_path / 'nope'), 'train', 64)
+
+
+def test_missing_masks_name_gen_ignore_mask(tmp_path):
+    root = make_coco_dir(str(tmp_path / 'coco'))
+    with pytest.raises(cli.UserError, match=r'gen_ignore_mask.py --split train'):
+        cdl.CocoDataLoader(root, 'train', 64)
+    gen_ignore_mask.process_split(root, 'train', progress=False)
+    os.remove(os.path.join(root, 'ignore_mask_train2017', '000000785.png'.zfill(16)))
+    with pytest.raises(cli.UserError, match=r'1 of 4 train2017 images have no ignore mask'):
+        cdl.CocoDataLoader(root, 'train', 64)
+
+
+def test_corrupt_annotation_json(tmp_path):
+    root = make_coco_dir(str(tmp_path / 'coco'))
+    ann = os.path.join(root, 'annotations', 'person_keypoints_train2017.json')
+    with open(ann, 'w') as f:
+        f.write('{"images": [')
+    with pytest.raises(cli.UserError, match='corrupt annotation JSON'):
+        cdl.CocoDataLoader(root, 'train', 64)
+    with open(ann, 'w') as f:
+        f.write('[1, 2]')
+    with pytest.raises(cli.UserError, match='not a COCO annotation file'):
+        cdl.CocoDataLoader(root, 'train', 64)
+
+
+def test_script_writes_overlays(coco_dir, tmp_path):
+    out = tmp_path / 'vis'
+    p = subprocess.run([sys.executable, os.path.join(REPO, 'coco_data_loader.py'), '--coco-dir',
+                        coco_dir, '-n', '2', '--insize', '96', '--out', str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    files = sorted(os.listdir(out))
+    assert files == ['train_0000.png', 'train_0001.png']
+    vis = cv2.imread(str(out / files[0]))
+    assert vis.shape == (96, 3 * 96, 3)
+    # the overlays differ from the plain crop (PAFs / heatmaps drawn on it)
+    assert np.abs(vis[:, 96:192].astype(int) - vis[:, :96]).mean() > 5
