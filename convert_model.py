@@ -44,12 +44,20 @@ def _shape(blob):
 
 
 def _guess_arch(layers):
-    """The conv architecture whose every layer the file holds with the right shape."""
+    """The conv architecture whose every layer the file holds with the right shape.
+
+    The CMU nets start with VGG-19's layers, so ``vgg19`` is only suggested for
+    files without any CPM stage layer.
+    """
+    best = None
     for arch in CONV_ARCHS:
         exp = expected_layers(arch)
         if all(layers.get(n) and _shape(layers[n][0]) == w for n, (w, b) in exp.items()):
-            return arch
-    return None
+            if best is None or len(exp) > len(expected_layers(best)):
+                best = arch
+    if best == 'vgg19' and any('CPM' in n or 'stage' in n for n in layers):
+        return None
+    return best
 
 
 def _mismatch(arch, layers, src, message):
