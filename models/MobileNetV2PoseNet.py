@@ -36,6 +36,9 @@ is ``MobilenetV2/expanded_conv_3/expand``, its batch norm is
 ``Openpose/MConv_Stage2_L1_4_pointwise``.  ``MobileNetV2PoseNet.tf_nodes`` maps
 every link to the graph node it is converted from.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import chainer
 import chainer.functions as F
 import chainer.links as L
@@ -95,61 +98,126 @@ def _pad_same(x, ksize, stride):
     return F.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), 'constant'), (0, 0)
 
 
-def conv_same(link, x, stride=1):
-    """An ``L.Convolution2D`` applied with TensorFlow ``SAME`` padding."""
-    if link.W.shape[2:] == (1, 1) and stride == 1 and link.b is None \
-            and not chainer.config.enable_backprop:
-        # Inference fast path: a 1x1 convolution is one matrix product; Chainer's
-        # im2col + tensordot path copies and transposes (see bench/bench_mobilenet.py).
-        n, c, h, w = x.shape
-        W = link.W.array.reshape(link.W.shape[0], c)
-        xp = backend.get_array_module(x)
-        y = xp.matmul(W, x.array.reshape(n, c, h * w))
-        return chainer.Variable(y.reshape(n, -1, h, w), requires_grad=False)
-    x, pad = _pad_same(x, link.W.shape[2], stride)
-    return F.convolution_2d(x, link.W, link.b, stride=stride, pad=pad)
+def conv_same(x, W, stride=1):
+    """``F.convolution_2d`` (no bias) with TensorFlow ``SAME`` padding."""
+    x, pad = _pad_same(x, W.shape[2], stride)
+    return F.convolution_2d(x, W, stride=stride, pad=pad)
 
 
-def depthwise_same(link, x, stride=1):
-    """An ``L.DepthwiseConvolution2D`` (multiplier 1) with ``SAME`` padding."""
-    ksize = link.W.shape[2]
-    if not chainer.config.enable_backprop:
-        return chainer.Variable(_depthwise_forward(x.array if isinstance(x, chainer.Variable)
-                                                   else x, link.W.array, stride),
-                                requires_grad=False)
-    x, pad = _pad_same(x, ksize, stride)
-    return F.depthwise_convolution_2d(x, link.W, link.b, stride=stride, pad=pad)
+def depthwise_same(x, W, stride=1):
+    """``F.depthwise_convolution_2d`` (no bias) with TensorFlow ``SAME`` padding."""
+    x, pad = _pad_same(x, W.shape[2], stride)
+    return F.depthwise_convolution_2d(x, W, stride=stride, pad=pad)
 
 
-def _depthwise_forward(x, W, stride):
-    """Inference path of a multiplier-1 depthwise convolution, SAME padding.
+# -- inference fast paths (arrays in, arrays out; no graph, no batch statistics) --
+#
+# Used when ``chainer.config.train`` is False and ``enable_backprop`` is False.
+# They compute the same function as the differentiable path (tests compare the
+# two); they exist because the stock CPU kernels are slow for this network:
+# im2col + tensordot for 1x1 convolutions, im2col + batched matmul for the
+# depthwise ones, several passes per batch norm.  bench/bench_mobilenet.py, at
+# 432x368 on 2 cores: 0.52 s per forward with the stock functions, XX s here,
+# cv2.dnn XX s.
 
-    The same sums as ``F.depthwise_convolution_2d``, computed as k*k shifted,
-    per-channel-scaled slices of the padded input instead of Chainer's im2col +
-    batched matmul, which is several times slower on CPU at these sizes
-    (figures in bench/bench_mobilenet.py).
+# numpy runs elementwise work on one core; the fast path spreads independent work
+# (channel groups in the backbone, the two branches of a stage) over a few threads
+# (numpy releases the GIL in its loops).  CPU arrays only.
+N_THREADS = max(1, min(os.cpu_count() or 1, 8))
+_pool = None
+
+
+def _map(fn, items):
+    global _pool
+    if len(items) == 1:
+        return [fn(items[0])]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=N_THREADS)
+    return list(_pool.map(fn, items))
+
+
+def _per_channel_groups(fn, x):
+    """``fn(slice)`` for channel groups of ``x`` in parallel, concatenated
+    (``fn`` must treat channels independently)."""
+    c = x.shape[1]
+    groups = min(N_THREADS, c // 8) if isinstance(x, numpy.ndarray) else 1
+    if groups <= 1:
+        return fn(slice(0, c))
+    step = -(-c // groups)
+    parts = _map(fn, [slice(a, min(a + step, c)) for a in range(0, c, step)])
+    return numpy.concatenate(parts, axis=1)
+
+
+def _pointwise_fast(x, W, shift=None):
+    """1x1 convolution ``W`` (O, C) of ``x`` (N, C, H, W) as one matrix product,
+    plus a per-channel ``shift``."""
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    y = xp.matmul(W, x.reshape(n, c, h * w))
+    if shift is not None:
+        y += shift[:, None]
+    return y.reshape(n, W.shape[0], h, w)
+
+
+def _depthwise_fast(x, W, stride):
+    """Multiplier-1 depthwise convolution (``W``: (1, C, k, k)), SAME padding.
+
+    The input is zero-padded once into a flat (N*C, rows*width) buffer, in which
+    every kernel tap is a strided view at a fixed offset; the output is the sum of
+    the k*k views scaled per channel, computed in place at the padded width and
+    cropped (a view).  Twice as fast as shifted 4-D slices, several times faster
+    than im2col.
     """
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
     k = W.shape[2]
-    weights = W[0]  # (C, k, k)
+    taps = xp.tile(W.reshape(c, k * k), (n, 1))  # (N*C, k*k)
     if k == 1:
-        return x * weights[:, 0, 0][None, :, None, None]
+        return x * taps.reshape(n, c, 1, 1)
     (top, bottom), (left, right) = same_padding(h, k, stride), same_padding(w, k, stride)
-    xpad = xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     oh, ow = -(-h // stride), -(-w // stride)
-    y = None
-    tmp = xp.empty((n, c, oh, ow), dtype=x.dtype)
-    for i in range(k):
-        for j in range(k):
-            window = xpad[:, :, i:i + stride * (oh - 1) + 1:stride,
-                          j:j + stride * (ow - 1) + 1:stride]
-            if y is None:
-                y = window * weights[:, i, j][None, :, None, None]
-            else:
-                xp.multiply(window, weights[:, i, j][None, :, None, None], out=tmp)
-                y += tmp
-    return y
+    width = left + w + right
+    length = oh * width  # outputs per channel, garbage columns included
+    last = (k - 1) * width + (k - 1) + stride * (length - 1)  # furthest index read
+    rows = max(top + h + bottom, last // width + 1)
+    buf = xp.zeros((n * c, rows, width), dtype=x.dtype)
+    buf[:, top:top + h, left:left + w] = x.reshape(n * c, h, w)
+    flat = buf.reshape(n * c, rows * width)
+    y = xp.empty((n * c, length), dtype=x.dtype)
+    tmp = xp.empty_like(y)
+    for t in range(k * k):
+        offset = (t // k) * width + t % k
+        view = flat[:, offset:offset + stride * (length - 1) + 1:stride]
+        if t == 0:
+            xp.multiply(view, taps[:, :1], out=y)
+        else:
+            xp.multiply(view, taps[:, t:t + 1], out=tmp)
+            y += tmp
+    return y.reshape(n, c, oh, width)[:, :, :, :ow]
+
+
+def _instance_norm_fast(x, gamma, beta, eps, relu6):
+    """Per-image, per-channel normalisation (two-pass variance), optionally
+    followed by ReLU6, on a new array."""
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    y = x.reshape(n * c, h * w)  # copies a cropped view into a contiguous array
+    y = y - y.mean(axis=1, keepdims=True)
+    var = xp.einsum('ij,ij->i', y, y) / (h * w)
+    y *= (xp.tile(gamma, n) / xp.sqrt(var + eps))[:, None]
+    y += xp.tile(beta, n)[:, None]
+    if relu6:
+        xp.clip(y, 0, 6, out=y)
+    return y.reshape(n, c, h, w)
+
+
+def _resize_fast(x, size):
+    xp = backend.get_array_module(x)
+    n, c, h, w = x.shape
+    mh = xp.asarray(interpolation_matrix_tf_legacy(size[0], h, x.dtype))
+    mw = xp.asarray(interpolation_matrix_tf_legacy(size[1], w, x.dtype))
+    y = xp.matmul(x.reshape(n * c * h, w), mw.T).reshape(n * c, h, size[1])
+    return xp.matmul(mh, y).reshape(n, c, size[0], size[1])
 
 
 def interpolation_matrix_tf_legacy(out_size, in_size, dtype=numpy.float32):
@@ -199,17 +267,6 @@ class InstanceNormalization(chainer.Link):
             self.beta = chainer.Parameter(numpy.zeros(size, dtype=numpy.float32))
 
     def forward(self, x):
-        if not chainer.config.enable_backprop:
-            # Inference: the same arithmetic in place on one array (fewer passes).
-            xp = backend.get_array_module(x)
-            a = x.array if isinstance(x, chainer.Variable) else x
-            mean = a.mean(axis=(2, 3), keepdims=True)
-            y = a - mean
-            var = xp.mean(xp.square(y), axis=(2, 3), keepdims=True)
-            scale = self.gamma.array[None, :, None, None] / xp.sqrt(var + self.eps)
-            y *= scale
-            y += self.beta.array[None, :, None, None]
-            return chainer.Variable(y, requires_grad=False)
         mean = F.mean(x, axis=(2, 3), keepdims=True)
         centred = x - F.broadcast_to(mean, x.shape)
         var = F.mean(F.square(centred), axis=(2, 3), keepdims=True)
@@ -284,48 +341,106 @@ class MobileNetV2PoseNet(chainer.Chain):
         self.tf_nodes[name] = tf_node
 
     # -- forward --
-    def features(self, x):
+    def forward(self, x):
+        """``(pafs, heatmaps)``: lists of the 6 stages' (N, 38, h, w) and
+        (N, 19, h, w) outputs, h = ceil(H / 8), w = ceil(W / 8)."""
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
+            raise ValueError('MobileNetV2PoseNet expects a float32 (N, 3, H, W) BGR batch, '
+                             'got shape %s' % (tuple(x.shape),))
+        # Inference without a graph takes the array fast paths (same function).
+        fast = not chainer.config.train and not chainer.config.enable_backprop
+        if fast and isinstance(x, chainer.Variable):
+            x = x.array
+        feature = self.features(x, fast)
+        pafs, heatmaps = [], []
+        h = feature
+        parallel = fast and isinstance(x, numpy.ndarray)
+        for stage in range(1, N_STAGES + 1):
+            if parallel:  # the two branches are independent: one thread each
+                paf, heatmap = _map(lambda b: self.branch(stage, b, h, True), ['L1', 'L2'])
+            else:
+                paf = self.branch(stage, 'L1', h, fast)
+                heatmap = self.branch(stage, 'L2', h, fast)
+            pafs.append(paf)
+            heatmaps.append(heatmap)
+            if stage < N_STAGES:
+                h = self._concat((paf, heatmap, feature), fast)
+        if fast:
+            pafs = [chainer.Variable(a, requires_grad=False) for a in pafs]
+            heatmaps = [chainer.Variable(a, requires_grad=False) for a in heatmaps]
+        return pafs, heatmaps
+
+    def features(self, x, fast=False):
         """The 64-channel stride-8 features: expanded_conv_5's output and
         expanded_conv_12's (stride 16) upsampled to its size, concatenated."""
-        h = F.clipped_relu(self.Conv_bn(conv_same(self.Conv, x, 2)), 6.0)
+        h = self._conv_norm('Conv', x, 2, True, fast)
         fine = None
         for name, has_expand, stride, residual in self._blocks:
             y = h
             if has_expand:
-                y = F.clipped_relu(self[name + '_expand_bn'](
-                    conv_same(self[name + '_expand'], y)), 6.0)
-            y = F.clipped_relu(self[name + '_depthwise_bn'](
-                depthwise_same(self[name + '_depthwise'], y, stride)), 6.0)
-            y = self[name + '_project_bn'](conv_same(self[name + '_project'], y))
+                y = self._conv_norm(name + '_expand', y, 1, True, fast)
+            y = self._conv_norm(name + '_depthwise', y, stride, True, fast)
+            y = self._conv_norm(name + '_project', y, 1, False, fast)
             h = h + y if residual else y
             if name == FINE_BLOCK:
                 fine = h
-        coarse = resize_bilinear_tf_legacy(h, fine.shape[2:])
-        return F.concat((fine, coarse), axis=1)
+        if fast:
+            coarse = _resize_fast(h, fine.shape[2:])
+        else:
+            coarse = resize_bilinear_tf_legacy(h, fine.shape[2:])
+        return self._concat((fine, coarse), fast)
 
-    def branch(self, stage, branch, h):
+    def branch(self, stage, branch, h, fast=False):
+        """One branch of one stage: 5 x (depthwise, pointwise, batch norm, ReLU),
+        no ReLU at the end."""
         for i in range(1, len(STAGE_KSIZES) + 1):
             name = 'MConv_Stage%d_%s_%d' % (stage, branch, i)
-            h = depthwise_same(self[name + '_depthwise'], h)
-            h = self[name + '_pointwise_bn'](conv_same(self[name + '_pointwise'], h))
-            if i < len(STAGE_KSIZES):
-                h = F.relu(h)
+            h = self._separable(name, h, i < len(STAGE_KSIZES), fast)
         return h
 
-    def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError('MobileNetV2PoseNet expects a float32 (N, 3, H, W) BGR batch, '
-                             'got shape %s' % (tuple(x.shape),))
-        if x.shape[2] < 1 or x.shape[3] < 1:
-            raise ValueError('MobileNetV2PoseNet: empty image, shape %s' % (tuple(x.shape),))
-        feature = self.features(x)
-        pafs, heatmaps = [], []
-        h = feature
-        for stage in range(1, N_STAGES + 1):
-            paf = self.branch(stage, 'L1', h)
-            heatmap = self.branch(stage, 'L2', h)
-            pafs.append(paf)
-            heatmaps.append(heatmap)
-            if stage < N_STAGES:
-                h = F.concat((paf, heatmap, feature), axis=1)
-        return pafs, heatmaps
+    def _conv_norm(self, name, h, stride, relu6, fast):
+        """Backbone: convolution or depthwise convolution ``name``, its per-image
+        normalisation ``name + '_bn'``, then ReLU6 if asked."""
+        conv, norm = self[name], self[name + '_bn']
+        depthwise = isinstance(conv, L.DepthwiseConvolution2D)
+        if fast:
+            W, gamma, beta = conv.W.array, norm.gamma.array, norm.beta.array
+            if depthwise:  # per channel: convolve and normalise each group in a thread
+                return _per_channel_groups(lambda g: _instance_norm_fast(
+                    _depthwise_fast(h[:, g], W[:, g], stride), gamma[g], beta[g],
+                    norm.eps, relu6), h)
+            if W.shape[2:] == (1, 1) and stride == 1:
+                h = _pointwise_fast(h, W.reshape(W.shape[:2]))
+            else:
+                h = conv_same(h, W, stride).array
+            return _per_channel_groups(lambda g: _instance_norm_fast(
+                h[:, g], gamma[g], beta[g], norm.eps, relu6), h)
+        h = (depthwise_same if depthwise else conv_same)(h, conv.W, stride)
+        h = norm(h)
+        return F.clipped_relu(h, 6.0) if relu6 else h
+
+    def _separable(self, name, h, relu, fast):
+        """Refinement: ``name + '_depthwise'``, ``name + '_pointwise'``, its batch
+        norm, then ReLU if asked.  The fast path folds the batch norm's stored
+        statistics (and a 1x1 depthwise kernel) into the pointwise weights."""
+        dw, pw, bn = self[name + '_depthwise'], self[name + '_pointwise'], \
+            self[name + '_pointwise_bn']
+        if fast:
+            xp = backend.get_array_module(h)
+            scale = bn.gamma.array / xp.sqrt(bn.avg_var + bn.eps)
+            shift = bn.beta.array - bn.avg_mean * scale
+            W = pw.W.array.reshape(pw.W.shape[:2]) * scale[:, None]
+            if dw.W.shape[2:] == (1, 1):
+                W = W * dw.W.array.reshape(1, -1)
+            else:
+                h = _depthwise_fast(h, dw.W.array, 1)
+            h = _pointwise_fast(h, W, shift)
+            return xp.maximum(h, 0, out=h) if relu else h
+        h = bn(conv_same(depthwise_same(h, dw.W), pw.W))
+        return F.relu(h) if relu else h
+
+    @staticmethod
+    def _concat(xs, fast):
+        if fast:
+            return backend.get_array_module(xs[0]).concatenate(xs, axis=1)
+        return F.concat(xs, axis=1)
