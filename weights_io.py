@@ -463,14 +463,16 @@ def conv_layers_from_prototxt(text):
 def write_caffemodel(path, layers, v1=False):
     """Write ``[(name, [blob arrays])]`` as a Caffe ``NetParameter`` file.
 
-    V2 files get ``layer { name type: "Convolution" blobs { shape data } }``;
-    V1 files get ``layers { name type: CONVOLUTION blobs { num channels height
+    Every layer is a same-padded convolution.  V2 files get ``layer { name
+    type: "Convolution" bottom top convolution_param blobs { shape data } }``;
+    V1 files get ``layers { ... type: CONVOLUTION blobs { num channels height
     width data } }`` like the 2014 VGG release.
     """
     from cli import atomic_output
     with atomic_output(path) as tmp:
         with open(tmp, 'wb') as f:
             f.write(pw.enc_bytes(1, b'net'))
+            bottom = 'data'  # a plain chain of layers: enough for loading, not a real graph
             for name, blobs in layers:
                 parts = []
                 for arr in blobs:
@@ -486,12 +488,23 @@ def write_caffemodel(path, layers, v1=False):
                 blob_bytes = [pw.enc_bytes(_V1_BLOBS if v1 else _LAYER_BLOBS,
                                            hdr + pw.enc_packed_float32(_BLOB_DATA, arr))
                               for hdr, arr in parts]
+                # convolution_param {num_output, pad, kernel_size}, like real
+                # files (chainer's CaffeFunction needs it), 'same' padding
+                w = np.asarray(blobs[0])
+                conv = (pw.enc_field(1, pw.VARINT, w.shape[0])
+                        + pw.enc_field(3, pw.VARINT, w.shape[-1] // 2)
+                        + pw.enc_field(4, pw.VARINT, w.shape[-1]))
                 if v1:
-                    head = (pw.enc_bytes(_V1_NAME, name.encode())
-                            + pw.enc_field(_V1_TYPE, pw.VARINT, V1_TYPES['CONVOLUTION']))
+                    head = (pw.enc_bytes(2, bottom.encode()) + pw.enc_bytes(3, name.encode())
+                            + pw.enc_bytes(_V1_NAME, name.encode())
+                            + pw.enc_field(_V1_TYPE, pw.VARINT, V1_TYPES['CONVOLUTION'])
+                            + pw.enc_bytes(10, conv))
                 else:
                     head = (pw.enc_bytes(_LAYER_NAME, name.encode())
-                            + pw.enc_bytes(_LAYER_TYPE, b'Convolution'))
+                            + pw.enc_bytes(_LAYER_TYPE, b'Convolution')
+                            + pw.enc_bytes(3, bottom.encode()) + pw.enc_bytes(4, name.encode())
+                            + pw.enc_bytes(106, conv))
+                bottom = name
                 body = head + b''.join(blob_bytes)
                 f.write(pw.enc_bytes(_NET_LAYERS_V1 if v1 else _NET_LAYER, body))
 
