@@ -1,0 +1,164 @@
+"""Frame rate of the real-time pose demo loop next to the network forward alone.
+
+The loop is camera_pose_demo's: ``frame_loop.run`` over a short video (decode,
+PoseDetector at one scale = preprocessing + forward + upsampling + peaks +
+grouping, drawing, FPS overlay), headless.  Frames are 432x368 (W x H), so the
+net input at scale 1 is exactly 432x368.  The forward alone is
+``PoseDetector.forward`` on the same preprocessed input.  Rounds alternate
+(loop machinery with a do-nothing callback, pose drawing, forward x N, loop
+over N frames, detector call x N, loop with --out and --json-dir) so that load
+from other processes hits all alike; medians of the per-frame wall and CPU
+times are printed.  The loop's overhead beyond the forward splits into the
+detector's own pre/post-processing (pose_core) and the loop's machinery and
+drawing, which are printed on their own.
+
+    python bench/bench_realtime.py [--frames 12] [--rounds 5] [--quick]
+
+Target: loop time per frame <= 1.15 x the forward alone (overhead <= 15 %).
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import frame_loop  # noqa: E402
+import pose_core  # noqa: E402
+from camera_pose_demo import pose_process  # noqa: E402
+from entity import params  # noqa: E402
+from pose_detector import PoseDetector  # noqa: E402
+
+SIZE = (432, 368)  # (W, H)
+IMAGE = os.path.join(REPO, 'data', '000000000785.jpg')
+TARGET = 0.15
+
+
+def make_video(path, n):
+    """``n`` different 432x368 frames: the shipped COCO image, panned a few pixels per frame."""
+    img = cv2.imread(IMAGE, cv2.IMREAD_COLOR)
+    if img is None:
+        sys.exit('error: %s: cannot read the benchmark image' % IMAGE)
+    h = SIZE[1]
+    w = int(round(img.shape[1] * h / float(img.shape[0])))
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    vw = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'mp4v'), 10.0, SIZE)
+    frames = []
+    for i in range(n):
+        x0 = (i * 7) % max(1, w - SIZE[0])
+        frame = np.ascontiguousarray(img[:, x0:x0 + SIZE[0]])
+        vw.write(frame)
+        frames.append(frame)
+    vw.release()
+    return frames
+
+
+def per_frame(fn, n):
+    """(wall seconds, CPU seconds of this process, all threads) per frame."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return (time.perf_counter() - wall) / n, (time.process_time() - cpu) / n
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--frames', type=int, default=12, help='frames per round')
+    p.add_argument('--rounds', type=int, default=5)
+    p.add_argument('--quick', action='store_true', help='4 frames x 2 rounds')
+    args = p.parse_args(argv)
+    if args.quick:
+        args.frames, args.rounds = 4, 2
+
+    detector = PoseDetector(scales=[1.0])  # the embedded model, as the demo's default
+    arch = detector.arch
+    ap = params['pose_archs'][arch]
+    tmp = tempfile.mkdtemp(prefix='bench_realtime.')
+    try:
+        video = os.path.join(tmp, 'clip.mp4')
+        frames = make_video(video, args.frames)
+        # The decoded frames (what the loop sees) for the forward-only and detector timings.
+        cap = cv2.VideoCapture(video)
+        decoded = [cap.read()[1] for _ in frames]
+        cap.release()
+        inputs = []
+        for f in decoded:
+            rh, rw = pose_core.fit_size(f.shape[0], f.shape[1], params['inference_img_size'])
+            padded, _ = pose_core.pad_to_multiple(pose_core.resize(f, (rh, rw)),
+                                                  ap['pad_multiple'], ap['pad_value'])
+            inputs.append(pose_core.preprocess(padded, arch))
+        assert inputs[0].shape[-2:] == (SIZE[1], SIZE[0]), inputs[0].shape
+        process = pose_process(detector)
+
+        def forward_only():
+            for x in inputs:
+                detector.forward(x)
+
+        def detector_only():
+            for f in decoded:
+                detector(f)
+
+        def loop(out=None, json_dir=None, callback=process):
+            s = frame_loop.run(frame_loop.open_source(video=video), callback, out=out,
+                               json_dir=json_dir, display=False, progress=False)
+            assert s['frames'] == len(frames), s
+
+        def machinery():  # the loop with a callback that does nothing: decode, FPS, bookkeeping
+            loop(callback=lambda f: (f, {'people': []}))
+
+        def drawing():
+            for f in decoded:
+                pose_core.draw_person_pose(f, poses)
+
+        n = len(frames)
+        forward_only()  # warm-up
+        loop()
+        poses, _ = detector(decoded[0])
+        times = {'forward': [], 'detector': [], 'loop': [], 'loop_out': [], 'machinery': [],
+                 'drawing': []}
+        for r in range(args.rounds):
+            times['machinery'].append(per_frame(machinery, n))
+            times['drawing'].append(per_frame(drawing, n))
+            times['forward'].append(per_frame(forward_only, n))
+            times['loop'].append(per_frame(loop, n))
+            times['detector'].append(per_frame(detector_only, n))
+            times['loop_out'].append(per_frame(
+                lambda: loop(os.path.join(tmp, 'out.mp4'), os.path.join(tmp, 'json')), n))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print('pose demo loop, embedded %s model, one scale, %dx%d frames, headless, %d frames x %d '
+          'rounds, %d CPUs' % (arch, SIZE[0], SIZE[1], n, args.rounds, os.cpu_count()))
+    print('per frame, median over rounds: wall time (FPS, vs forward) | CPU time of all threads '
+          '(vs forward)')
+    rows = [('network forward alone', 'forward'),
+            ('detector call (pre + forward + post)', 'detector'),
+            ('demo loop (decode, detect, draw, FPS)', 'loop'),
+            ('demo loop + --out mp4 + --json-dir', 'loop_out'),
+            ('  of which: loop machinery alone', 'machinery'),
+            ('  of which: drawing the poses', 'drawing')]
+    wall = dict((k, statistics.median(t[0] for t in v)) for k, v in times.items())
+    cpu = dict((k, statistics.median(t[1] for t in v)) for k, v in times.items())
+    for label, key in rows:
+        if key in ('machinery', 'drawing'):  # small parts: their share of the forward
+            print('%-38s %7.1f ms  = %4.1f %% of the forward | %7.1f ms'
+                  % (label, 1e3 * wall[key], 100 * wall[key] / wall['forward'], 1e3 * cpu[key]))
+            continue
+        print('%-38s %7.1f ms %5.2f FPS %+6.1f %% | %7.1f ms %+6.1f %%'
+              % (label, 1e3 * wall[key], 1 / wall[key], 100 * (wall[key] / wall['forward'] - 1),
+                 1e3 * cpu[key], 100 * (cpu[key] / cpu['forward'] - 1)))
+    print('frame loop beyond the detector call: wall %+.1f %%, CPU %+.1f %%'
+          % (100 * (wall['loop'] / wall['detector'] - 1), 100 * (cpu['loop'] / cpu['detector'] - 1)))
+    overhead = wall['loop'] / wall['forward'] - 1
+    print('loop overhead beyond the forward: %.1f %% (target <= %d %%): %s'
+          % (100 * overhead, 100 * TARGET, 'OK' if overhead <= TARGET else 'OVER TARGET'))
+
+
+if __name__ == '__main__':
+    main()
