@@ -83,8 +83,9 @@ class CameraSource(object):
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         self.cap = cap
-        fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and fps > 0 else None
+        # The camera's nominal rate (often 30) says nothing about how fast frames are processed,
+        # so --out uses demo_out_fps unless --out-fps is given.
+        self.fps = None
         self.skipped = 0
 
     def json_name(self, frame_no, _name=None):
@@ -342,9 +343,8 @@ def openpose_people(people):
         for key in ('pose', 'face', 'hand_left', 'hand_right'):
             pts = person.get(key)
             entry['%s_keypoints_2d' % key] = (
-                [] if pts is None else [float(v) for v in np.asarray(pts, np.float64).reshape(-1)])
-        for key in ('pose', 'face', 'hand_left', 'hand_right'):
-            entry['%s_keypoints_3d' % key] = []
+                [] if pts is None else [round(float(v), 3)
+                                        for v in np.asarray(pts, np.float64).reshape(-1)])
         out.append(entry)
     return {'version': OPENPOSE_JSON_VERSION, 'people': out}
 
@@ -382,8 +382,7 @@ def _interrupts_as_keyboard_interrupt():
             signal.signal(sig, old)
 
 
-def run(source, process, out=None, json_dir=None, display=True, out_fps=None,
-        label='people', progress=True):
+def run(source, process, out=None, json_dir=None, display=True, out_fps=None, progress=True):
     """Run ``process`` over every frame of ``source``; returns a summary dict.
 
     ``process(frame) -> (annotated_frame, openpose_dict)``.  The summary holds
@@ -513,7 +512,7 @@ def run_from_args(args, make_process, label='people'):
         source.close()
         raise
     summary = run(source, process, out=args.out, json_dir=args.json_dir,
-                  display=not args.no_display, out_fps=args.out_fps, label=label,
+                  display=not args.no_display, out_fps=args.out_fps,
                   progress=not args.no_progress)
     print(format_summary(summary, label))
     if summary['frames'] == 0 and not summary['interrupted']:
