@@ -1,0 +1,188 @@
+"""train_coco_pose_estimation.py on coco_mini, on CPU at small insize with the real networks."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_path
+from coco_mini import make_coco_dir
+import gen_ignore_mask
+
+TRAIN = os.path.join(REPO, 'train_coco_pose_estimation.py')
+SMALL = ['--insize', '64', '--batchsize', '4', '--valbatchsize', '2', '--val-samples', '2',
+         '--no-progress']
+
+
+@pytest.fixture(scope='module')
+def coco_dir(tmp_path_factory):
+    root = make_coco_dir(str(tmp_path_factory.mktemp('coco')))
+    for split in ('train', 'val'):
+        gen_ignore_mask.process_split(root, split, progress=False)
+    return root
+
+
+def train(*args, **kw):
+    return subprocess.run([sys.executable, TRAIN] + list(args), capture_output=True, text=True,
+                          cwd=REPO, timeout=kw.get('timeout', 300))
+
+
+def read_log(out):
+    with open(os.path.join(out, 'log')) as f:
+        return json.load(f)
+
+
+def load_all(path):
+    """Every array of an npz (fails on a partial file)."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_loss_falls_and_undecodable_images_are_skipped(tmp_path, coco_dir):
+    # a copy of the COCO dir whose 196141 image cannot be decoded
+    root = make_coco_dir(str(tmp_path / 'coco'))
+    for split in ('train', 'val'):
+        gen_ignore_mask.process_split(root, split, progress=False)
+    bad = os.path.join(root, 'train2017', '000000196141.jpg')
+    os.remove(bad)  # (a symlink to the shared file)
+    with open(bad, 'wb') as f:
+        f.write(b'\xff\xd8\xff\xe0 truncated')
+    out = str(tmp_path / 'out')
+    # alpha 1e-3 without decay so that ~40 CPU iterations show learning (default: 1e-4)
+    p = train('--arch', 'mobilenet', '--coco-dir', root, '--out', out, '--iteration', '40',
+              '--alpha', '1e-3', '--alpha-decay-at', '--log-interval', '5',
+              '--snapshot-interval', '20', '--val-interval', '20', *SMALL)
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = read_log(out)
+    assert [e['iteration'] for e in log] == list(range(5, 41, 5))
+    first, last = log[0]['main/loss'], log[-1]['main/loss']
+    assert last <= 0.7 * first, (first, last)
+    assert 'validation/main/loss' in log[3] and 'validation/main/loss' in log[-1]
+    assert log[-1]['skipped_images'] > 0
+    assert 'skipped %d undecodable images' % log[-1]['skipped_images'] in p.stdout \
+        or 'undecodable images' in p.stdout
+    assert p.stderr.count('cannot decode it') == 1  # warned once
+    files = set(os.listdir(out))
+    assert {'model_iter_20', 'model_iter_40', 'snapshot_iter_20', 'snapshot_iter_40', 'log',
+            'loss.png', 'params.json'} <= files
+    assert not [f for f in files if f.startswith('tmp')]
+    # model_iter_N holds the network alone, ready for pose_detector
+    import pose_detector
+    model = pose_detector.load_model('mobilenet', os.path.join(out, 'model_iter_40'))
+    trained = load_all(os.path.join(out, 'model_iter_40'))
+    np.testing.assert_array_equal(model.Conv.W.array, trained['Conv/W'])
+
+
+def test_kill_then_resume_continues_iteration_and_optimizer_state(tmp_path, coco_dir):
+    out = str(tmp_path / 'out')
+    args = ['--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', out, '--log-interval', '1',
+            '--snapshot-interval', '3', '--val-interval', '100', *SMALL]
+    proc = subprocess.Popen([sys.executable, TRAIN, '--iteration', '100'] + args, cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(os.path.join(out, 'snapshot_iter_6')):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # whatever the moment of the kill: every file with a snapshot's name is complete
+    snaps = sorted(int(f.split('_')[-1]) for f in os.listdir(out) if f.startswith('snapshot_iter_'))
+    assert snaps and snaps[-1] >= 6
+    for f in os.listdir(out):
+        if f.startswith(('snapshot_iter_', 'model_iter_')):
+            load_all(os.path.join(out, f))
+    last = snaps[-1]
+    state = load_all(os.path.join(out, 'snapshot_iter_%d' % last))
+    assert state['updater/iteration'] == last
+    assert state['updater/optimizer:main/t'] == last
+    # a half-written snapshot a kill can leave in the writer's temporary directory
+    stale = os.path.join(out, 'tmpsnapshot_iter_99abcdef')
+    os.makedirs(stale)
+    with open(os.path.join(stale, 'snapshot_iter_99'), 'wb') as f:
+        f.write(b'PK\x03\x04 partial')
+
+    end = last + 2
+    p = train('--iteration', str(end), '--resume', out, *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert 'resumed from %s at iteration %d' % (os.path.join(out, 'snapshot_iter_%d' % last),
+                                                 last) in p.stdout
+    assert not os.path.exists(stale)
+    log = read_log(out)
+    its = [e['iteration'] for e in log]
+    assert its[-2:] == [last + 1, end] and its == sorted(set(its))
+    final = load_all(os.path.join(out, 'snapshot_iter_%d' % end))
+    assert final['updater/iteration'] == end
+    # Adam's step count went on from the snapshot's (a fresh optimizer would be at 2)
+    assert final['updater/optimizer:main/t'] == end
+    # and a trainer rebuilt with --resume holds exactly the snapshot's Adam moments and weights
+    import train_coco_pose_estimation as tcpe
+    trainer, _ = tcpe.build_trainer(tcpe.parse_args(
+        ['--iteration', str(end + 5), '--resume', os.path.join(out, 'snapshot_iter_%d' % end)]
+        + args))
+    opt = trainer.updater.get_optimizer('main')
+    assert trainer.updater.iteration == end and opt.t == end
+    for name, param in opt.target.namedparams():
+        for slot in ('m', 'v'):
+            np.testing.assert_array_equal(
+                param.update_rule.state[slot], final['updater/optimizer:main%s/%s' % (name, slot)])
+        np.testing.assert_array_equal(param.array, final['updater/model:main%s' % name])
+
+
+def test_posenet_model_iter_loads_in_pose_detector(tmp_path, coco_dir):
+    out = str(tmp_path / 'out')
+    p = train('--arch', 'posenet', '--coco-dir', coco_dir, '--out', out, '--iteration', '1',
+              '--snapshot-interval', '1', '--val-interval', '1', '--log-interval', '1',
+              '--insize', '64', '--batchsize', '1', '--valbatchsize', '1', '--val-samples', '1',
+              '--no-progress')
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert 'from random weights' in p.stderr
+    model_file = os.path.join(out, 'model_iter_1')
+    r = subprocess.run([sys.executable, os.path.join(REPO, 'pose_detector.py'), 'posenet',
+                        model_file, '--img', shared_path('images', 'person.png'),
+                        '--scales', '0.25', '--out', str(tmp_path / 'result.png')],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert os.path.exists(tmp_path / 'result.png')
+
+
+def test_missing_coco_dir_names_getdata(tmp_path):
+    p = train('--coco-dir', str(tmp_path / 'nope'), '--out', str(tmp_path / 'out'), *SMALL)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'getData.sh' in p.stderr
+
+
+def test_missing_masks_name_gen_ignore_mask(tmp_path):
+    root = make_coco_dir(str(tmp_path / 'coco'))
+    p = train('--coco-dir', root, '--out', str(tmp_path / 'out'), *SMALL)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
+    assert 'gen_ignore_mask.py --split train' in p.stderr
+
+
+def test_corrupt_annotation_json(tmp_path):
+    root = make_coco_dir(str(tmp_path / 'coco'))
+    ann = os.path.join(root, 'annotations', 'person_keypoints_train2017.json')
+    with open(ann, 'r+') as f:
+        f.truncate(3000)
+    p = train('--coco-dir', root, '--out', str(tmp_path / 'out'), *SMALL)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
+    assert 'corrupt annotation JSON' in p.stderr and ann in p.stderr
+
+
+def test_bad_initmodel_and_resume(tmp_path, coco_dir):
+    junk = tmp_path / 'junk.npz'
+    np.savez(str(junk), foo=np.zeros(3))
+    p = train('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+              '--initmodel', str(junk), *SMALL)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
+    assert 'not a mobilenet model' in p.stderr
+    p = train('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+              '--resume', str(junk), *SMALL)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
+    assert 'not a snapshot of this training setup' in p.stderr

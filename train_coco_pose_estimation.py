@@ -1,0 +1,355 @@
+"""Train a PAF body-pose network (CocoPoseNet or MobileNetV2PoseNet) on COCO 2017.
+
+Built on Chainer's training machinery: ``CocoDataLoader`` datasets, Serial/Multiprocess
+iterators, ``StandardUpdater`` with a loss chain, ``Evaluator`` for the validation loss,
+``LogReport`` / ``PrintReport`` / ``PlotReport`` / ``ProgressBar``, and the snapshot
+extensions (which write to a temporary directory and rename, so no partial snapshot ever
+carries a snapshot's name).
+
+Every ``--snapshot-interval`` iterations (default 1000) the out directory gets
+``model_iter_N`` (the network's weights: ``pose_detector.py posenet model_iter_N --img ...``)
+and ``snapshot_iter_N`` (the whole trainer: model, Adam state, iterator position, log) for
+``--resume``.
+
+Loss: for every stage, the squared error of PAFs and heatmaps against the targets, ignoring
+cells under the ignore mask, averaged over all elements; summed over the stages.
+Optimiser: Adam, alpha 1e-4 divided by 10 after 1/3 and 2/3 of the iterations (100k and 200k
+of the default 300k, as the original).  CocoPoseNet started from VGG-19 (``--initmodel
+vgg19.npz``) keeps the VGG layers frozen for the first 2000 iterations, then trains them at
+a quarter of the learning rate.
+"""
+import argparse
+import functools
+import json
+import os
+import re
+import shutil
+import sys
+
+import numpy as np
+
+import cli
+from entity import params
+
+os.environ.setdefault('MPLBACKEND', 'Agg')  # PlotReport on headless machines
+
+
+# ----------------------------------------------------------------------------- loss
+
+def preprocess(imgs, norm):
+    """uint8 NHWC BGR batch -> float32 NCHW network input (see params['pose_archs'])."""
+    x = imgs.astype(np.float32).transpose(0, 3, 1, 2)
+    if norm == 'caffe':
+        x = x / 256.0 - 0.5
+    elif norm != 'raw':
+        raise ValueError('unknown input normalisation %r' % norm)
+    return x
+
+
+def masked_l2(ys, t, weight):
+    """Mean over all elements of (y - t)^2 where ``weight`` is 1 (0 = ignored)."""
+    import chainer.functions as F
+    if ys.shape != t.shape:
+        raise cli.UserError('network output %s does not match the target maps %s: --insize '
+                            'must give a stride-%d output' % (ys.shape, t.shape,
+                                                              params['downscale']))
+    return F.sum(F.square(ys - t) * weight) / ys.size
+
+
+def make_loss_chain(model, norm):
+    import chainer
+
+    class PoseLoss(chainer.Chain):
+        """The training objective around ``model``; reports loss, paf and heat."""
+
+        def __init__(self):
+            super().__init__()
+            with self.init_scope():
+                self.model = model
+            self.norm = norm
+
+        def forward(self, imgs, pafs_t, heatmaps_t, ignore_mask):
+            xp = chainer.backend.get_array_module(imgs)
+            x = preprocess(imgs, self.norm)
+            weight = (1 - ignore_mask.astype(xp.float32))[:, None]
+            paf_w = xp.broadcast_to(weight, pafs_t.shape)
+            heat_w = xp.broadcast_to(weight, heatmaps_t.shape)
+            pafs_ys, heatmaps_ys = self.model(x)
+            paf_loss = sum(masked_l2(y, pafs_t, paf_w) for y in pafs_ys)
+            heat_loss = sum(masked_l2(y, heatmaps_t, heat_w) for y in heatmaps_ys)
+            loss = paf_loss + heat_loss
+            chainer.report({'loss': loss, 'paf': paf_loss, 'heat': heat_loss}, self)
+            return loss
+
+    return PoseLoss()
+
+
+# ----------------------------------------------------------------------------- extensions
+
+class AlphaSchedule(object):
+    """Adam alpha = init * gamma ** (number of steps passed), from the updater's iteration.
+
+    Chainer's MultistepShift counts its own calls and resets alpha to ``init`` in
+    ``initialize``, so the first iteration after ``--resume`` past a step ran at the wrong
+    rate; computing from the iteration is exact after a resume.
+    """
+    trigger = (1, 'iteration')
+    priority = 300  # PRIORITY_WRITER: before the log reads 'alpha'
+    name = 'AlphaSchedule'
+
+    def __init__(self, init, steps, gamma=0.1):
+        self.init, self.steps, self.gamma = init, sorted(steps), gamma
+
+    def value(self, iteration):
+        return self.init * self.gamma ** sum(1 for s in self.steps if iteration >= s)
+
+    def initialize(self, trainer):
+        self(trainer)
+
+    def __call__(self, trainer):
+        trainer.updater.get_optimizer('main').alpha = self.value(trainer.updater.iteration)
+
+
+class FreezeSchedule(object):
+    """Keep ``links`` frozen while the iteration is below ``until`` (VGG warm-up)."""
+    trigger = (1, 'iteration')
+    priority = 300
+    name = 'FreezeSchedule'
+
+    def __init__(self, links, until):
+        self.links, self.until = links, until
+
+    def initialize(self, trainer):
+        self(trainer)
+
+    def __call__(self, trainer):
+        frozen = trainer.updater.iteration < self.until
+        for link in self.links:
+            if frozen:
+                link.disable_update()
+            else:
+                link.enable_update()
+
+
+# ----------------------------------------------------------------------------- setup
+
+def load_initmodel(model, arch, path):
+    """Load a full ``arch`` npz (fine-tuning) or, for posenet, a VGG-19 npz (its front)."""
+    import chainer
+    if not os.path.isfile(path):
+        raise cli.UserError('--initmodel %s: no such file' % path)
+    try:
+        with np.load(path) as npz:
+            keys = set(npz.files)
+    except (OSError, ValueError) as e:
+        raise cli.UserError('--initmodel %s: not a readable npz file (%s)' % (path, e))
+    names = [n.lstrip('/') for n, _ in model.namedparams()]
+    if all(n in keys for n in names):
+        try:
+            chainer.serializers.load_npz(path, model)
+        except (KeyError, ValueError) as e:
+            raise cli.UserError('--initmodel %s: does not fit %s (%s)' % (path, arch, e))
+        return 'model'
+    if arch == 'posenet':
+        from models.CocoPoseNet import copy_vgg19_front
+        copy_vgg19_front(model, path)
+        return 'vgg19'
+    missing = [n for n in names if n not in keys]
+    raise cli.UserError('--initmodel %s: not a %s model (%d of its %d arrays missing, e.g. %s)'
+                        % (path, arch, len(missing), len(names), missing[0]))
+
+
+def latest_snapshot(path):
+    """``path`` itself, or the newest snapshot_iter_N inside the directory ``path``."""
+    if os.path.isdir(path):
+        found = [(int(m.group(1)), f) for f in os.listdir(path)
+                 for m in [re.fullmatch(r'snapshot_iter_(\d+)', f)] if m]
+        if not found:
+            raise cli.UserError('--resume %s: no snapshot_iter_N in this directory' % path)
+        return os.path.join(path, max(found)[1])
+    if not os.path.isfile(path):
+        raise cli.UserError('--resume %s: no such file' % path)
+    return path
+
+
+def remove_stale_temporaries(out):
+    """Temporary directories a killed run left behind (the snapshot and log writers write
+    into tmp<name>*/ or log*/ and rename; a kill -9 can leave them half-written)."""
+    for f in os.listdir(out):
+        p = os.path.join(out, f)
+        if os.path.isdir(p) and (re.match(r'tmp(snapshot|model)_iter_\d+', f)
+                                 or re.fullmatch(r'log\w{8}', f)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def build_trainer(args, model=None):
+    """The configured ``Trainer`` (and the training dataset); ``model`` overrides --arch."""
+    import chainer
+    from chainer import training
+    from chainer.training import extensions
+    import coco_data_loader
+    from models import get_model_class
+
+    if args.arch not in params['pose_archs']:
+        raise cli.UserError('--arch %s: not a body-pose architecture (choose from %s)'
+                            % (args.arch, ', '.join(sorted(params['pose_archs']))))
+    arch = params['pose_archs'][args.arch]
+    stride = params['downscale']
+    if args.insize <= 0 or args.insize % stride:
+        raise cli.UserError('--insize %d must be a positive multiple of %d'
+                            % (args.insize, stride))
+    cli.get_array_module(args.gpu)  # clear message when CuPy or the GPU is missing
+    device = chainer.get_device('@numpy' if args.gpu < 0 else '@cupy:%d' % args.gpu)
+
+    # data first: a missing COCO directory or mask is reported before building the net
+    train = coco_data_loader.CocoDataLoader(args.coco_dir, 'train', args.insize,
+                                            pad_value=arch['pad_value'])
+    val = coco_data_loader.CocoDataLoader(args.coco_dir, 'val', args.insize, augment=True,
+                                          deterministic=True, n_samples=args.val_samples,
+                                          pad_value=arch['pad_value'])
+
+    if model is None:
+        model = get_model_class(args.arch)()
+    frozen = []
+    if args.initmodel:
+        kind = load_initmodel(model, args.arch, args.initmodel)
+        print('initialised %s from %s (%s)' % (args.arch, args.initmodel, kind))
+        if kind == 'vgg19':
+            from models.CocoPoseNet import VGG19_FRONT
+            frozen = [getattr(model, n) for n in VGG19_FRONT]
+    elif args.arch == 'posenet' and not args.resume:
+        print('warning: training CocoPoseNet from random weights; pass --initmodel vgg19.npz '
+              '(convert_model.py vgg19 ...) to start from ImageNet VGG-19', file=sys.stderr)
+    model.to_device(device)
+    device.use()
+
+    loss_chain = make_loss_chain(model, arch['norm'])
+    optimizer = chainer.optimizers.Adam(alpha=args.alpha, beta1=0.9, beta2=0.999, eps=1e-8)
+    optimizer.setup(loss_chain)
+    if frozen:
+        # The original scaled these layers' gradients by 1/4, which Adam's per-parameter
+        # normalisation cancels; scaling their step (Adam's eta) has the intended effect.
+        from models.CocoPoseNet import VGG19_FRONT
+        slow = VGG19_FRONT + ['conv4_3_CPM', 'conv4_4_CPM']
+        for n in slow:
+            for p in getattr(model, n).params():
+                p.update_rule.hyperparam.eta = params['vgg_grad_scale']
+
+    if args.loaderjob:
+        train_iter = chainer.iterators.MultiprocessIterator(
+            train, args.batchsize, n_processes=args.loaderjob, shared_mem=None)
+    else:
+        train_iter = chainer.iterators.SerialIterator(train, args.batchsize)
+    val_iter = chainer.iterators.SerialIterator(val, args.valbatchsize, repeat=False,
+                                                shuffle=False)
+
+    updater = training.updaters.StandardUpdater(train_iter, optimizer, device=device)
+    os.makedirs(args.out, exist_ok=True)
+    remove_stale_temporaries(args.out)
+    trainer = training.Trainer(updater, (args.iteration, 'iteration'), args.out)
+
+    interval = args.snapshot_interval
+
+    def at_interval(t):
+        it = t.updater.iteration
+        return it % interval == 0 or it == args.iteration
+
+    val_trigger = (args.val_interval, 'iteration')
+    log_trigger = (args.log_interval, 'iteration')
+
+    def eval_func(*batch):
+        with chainer.using_config('train', False):
+            return loss_chain(*batch)
+
+    if args.alpha_decay_at is None:
+        args.alpha_decay_at = [round(f * args.iteration) for f in params['train_alpha_steps']]
+    trainer.extend(AlphaSchedule(args.alpha, args.alpha_decay_at))
+    if frozen:
+        trainer.extend(FreezeSchedule(frozen, params['vgg_freeze_iterations']))
+    trainer.extend(extensions.Evaluator(val_iter, loss_chain, device=device,
+                                        eval_func=eval_func), trigger=val_trigger)
+    # Uncompressed: zlib gains ~7 % on float weights but takes ~20 s for a CocoPoseNet trainer
+    # snapshot (model + Adam's two moments, ~630 MB) on one core.
+    save = functools.partial(chainer.serializers.save_npz, compression=False)
+    trainer.extend(extensions.snapshot(filename='snapshot_iter_{.updater.iteration}',
+                                       savefun=save, n_retains=args.keep_snapshots),
+                   trigger=at_interval)
+    trainer.extend(extensions.snapshot_object(model, 'model_iter_{.updater.iteration}',
+                                              savefun=save), trigger=at_interval)
+    trainer.extend(extensions.observe_value('alpha', lambda t: optimizer.alpha),
+                   trigger=log_trigger)
+    trainer.extend(extensions.observe_value('skipped_images', lambda t: train.skipped_images),
+                   trigger=log_trigger)
+    trainer.extend(extensions.LogReport(trigger=log_trigger))
+    trainer.extend(extensions.PrintReport([
+        'epoch', 'iteration', 'main/loss', 'validation/main/loss', 'main/paf',
+        'validation/main/paf', 'main/heat', 'validation/main/heat', 'alpha', 'skipped_images',
+        'elapsed_time']), trigger=log_trigger)
+    trainer.extend(extensions.PlotReport(['main/loss', 'validation/main/loss'], 'iteration',
+                                         trigger=log_trigger, file_name='loss.png'))
+    if args.progress:
+        trainer.extend(extensions.ProgressBar(update_interval=args.log_interval))
+
+    if args.resume:
+        path = latest_snapshot(args.resume)
+        try:
+            chainer.serializers.load_npz(path, trainer)
+        except (KeyError, ValueError, OSError) as e:
+            raise cli.UserError('--resume %s: not a snapshot of this training setup (%s)'
+                                % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+        print('resumed from %s at iteration %d' % (path, updater.iteration))
+    return trainer, train
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Train a PAF pose network on COCO 2017.')
+    p.add_argument('--arch', '-a', choices=sorted(params['pose_archs']), default='posenet')
+    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    p.add_argument('--batchsize', '-B', type=int, default=params['train_batchsize'])
+    p.add_argument('--valbatchsize', '-b', type=int, default=params['val_batchsize'])
+    p.add_argument('--val-samples', type=int, default=params['val_samples'],
+                   help='validation images (evenly spaced over val2017)')
+    p.add_argument('--iteration', '-i', type=int, default=params['train_iterations'])
+    p.add_argument('--initmodel', help='VGG-19 npz (posenet front) or a full model npz to '
+                   'fine-tune')
+    p.add_argument('--resume', '-r', default='', help='trainer snapshot (snapshot_iter_N) or '
+                   'an out directory (its newest snapshot)')
+    p.add_argument('--out', '-o', default='result', help='output directory')
+    p.add_argument('--loaderjob', '-j', type=int, default=0,
+                   help='data-loading processes (0: load in the training process)')
+    p.add_argument('--insize', type=int, default=params['insize'], help='training crop size')
+    p.add_argument('--coco-dir', default=params['coco_dir'])
+    p.add_argument('--alpha', type=float, default=params['train_alpha'], help='Adam alpha')
+    p.add_argument('--alpha-decay-at', type=int, nargs='*', metavar='ITER',
+                   help='iterations after which alpha is divided by 10 (default: 1/3 and 2/3 '
+                   'of --iteration; none given: constant alpha)')
+    p.add_argument('--snapshot-interval', type=int, default=params['snapshot_interval'],
+                   help='iterations between model_iter_N / snapshot_iter_N')
+    p.add_argument('--val-interval', type=int, default=params['snapshot_interval'])
+    p.add_argument('--log-interval', type=int, default=20)
+    p.add_argument('--keep-snapshots', type=int, default=3,
+                   help='trainer snapshots kept (model_iter_N are all kept; -1: keep all)')
+    p.add_argument('--no-progress', dest='progress', action='store_false')
+    args = p.parse_args(argv)
+    for name in ('batchsize', 'valbatchsize', 'iteration', 'snapshot_interval',
+                 'val_interval', 'log_interval'):
+        if getattr(args, name) <= 0:
+            p.error('--%s must be positive' % name.replace('_', '-'))
+    if args.val_samples <= 0:
+        p.error('--val-samples must be positive')
+    return args
+
+
+def main(argv=None, model=None):
+    args = parse_args(argv)
+    trainer, train = build_trainer(args, model)
+    cli.write_bytes_atomic(os.path.join(args.out, 'params.json'),
+                           json.dumps(vars(args), indent=2).encode())
+    trainer.run()
+    if train.skipped_images:
+        print('skipped %d undecodable images' % train.skipped_images)
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run_main(main)
