@@ -15,7 +15,6 @@ ImageNet layers conv1_1 .. conv4_2 that initialise CocoPoseNet for training
 """
 import argparse
 import collections
-import sys
 import time
 
 import numpy as np

@@ -369,7 +369,8 @@ def read_layers(path, wanted=None):
 
 # --- prototxt text format --------------------------------------------------
 
-_TOKEN = re.compile(r'\s+|#[^\n]*|(?P<t>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}:]|[^\s{}:#"\']+)')
+_TOKEN = re.compile(r'\s+|#[^\n]*'  # blanks and comments are skipped
+                    r'|(?P<t>"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}:]|[^\s{}:#"\']+)')
 
 
 def parse_prototxt(text):

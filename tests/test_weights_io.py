@@ -1,5 +1,4 @@
 """weights_io: .pth files read without torch and without running pickled code."""
-import io
 import os
 import pickle
 import zipfile
@@ -98,9 +97,9 @@ def _tensor_pickle(numel, size):
     return (b'\x80\x02}(' + s('w.weight')                         # {'w.weight':
             + b'ctorch._utils\n_rebuild_tensor_v2\n('                 #  _rebuild_tensor_v2(
             + b'(' + s('storage') + b'ctorch\nFloatStorage\n' + s('0') + s('cpu') + k(numel)
-            + b'tQ'                                                    #   persistent storage,
-            + k(0) + dims + stride + b'\x89'                           #   offset, size, stride, False,
-            + b'ccollections\nOrderedDict\n)R'                         #   OrderedDict())
+            + b'tQ'                                            #   persistent storage,
+            + k(0) + dims + stride + b'\x89'                   #   offset, size, stride, False,
+            + b'ccollections\nOrderedDict\n)R'                 #   OrderedDict())
             + b'tRu.')
 
 
