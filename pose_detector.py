@@ -54,6 +54,9 @@ def load_model(arch, weights_file):
         raise cli.UserError('%s: no such weights file' % weights_file)
     if os.path.isdir(weights_file):
         raise cli.UserError('%s: is a directory, not a weights file' % weights_file)
+    if not zipfile.is_zipfile(weights_file):
+        raise cli.UserError('%s: not a Chainer .npz weights file (not a zip archive)'
+                            % weights_file)
     model = get_model_class(arch)()
     try:
         with np.load(weights_file, allow_pickle=False) as npz:
@@ -75,11 +78,13 @@ def check_weights(model, shapes, weights_file, arch):
     """Compare the npz's arrays (name -> shape) with the model's parameters."""
     if not shapes:
         raise cli.UserError('%s: empty weights file' % weights_file)
-    for name, param in model.namedparams():
-        key = name.lstrip('/')
-        if key not in shapes:
-            raise cli.UserError('%s: not %s weights: no array for layer %s'
-                                % (weights_file, arch, key))
+    params_ = sorted((name.lstrip('/'), param) for name, param in model.namedparams())
+    missing = [key for key, _ in params_ if key not in shapes]
+    if missing:
+        raise cli.UserError('%s: not %s weights: %d of the network\'s %d arrays missing '
+                            '(first: %s)' % (weights_file, arch, len(missing), len(params_),
+                                             missing[0]))
+    for key, param in params_:
         if param.array is not None and tuple(param.shape) != tuple(shapes[key]):
             raise cli.UserError('%s: not %s weights: %s has shape %s, the network needs %s'
                                 % (weights_file, arch, key, tuple(shapes[key]),
