@@ -88,6 +88,9 @@ params = {
     # gradients scaled by vgg_grad_scale (the original's schedule)
     'vgg_freeze_iterations': 2000,
     'vgg_grad_scale': 0.25,
+    # used by train_coco_pose_estimation.py --arch posenet when --initmodel is not given and
+    # this file exists (convert_model.py vgg19 VGG_ILSVRC_19_layers.caffemodel models/vgg19.npz)
+    'vgg19_weights': 'models/vgg19.npz',
 
     # inference params
     'inference_img_size': 368,
