@@ -1,0 +1,66 @@
+"""evaluate_coco.py: keypoint AP of the embedded model on real COCO val2017 ground truth."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cli
+import evaluate_coco
+from conftest import REPO, shared_path
+from entity import JointType as J
+
+
+def test_embedded_model_keypoint_ap_on_coco_mini(tmp_path, capsys):
+    """4 images, 12 people with keypoints, the default four scales (the issue asks AP >= 0.35;
+    classic OpenPose post-processing on the same model's maps reaches 0.385)."""
+    out = tmp_path / 'results.json'
+    stats = evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'),
+                                   shared_path('coco_mini'), out=str(out))
+    table = capsys.readouterr().out
+    print('coco_mini keypoint AP %.3f  AP50 %.3f  AR %.3f (four scales)'
+          % (stats[0], stats[1], stats[5]))
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in table
+    assert stats.shape == (10,)
+    assert stats[0] >= 0.35
+    with open(out) as f:
+        results = json.load(f)
+    assert {r['image_id'] for r in results} == {785, 40083, 196141, 197388}
+    for r in results:
+        assert r['category_id'] == 1 and len(r['keypoints']) == 51 and r['score'] > 0
+
+
+def test_poses_to_coco_maps_joints_and_drops_the_neck():
+    pose = np.zeros((1, 18, 3))
+    pose[0, J.Nose] = 10, 20, 0.9
+    pose[0, J.LAnkle] = 30, 40, 0.5
+    pose[0, J.Neck] = 50, 60, 0.7  # no COCO keypoint
+    (r,) = evaluate_coco.poses_to_coco(pose, [2.5], image_id=7)
+    kp = np.array(r['keypoints']).reshape(17, 3)
+    assert r['image_id'] == 7 and r['score'] == 2.5
+    np.testing.assert_array_equal(kp[0], [10, 20, 1])   # COCO 0 = nose
+    np.testing.assert_array_equal(kp[15], [30, 40, 1])  # COCO 15 = left ankle
+    assert np.count_nonzero(kp) == 6
+    only_neck = np.zeros((1, 18, 3))
+    only_neck[0, J.Neck] = 1, 1, 1
+    assert evaluate_coco.poses_to_coco(only_neck, [1.0], 7) == []
+
+
+def test_cli_bad_annotation_file_one_line_error(tmp_path):
+    bad = tmp_path / 'ann.json'
+    bad.write_text('{"not": "coco"}')
+    for ann in (bad, tmp_path / 'missing.json'):
+        p = subprocess.run([sys.executable, os.path.join(REPO, 'evaluate_coco.py'), '--ann',
+                            str(ann), '--img-dir', str(tmp_path), '--out',
+                            str(tmp_path / 'r.json')], capture_output=True, text=True)
+        assert p.returncode == 2 and p.stderr.count('\n') == 1 and str(ann) in p.stderr, p.stderr
+    assert not (tmp_path / 'r.json').exists()
+
+
+def test_missing_image_names_the_file(tmp_path):
+    with pytest.raises(cli.UserError, match='000000000785.jpg: no such file'):
+        evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'), str(tmp_path),
+                               detector=lambda img: (np.zeros((0, 18, 3)), np.zeros(0)),
+                               verbose=False)
