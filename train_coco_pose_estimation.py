@@ -211,6 +211,11 @@ def build_trainer(args, model=None):
     if model is None:
         model = get_model_class(args.arch)()
     frozen = []
+    vgg_default = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               params['vgg19_weights'])
+    if not args.initmodel and args.arch == 'posenet' and not args.resume and os.path.isfile(
+            vgg_default):
+        args.initmodel = vgg_default
     if args.initmodel:
         kind = load_initmodel(model, args.arch, args.initmodel)
         print('initialised %s from %s (%s)' % (args.arch, args.initmodel, kind))
@@ -218,8 +223,10 @@ def build_trainer(args, model=None):
             from models.CocoPoseNet import VGG19_FRONT
             frozen = [getattr(model, n) for n in VGG19_FRONT]
     elif args.arch == 'posenet' and not args.resume:
-        print('warning: training CocoPoseNet from random weights; pass --initmodel vgg19.npz '
-              '(convert_model.py vgg19 ...) to start from ImageNet VGG-19', file=sys.stderr)
+        print('warning: training CocoPoseNet from random weights: %s not found (make it with '
+              '`python convert_model.py vgg19 VGG_ILSVRC_19_layers.caffemodel %s` or pass '
+              '--initmodel)' % (params['vgg19_weights'], params['vgg19_weights']),
+              file=sys.stderr)
     model.to_device(device)
     device.use()
 
@@ -310,8 +317,8 @@ def parse_args(argv=None):
     p.add_argument('--val-samples', type=int, default=params['val_samples'],
                    help='validation images (evenly spaced over val2017)')
     p.add_argument('--iteration', '-i', type=int, default=params['train_iterations'])
-    p.add_argument('--initmodel', help='VGG-19 npz (posenet front) or a full model npz to '
-                   'fine-tune')
+    p.add_argument('--initmodel', help='VGG-19 npz (posenet front; default %s when it exists) '
+                   'or a full model npz to fine-tune' % params['vgg19_weights'])
     p.add_argument('--resume', '-r', default='', help='trainer snapshot (snapshot_iter_N) or '
                    'an out directory (its newest snapshot)')
     p.add_argument('--out', '-o', default='result', help='output directory')
