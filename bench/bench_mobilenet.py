@@ -8,7 +8,10 @@ fixed-size copy of the graph is written to a temp dir for each size
 (``tfgraph.fix_resize_size``).  Chainer runs in inference mode
 (``train=False`` + ``no_backprop_mode``), which takes the model's fast paths.
 
-    python bench/bench_mobilenet.py [--rounds 10] [--quick]
+    python bench/bench_mobilenet.py [--rounds 10] [--stock] [--quick]
+
+``--stock`` also times the differentiable path (stock Chainer functions, which
+the model uses for training), the justification of the inference fast paths.
 
 Target: Chainer <= 1.5x cv2.dnn.
 """
@@ -40,7 +43,7 @@ def time_once(fn):
     return time.perf_counter() - start, out
 
 
-def bench(model, pb, image, sizes, rounds, tmpdir):
+def bench(model, pb, image, sizes, rounds, tmpdir, stock=False):
     rows = []
     for w, h in sizes:
         x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
@@ -58,18 +61,27 @@ def bench(model, pb, image, sizes, rounds, tmpdir):
             net.setInput(x)
             return net.forward()[0]
 
+        def run_stock():  # the differentiable path: stock Chainer functions
+            with chainer.using_config('train', False):
+                pafs, heatmaps = model(x)
+            return np.concatenate([heatmaps[-1].array[0], pafs[-1].array[0]])
+
         run_chainer(), run_dnn()  # warm-up (allocations, OpenCV's layer setup)
-        tc, td = [], []
+        tc, td, ts = [], [], []
         for _ in range(rounds):
             t, out_c = time_once(run_chainer)
             tc.append(t)
             t, out_d = time_once(run_dnn)
             td.append(t)
+            if stock:
+                ts.append(time_once(run_stock)[0])
         c, d = float(np.median(tc)), float(np.median(td))
         diff = float(np.abs(out_c - out_d).max())
         rows.append((w, h, c, d, c / d, diff))
-        print('%4dx%-4d  chainer %7.1f ms   cv2.dnn %7.1f ms   ratio %.2fx   max|diff| %.3f'
-              % (w, h, c * 1e3, d * 1e3, c / d, diff), flush=True)
+        extra = ('   stock-Chainer path %7.1f ms (%.2fx)' % (np.median(ts) * 1e3, np.median(ts) / d)
+                 if stock else '')
+        print('%4dx%-4d  chainer %7.1f ms   cv2.dnn %7.1f ms   ratio %.2fx   max|diff| %.3f%s'
+              % (w, h, c * 1e3, d * 1e3, c / d, diff, extra), flush=True)
     return rows
 
 
@@ -81,6 +93,8 @@ def main(argv=None):
     parser.add_argument('--image', default=os.path.join(SHARED_DATA, 'coco_mini',
                                                          '000000000785.jpg'))
     parser.add_argument('--rounds', type=int, default=10)
+    parser.add_argument('--stock', action='store_true',
+                        help='also time the differentiable path (stock Chainer functions)')
     parser.add_argument('--quick', action='store_true',
                         help='one size (432x368), 2 rounds: a smoke test for the test suite')
     args = parser.parse_args(argv)
@@ -95,7 +109,7 @@ def main(argv=None):
     print('chainer %s, numpy %s, opencv %s, %d rounds, medians'
           % (chainer.__version__, np.__version__, cv2.__version__, rounds))
     with tempfile.TemporaryDirectory() as tmpdir:
-        bench(model, args.pb, image, sizes, rounds, tmpdir)
+        bench(model, args.pb, image, sizes, rounds, tmpdir, stock=args.stock)
 
 
 if __name__ == '__main__':
