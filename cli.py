@@ -47,6 +47,10 @@ def atomic_output(path, suffix=None):
     except OSError as e:
         raise UserError('%s: cannot write (%s)' % (path, e.strerror or e))
     os.close(fd)
+    # mkstemp creates the file 0600; give the output the usual umask-based mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, path)

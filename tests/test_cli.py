@@ -37,3 +37,12 @@ def test_gpu_without_cupy_is_one_line_error():
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert p.returncode == 2
     assert p.stderr.count('\n') == 1 and 'CuPy' in p.stderr
+
+
+def test_atomic_output_follows_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        cli.write_bytes_atomic(str(tmp_path / 'o.bin'), b'x')
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / 'o.bin').st_mode & 0o777) == 0o644
