@@ -136,21 +136,74 @@ def test_kill_then_resume_continues_iteration_and_optimizer_state(tmp_path, coco
         np.testing.assert_array_equal(param.array, final['updater/model:main%s' % name])
 
 
-def test_posenet_model_iter_loads_in_pose_detector(tmp_path, coco_dir):
+def fake_vgg19(path):
+    """A VGG-19 npz as convert_model.py vgg19 writes it (random values, real shapes)."""
+    from models.CocoPoseNet import VGG19_CONVS
+    rng = np.random.RandomState(0)
+    arrays = {}
+    for c in VGG19_CONVS:
+        if c != 'pool':
+            name, n_in, n_out = c
+            arrays[name + '/W'] = rng.normal(0, 0.05, (n_out, n_in, 3, 3)).astype(np.float32)
+            arrays[name + '/b'] = rng.normal(0, 0.05, n_out).astype(np.float32)
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_posenet_from_vgg19_front_and_model_iter_loads_in_pose_detector(tmp_path, coco_dir):
+    from models.CocoPoseNet import VGG19_FRONT
+    vgg = fake_vgg19(str(tmp_path / 'vgg19.npz'))
     out = str(tmp_path / 'out')
     p = train('--arch', 'posenet', '--coco-dir', coco_dir, '--out', out, '--iteration', '1',
-              '--snapshot-interval', '1', '--val-interval', '1', '--log-interval', '1',
-              '--insize', '64', '--batchsize', '1', '--valbatchsize', '1', '--val-samples', '1',
-              '--no-progress')
+              '--initmodel', str(tmp_path / 'vgg19.npz'), '--snapshot-interval', '1',
+              '--val-interval', '1', '--log-interval', '1', '--insize', '64', '--batchsize', '1',
+              '--valbatchsize', '1', '--val-samples', '1', '--no-progress')
     assert p.returncode == 0, p.stderr[-3000:]
-    assert 'from random weights' in p.stderr
+    assert 'initialised posenet from %s (vgg19)' % (tmp_path / 'vgg19.npz') in p.stdout
     model_file = os.path.join(out, 'model_iter_1')
+    weights = load_all(model_file)
+    for name in VGG19_FRONT:  # copied, and still frozen after an update
+        np.testing.assert_array_equal(weights[name + '/W'], vgg[name + '/W'])
     r = subprocess.run([sys.executable, os.path.join(REPO, 'pose_detector.py'), 'posenet',
                         model_file, '--img', shared_path('images', 'person.png'),
                         '--scales', '0.25', '--out', str(tmp_path / 'result.png')],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(tmp_path / 'result.png')
+
+
+def test_vgg_front_schedule(tmp_path, coco_dir):
+    """Frozen for vgg_freeze_iterations, then a quarter of the step (Adam's eta)."""
+    import train_coco_pose_estimation as tcpe
+    from models.CocoPoseNet import VGG19_FRONT
+    from entity import params
+    fake_vgg19(str(tmp_path / 'vgg19.npz'))
+    trainer, _ = tcpe.build_trainer(tcpe.parse_args(
+        ['--arch', 'posenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+         '--initmodel', str(tmp_path / 'vgg19.npz'), *SMALL]))
+    model = trainer.updater.get_optimizer('main').target.model
+    ext = trainer.get_extension('FreezeSchedule')
+    ext.initialize(trainer)
+    assert all(not getattr(model, n).update_enabled for n in VGG19_FRONT)
+    assert model.conv4_3_CPM.update_enabled
+    trainer.updater.iteration = params['vgg_freeze_iterations']
+    ext(trainer)
+    assert all(getattr(model, n).update_enabled for n in VGG19_FRONT)
+    for name, param in model.namedparams():
+        slow = name.split('/')[1] in VGG19_FRONT + ['conv4_3_CPM', 'conv4_4_CPM']
+        assert param.update_rule.hyperparam.eta == (params['vgg_grad_scale'] if slow else 1.0)
+
+
+def test_finetune_shipped_mobilenet(tmp_path, coco_dir):
+    out = str(tmp_path / 'out')
+    init = os.path.join(REPO, 'models', 'mobilenet_v2_small.npz')
+    p = train('--arch', 'mobilenet', '--initmodel', init, '--coco-dir', coco_dir, '--out', out,
+              '--iteration', '1', '--val-interval', '1', '--log-interval', '1', '--insize', '184',
+              '--batchsize', '2', '--valbatchsize', '2', '--val-samples', '2', '--no-progress')
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert 'initialised mobilenet from %s (model)' % init in p.stdout
+    # the trained weights already fit the targets: a random net's validation loss is ~0.33
+    assert read_log(out)[-1]['validation/main/loss'] < 0.15
 
 
 def test_missing_coco_dir_names_getdata(tmp_path):
