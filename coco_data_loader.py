@@ -354,14 +354,19 @@ class CocoDataLoader(DatasetMixin):
         img = cv2.imread(os.path.join(self.img_dir, name), cv2.IMREAD_COLOR)
         mask = cv2.imread(os.path.join(self.mask_dir, mask_name), cv2.IMREAD_GRAYSCALE)
         if img is None or mask is None or mask.shape != img.shape[:2]:
-            bad = name if img is None else mask_name
+            if img is None:
+                bad, why = os.path.join(self.img_dir, name), 'cannot decode it'
+            elif mask is None:
+                bad, why = os.path.join(self.mask_dir, mask_name), 'cannot decode it'
+            else:
+                bad, why = os.path.join(self.mask_dir, mask_name), (
+                    'mask is %dx%d, image %dx%d (rerun gen_ignore_mask.py --overwrite)'
+                    % (mask.shape[1], mask.shape[0], img.shape[1], img.shape[0]))
             with self._skipped.get_lock():
                 self._skipped.value += 1
             if bad not in self._warned:
                 self._warned.add(bad)
-                print('warning: skipping %s: cannot decode it'
-                      % os.path.join(self.img_dir if img is None else self.mask_dir, bad),
-                      file=sys.stderr)
+                print('warning: skipping %s: %s' % (bad, why), file=sys.stderr)
             return None, None, poses
         return img, mask > 127, poses.copy()
 

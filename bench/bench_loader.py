@@ -58,7 +58,7 @@ def loader_rate(data, batchsize, n_batches, n_processes):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--quick', action='store_true',
-                   help='small sizes for a fast check (insize 184, few batches)')
+                   help='small sizes for a fast check (insize 128, 3 batches, 1 iteration)')
     p.add_argument('--arch', default='mobilenet', choices=['mobilenet', 'posenet'])
     p.add_argument('--coco-dir')
     p.add_argument('--insize', type=int)
@@ -66,9 +66,9 @@ def main(argv=None):
     p.add_argument('--batches', type=int, help='loader batches to time')
     p.add_argument('--iterations', type=int, help='training iterations to time')
     args = p.parse_args(argv)
-    insize = args.insize or (184 if args.quick else 368)
+    insize = args.insize or (128 if args.quick else 368)
     n_batches = args.batches or (3 if args.quick else 10)
-    n_iter = args.iterations or (2 if args.quick else 3)
+    n_iter = args.iterations or (1 if args.quick else 3)
 
     import chainer
     import train_coco_pose_estimation as tr
