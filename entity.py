@@ -196,6 +196,35 @@ params = {
         [[0, 17], [17, 18], [18, 19], [19, 20]],
     ],
     'hand_n_keypoints': 21,
+    # The hand net was trained on right hands: left-hand crops are mirrored before the net and
+    # the maps mirrored back (OpenPose's handExtractorCaffe; the original also flips the left).
+    'hand_mirrored_side': 'left',
+
+    # Face / hand crops (face_detector.py, hand_detector.py, demo.py).  A box is cut out as a
+    # square (the shorter side padded bottom/right), parts past the image border filled with
+    # this BGR value (OpenPose: black), resized to the net input.
+    'crop_pad_value': 0,
+    # boxes larger than this many times the image's longer side are refused (all padding)
+    'crop_max_box_factor': 4.0,
+    # Boxes from the body pose use joints scoring above this (OpenPose: 0.25).
+    'box_joint_thresh': 0.25,
+    # Face size estimates from the body pose (tight face; times face_crop_scale = 1.5 they are
+    # OpenPose's faceDetector.cpp rectangles): neck-nose distance, eye-eye, ear-ear and, for a
+    # profile (one eye and ear), the sum of nose-eye, nose-ear and neck-nose distances.
+    'face_size_neck_nose': 2.0 / 1.5,
+    'face_size_eyes': 3.0 / 1.5,
+    'face_size_ears': 2.0 / 1.5,
+    'face_size_profile': 0.85 / 1.5,
+    # Hand boxes from the body pose (OpenPose handDetector.cpp): square, centred on the wrist
+    # moved by this fraction of elbow->wrist, side hand_box_scale * max(forearm,
+    # hand_box_upper_arm_ratio * upper arm).
+    'hand_box_wrist_extension': 0.33,
+    'hand_box_scale': 1.5,
+    'hand_box_upper_arm_ratio': 0.9,
+    # CMU caffemodels that convert_model.py turns into the face / hand npz (OpenPose's
+    # models/getModels.sh downloads them).
+    'face_caffemodel': 'pose_iter_116000.caffemodel',
+    'hand_caffemodel': 'pose_iter_102000.caffemodel',
 
     # real-time demos (camera_pose_demo.py, camera_face_demo.py, frame_loop.py)
     'camera_frame_size': (640, 480),  # (width, height) asked of the camera, as the original

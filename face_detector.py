@@ -1,0 +1,308 @@
+"""Face keypoints (70 points, OpenPose's face model) in a face box of a picture.
+
+    python face_detector.py facenet models/facenet.npz --img data/face.png
+    python face_detector.py facenet models/facenet.npz --img photo.jpg --box 120 40 200 200 \\
+        --out faces.png --json face.json [--gpu 0] [--net-resolution 256]
+
+Without ``--box`` the face box is the whole picture.  Writes the picture with the keypoints
+drawn (``result.png`` unless ``--out``) and, with ``--json``, OpenPose's JSON
+(``people[0].face_keypoints_2d``: 70 x, y, confidence triples).  Python API::
+
+    detector = FaceDetector('models/facenet.npz')      # device=0 for GPU 0
+    keypoints = detector(bgr_image, (x, y, w, h))       # (70, 3) x, y, score in the image
+    cv2.imwrite('out.png', draw_face_keypoints(bgr_image, keypoints))
+
+The box is cut out as a square (padded past the image border, never skipped), resized to
+the net input (``face_inference_img_size``), the net's last-stage maps are upsampled back to
+the crop (at most to the net input size), and each keypoint is the map's highest peak above
+``face_heatmap_peak_thresh`` (sub-pixel refined); keypoints below it are 0, 0, 0.  The face
+weights come from CMU's caffemodel: ``python convert_model.py facenet
+pose_iter_116000.caffemodel models/facenet.npz``.
+"""
+import argparse
+import os
+import zipfile
+
+import cv2
+import numpy as np
+
+import cli
+import pose_core
+from entity import JointType, params
+from pose_core import read_image
+
+KIND_NAMES = {'facenet': 'face', 'handnet': 'hand'}
+
+
+def convert_hint(arch, path):
+    """The command that makes ``path`` for ``arch`` from CMU's caffemodel."""
+    caffemodel = params['face_caffemodel' if arch == 'facenet' else 'hand_caffemodel']
+    return 'python convert_model.py %s %s %s' % (arch, caffemodel, path)
+
+
+def load_keypoint_net(arch, weights_file):
+    """Build ``FaceNet``/``HandNet`` (``arch`` 'facenet'/'handnet') and load a Chainer npz.
+
+    A missing file names the ``convert_model.py`` command that makes it; weights of another
+    net name the first missing layer or mismatching shape (``pose_detector.check_weights``).
+    """
+    import chainer
+    from models import get_model_class
+    from pose_detector import check_weights
+
+    path = os.fspath(weights_file)
+    if not os.path.exists(path):
+        raise cli.UserError('%s: no such weights file (make it with: %s)'
+                            % (path, convert_hint(arch, path)))
+    if os.path.isdir(path):
+        raise cli.UserError('%s: is a directory, not a weights file' % path)
+    if not zipfile.is_zipfile(path):
+        raise cli.UserError('%s: not a Chainer .npz weights file (not a zip archive)' % path)
+    model = get_model_class(arch)()
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            check_weights(model, dict((k, npz[k].shape) for k in npz.files), path, arch)
+        chainer.serializers.load_npz(path, model)
+    except cli.UserError:
+        raise
+    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as e:
+        raise cli.UserError('%s: cannot load %s weights (%s)'
+                            % (path, arch, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    return model
+
+
+class KeypointNetDetector(object):
+    """Crop -> CPM net -> one peak per map, mapped back to the image (face and hand).
+
+    ``model`` may be given instead of ``weights_file``: any callable taking the float32
+    1x3xSxS input (x / 256 - 0.5, BGR) and returning a list of stages' maps
+    (1, n_keypoints + 1, S/8, S/8), the last one used.  ``insize`` (a multiple of 8)
+    overrides the net input side (smaller is faster, like OpenPose's --face_net_resolution).
+    """
+    arch = None
+    size_key = thresh_key = n_key = None
+
+    def __init__(self, weights_file=None, device=-1, insize=None, model=None):
+        self.device = -1 if device is None else device
+        self.xp = cli.get_array_module(self.device)
+        self.insize = int(params[self.size_key] if insize is None else insize)
+        if self.insize < 8 or self.insize % 8:
+            raise cli.UserError('net resolution must be a positive multiple of 8, got %d'
+                                % self.insize)
+        self.n_keypoints = params[self.n_key]
+        self.thresh = params[self.thresh_key]
+        if model is None:
+            if weights_file is None:
+                raise cli.UserError('no %s weights file given' % self.arch)
+            model = load_keypoint_net(self.arch, weights_file)
+            if self.device >= 0:
+                model.to_gpu(self.device)
+        self.model = model
+
+    def forward(self, x):
+        """The last stage's maps (n_keypoints + 1, S/8, S/8) for one preprocessed input."""
+        import chainer
+        with chainer.using_config('train', False), chainer.no_backprop_mode():
+            h = self.model(self.xp.asarray(x))[-1]
+        h = getattr(h, 'array', h)
+        if self.xp is not np:
+            h = chainer.backends.cuda.to_cpu(h)
+        return np.asarray(h, np.float32).reshape(h.shape[-3:])
+
+    def detect(self, img, box, mirror=False):
+        """(n_keypoints, 3) x, y, score in ``img`` for ``box`` (x, y, w, h); all zeros for a
+        box without area or outside the image.  ``mirror``: the crop goes through the net
+        flipped left-right and the maps are flipped back."""
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            img = pose_core.to_bgr8(img)
+        result = np.zeros((self.n_keypoints, 3))
+        crop = pose_core.crop_square(img, box, params['crop_pad_value'])
+        if crop is None:
+            return result
+        canvas, (x0, y0), _ = crop
+        side = canvas.shape[0]
+        net_in = pose_core.resize(canvas, (self.insize, self.insize))
+        if mirror:
+            net_in = net_in[:, ::-1]
+        x = net_in.astype(np.float32).transpose(2, 0, 1)[None] / 256.0 - 0.5
+        maps = self.forward(np.ascontiguousarray(x))[:self.n_keypoints]
+        if mirror:
+            maps = maps[:, :, ::-1]
+        stride = self.insize // maps.shape[-1]
+        # Peaks are looked for at the crop's resolution, but never finer than the net input
+        # (upsampling further adds no information, only memory).
+        work = min(side, self.insize)
+        maps = pose_core.upsample_maps(np.ascontiguousarray(maps), stride,
+                                       (self.insize, self.insize), (work, work))
+        peaks = pose_core.best_peak_per_map(maps, self.thresh)
+        found = peaks[:, 2] > 0
+        scale = side / float(work)
+        result[found, 0] = x0 + (peaks[found, 0] + 0.5) * scale - 0.5
+        result[found, 1] = y0 + (peaks[found, 1] + 0.5) * scale - 0.5
+        result[found, 2] = peaks[found, 2]
+        return result
+
+
+class FaceDetector(KeypointNetDetector):
+    """``FaceDetector(weights_file, device=-1)(img, face_box)`` -> (70, 3) x, y, score."""
+    arch = 'facenet'
+    size_key, thresh_key, n_key = 'face_inference_img_size', 'face_heatmap_peak_thresh', \
+        'face_n_keypoints'
+
+    def __call__(self, img, face_box):
+        return self.detect(img, face_box)
+
+
+# ----------------------------------------------------------------------------- boxes
+
+def face_box_from_pose(pose, thresh=None):
+    """The face box (x, y, w, h) of one (18, 3) body pose, or None.
+
+    As OpenPose's faceDetector.cpp: the average of the estimates that the joints scoring
+    above ``thresh`` (``box_joint_thresh``) allow -- neck + nose (centre between them; a
+    profile with one eye and ear uses those three points instead), both eyes, both ears --
+    each a centre and a face size (``face_size_*``), the size enlarged by
+    ``face_crop_scale``.  A square about the averaged centre.
+    """
+    thresh = params['box_joint_thresh'] if thresh is None else thresh
+    pose = np.asarray(pose, np.float64)
+    ok = pose[:, 2] > thresh
+    pt = pose[:, :2]
+
+    def dist(a, b):
+        return float(np.hypot(*(pt[a] - pt[b])))
+
+    estimates = []
+    if ok[JointType.Neck] and ok[JointType.Nose]:
+        l_side = ok[JointType.LEye] and ok[JointType.LEar]
+        r_side = ok[JointType.REye] and ok[JointType.REar]
+        profile = (ok[JointType.LEye] == ok[JointType.LEar]
+                   and ok[JointType.REye] == ok[JointType.REar] and l_side != r_side)
+        if profile:
+            eye, ear = ((JointType.LEye, JointType.LEar) if l_side
+                        else (JointType.REye, JointType.REar))
+            centre = (pt[eye] + pt[ear] + pt[JointType.Nose]) / 3.0
+            size = params['face_size_profile'] * (dist(JointType.Nose, eye)
+                                                  + dist(JointType.Nose, ear)
+                                                  + dist(JointType.Neck, JointType.Nose))
+        else:
+            centre = (pt[JointType.Neck] + pt[JointType.Nose]) / 2.0
+            size = params['face_size_neck_nose'] * dist(JointType.Neck, JointType.Nose)
+        estimates.append((centre, size))
+    if ok[JointType.LEye] and ok[JointType.REye]:
+        estimates.append(((pt[JointType.LEye] + pt[JointType.REye]) / 2.0,
+                          params['face_size_eyes'] * dist(JointType.LEye, JointType.REye)))
+    if ok[JointType.LEar] and ok[JointType.REar]:
+        estimates.append(((pt[JointType.LEar] + pt[JointType.REar]) / 2.0,
+                          params['face_size_ears'] * dist(JointType.LEar, JointType.REar)))
+    if not estimates:
+        return None
+    centre = np.mean([c for c, _ in estimates], axis=0)
+    side = np.mean([s for _, s in estimates]) * params['face_crop_scale']
+    if not side > 0:
+        return None
+    return (float(centre[0] - side / 2), float(centre[1] - side / 2), float(side), float(side))
+
+
+# ----------------------------------------------------------------------------- drawing
+
+def _thickness(img):
+    return max(1, int(round(max(img.shape[:2]) / 480.0)))
+
+
+def draw_face_keypoints(img, keypoints, color=(255, 255, 0)):
+    """Draw 70 face keypoints (those with a score > 0) and the ``face_line_indices`` lines
+    between found ones on a copy of a BGR image.  Returns the copy."""
+    canvas = img.copy()
+    kp = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    found = kp[:, 2] > 0
+    t = _thickness(img)
+    for a, b in params['face_line_indices']:
+        if a < len(kp) and b < len(kp) and found[a] and found[b]:
+            cv2.line(canvas, _pt(kp[a]), _pt(kp[b]), color, t, cv2.LINE_AA)
+    for p in kp[found]:
+        cv2.circle(canvas, _pt(p), t + 1, color, -1, cv2.LINE_AA)
+    return canvas
+
+
+def draw_box(img, box, color=(255, 255, 255)):
+    """Draw box (x, y, w, h) in place; returns ``img``."""
+    if box is not None:
+        x, y, w, h = box
+        cv2.rectangle(img, _pt((x, y)), _pt((x + w, y + h)), color, 1)
+    return img
+
+
+def _pt(p):
+    return int(round(float(p[0]))), int(round(float(p[1])))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def whole_image_box(img):
+    return (0.0, 0.0, float(img.shape[1]), float(img.shape[0]))
+
+
+def checked_box(box, img):
+    """``--box`` for ``img``: the whole image when None, else a box with area that overlaps
+    the image (one-line ``cli.UserError`` otherwise)."""
+    if box is None:
+        return whole_image_box(img)
+    h, w = img.shape[:2]
+    window = pose_core.box_window(box)
+    if window is None:
+        raise cli.UserError('--box %s has no area (width and height must be at least 1 px)'
+                            % ' '.join('%g' % v for v in box))
+    x0, y0, x1, y1 = window
+    if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+        raise cli.UserError('--box %s lies outside the %dx%d image'
+                            % (' '.join('%g' % v for v in box), w, h))
+    return tuple(float(v) for v in box)
+
+
+def keypoint_parser(arch, description):
+    """The argparse parser shared by face_detector.py and hand_detector.py."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument('arch', choices=[arch], help='model architecture')
+    p.add_argument('weights', help='weights file (.npz, made by convert_model.py %s)' % arch)
+    p.add_argument('--img', '-i', required=True, help='image file')
+    p.add_argument('--box', type=float, nargs=4, metavar=('X', 'Y', 'W', 'H'),
+                   help='the %s box in the image (default: the whole image)' % KIND_NAMES[arch])
+    p.add_argument('--out', '-o', default='result.png', help='picture to write (result.png)')
+    p.add_argument('--json', '-j', metavar='FILE', help="also write OpenPose-format JSON")
+    p.add_argument('--net-resolution', type=int, metavar='N',
+                   help='net input side, a multiple of 8 (default %d; smaller is faster)'
+                        % params['face_inference_img_size' if arch == 'facenet'
+                                 else 'hand_inference_img_size'])
+    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    return p
+
+
+def write_result(args, img, json_people):
+    """Write ``args.out`` (and ``args.json``) atomically, after encoding everything."""
+    import frame_loop
+    from pose_detector import write_outputs
+    write_outputs(args.out, img, args.json,
+                  frame_loop.openpose_people(json_people) if args.json else None)
+    print('Saving result into %s...' % args.out)
+    if args.json:
+        print('Keypoints written to %s' % args.json)
+
+
+def main(argv=None):
+    args = keypoint_parser('facenet', 'Face keypoints (70) in a face box.').parse_args(argv)
+    img = read_image(args.img)  # fail fast on a bad picture, before loading the net
+    box = checked_box(args.box, img)
+    detector = FaceDetector(args.weights, device=args.gpu, insize=args.net_resolution)
+    keypoints = detector(img, box)
+    print('Found %d of %d face keypoints' % (int((keypoints[:, 2] > 0).sum()), len(keypoints)))
+    drawn = draw_face_keypoints(img, keypoints)
+    if args.box is not None:
+        draw_box(drawn, box)
+    write_result(args, drawn, [{'face': keypoints}])
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run_main(main)

@@ -1,0 +1,277 @@
+"""face_detector.py: crop/peak geometry with stand-in nets, drawing, the CLI end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import chainer
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_path
+import cli
+from entity import params
+from face_detector import FaceDetector, draw_face_keypoints, face_box_from_pose
+from hand_detector import HandDetector
+
+SCRIPT = os.path.join(REPO, 'face_detector.py')
+N = params['face_n_keypoints']
+INSIZE = params['face_inference_img_size']
+MAP = INSIZE // 8  # 46
+TOL = 1e-3  # float rounding of the cubic resampling; the expected positions are exact
+
+
+class PeakNet(object):
+    """Stand-in for FaceNet/HandNet: every map is 0 except 1.0 at a chosen map cell (x, y);
+    the background map is empty.  Records the inputs it was given."""
+
+    def __init__(self, cells, n_maps, value=1.0):
+        self.cells, self.n_maps, self.value = np.asarray(cells), n_maps, value
+        self.inputs = []
+
+    def __call__(self, x):
+        self.inputs.append(np.asarray(x))
+        s = x.shape[-1] // 8
+        maps = np.zeros((1, self.n_maps, s, s), np.float32)
+        for k, (cx, cy) in enumerate(self.cells):
+            maps[0, k, cy, cx] = self.value[k] if np.ndim(self.value) else self.value
+        return [maps * 0.5, maps]  # two "stages": the last one counts
+
+
+class BrightSpotNet(PeakNet):
+    """Stand-in that looks at its input: all maps peak at the 8x8 input cell holding the
+    brightest pixels (so crop, padding, resizing and mirroring are all exercised)."""
+
+    def __init__(self, n_maps):
+        super().__init__(np.zeros((0, 2), int), n_maps)
+
+    def __call__(self, x):
+        grey = np.asarray(x)[0].mean(0)
+        s = grey.shape[0] // 8
+        cells = grey.reshape(s, 8, s, 8).mean((1, 3))
+        cy, cx = np.unravel_index(np.argmax(cells), cells.shape)
+        self.cells = np.tile([[cx, cy]], (self.n_maps - 1, 1))
+        return super().__call__(x)
+
+
+def cells(n, seed=0):
+    """n distinct map cells off the map's edge (cv2's cubic resampling replicates the border,
+    which moves a peak in an edge cell towards the edge: OpenPose's maps do the same)."""
+    rng = np.random.RandomState(seed)
+    inner = MAP - 2
+    flat = rng.choice(inner * inner, n, replace=False)
+    return np.stack([1 + flat % inner, 1 + flat // inner], 1)
+
+
+def expected(c, x0, y0, side, mirror=False):
+    """Image position of map cell c for a crop of ``side`` px at (x0, y0): the cell's centre in
+    net pixels is 8c + 3.5, i.e. (c + 0.5) * side / MAP - 0.5 in crop pixels."""
+    cx = (MAP - 1 - c[:, 0]) if mirror else c[:, 0]
+    return np.stack([x0 + (cx + 0.5) * side / MAP - 0.5,
+                     y0 + (c[:, 1] + 0.5) * side / MAP - 0.5], 1)
+
+
+IMG = np.full((300, 400, 3), 90, np.uint8)
+
+
+@pytest.mark.parametrize('box', [
+    (131, 77, 138, 138),     # middle, 3 crop px per map cell
+    (-60, 100, 138, 138),    # past the left border
+    (200, -50, 138, 138),    # past the top
+    (330, 120, 138, 138),    # past the right
+    (100, 240, 138, 138),    # past the bottom
+    (-40, -30, 138, 138),    # top-left corner
+    (350, 250, 138, 138),    # bottom-right corner
+    (0, 0, 400, 300),        # the whole image (the CLI's default box): 400 px square crop
+    (150, 100, 46, 46),      # one crop px per map cell
+    (20.4, 30.4, 230, 230),  # sub-pixel box corner: the nearest pixel window
+])
+def test_single_peaks_land_on_the_expected_image_pixels(box):
+    c = cells(N)
+    net = PeakNet(c, N + 1)
+    kp = FaceDetector(model=net)(IMG, box)
+    assert kp.shape == (N, 3)
+    x0, y0 = int(np.floor(box[0] + 0.5)), int(np.floor(box[1] + 0.5))
+    side = max(int(round(box[2])), int(round(box[3])))
+    np.testing.assert_allclose(kp[:, :2], expected(c, x0, y0, side), atol=TOL)
+    assert (kp[:, 2] > 0.5).all()
+    (x,) = net.inputs
+    assert x.shape == (1, 3, INSIZE, INSIZE) and x.dtype == np.float32
+
+
+def test_non_square_box_is_padded_bottom_right_not_stretched():
+    c = cells(N, seed=1)
+    kp = FaceDetector(model=PeakNet(c, N + 1))(IMG, (50, 60, 100, 138))
+    np.testing.assert_allclose(kp[:, :2], expected(c, 50, 60, 138), atol=TOL)
+
+
+def test_crop_larger_than_the_net_input():
+    # 736 px crop: peaks are found at net resolution (368) and scaled by 2
+    img = np.zeros((800, 900, 3), np.uint8)
+    c = cells(N, seed=2)
+    kp = FaceDetector(model=PeakNet(c, N + 1))(img, (100, 30, 736, 736))
+    np.testing.assert_allclose(kp[:, :2], expected(c, 100, 30, 736), atol=TOL)
+
+
+def test_maps_below_the_threshold_give_zero_keypoints():
+    c = cells(N, seed=3)
+    values = np.where(np.arange(N) % 2 == 0, 1.0, 0.5 * params['face_heatmap_peak_thresh'])
+    kp = FaceDetector(model=PeakNet(c, N + 1, values))(IMG, (131, 77, 138, 138))
+    assert (kp[1::2] == 0).all()
+    np.testing.assert_allclose(kp[0::2, :2], expected(c, 131, 77, 138)[0::2], atol=TOL)
+
+
+@pytest.mark.parametrize('box', [(10, 10, 0, 50), (10, 10, 50, 0), (10, 10, 0.3, 0.3),
+                                 (500, 10, 50, 50), (-100, 10, 50, 50), (10, 400, 50, 50),
+                                 (np.nan, 0, 50, 50)])
+def test_empty_or_outside_boxes_give_an_empty_result_without_running_the_net(box):
+    net = PeakNet(cells(N), N + 1)
+    kp = FaceDetector(model=net)(IMG, box)
+    assert kp.shape == (N, 3) and (kp == 0).all() and net.inputs == []
+
+
+def test_box_far_larger_than_the_image_is_a_user_error():
+    with pytest.raises(cli.UserError, match='more than 4 times'):
+        FaceDetector(model=PeakNet(cells(N), N + 1))(IMG, (0, 0, 5000, 5000))
+
+
+@pytest.mark.parametrize('box, hand_type', [
+    ((131, 77, 138, 138), 'left'), ((131, 77, 138, 138), 'right'),
+    ((-60, 100, 138, 138), 'left'), ((330, 120, 138, 138), 'left'),
+    ((200, -50, 138, 138), 'right'), ((350, 250, 138, 138), 'left')])
+def test_input_registration_bright_spot(box, hand_type):
+    """A white block in the image that fills exactly one 8x8 net-input cell must come back
+    at its own centre, for crops at the borders and for the mirrored (left) hand."""
+    x0, y0 = box[:2]
+    side = 138  # 3 image px per map cell
+    rng = np.random.RandomState(int(x0 + 1000 + y0))
+    # a cell whose block lies inside the image
+    while True:
+        c = rng.randint(1, MAP - 1, 2)
+        bx, by = x0 + 3 * c[0], y0 + 3 * c[1]
+        if 0 <= bx and bx + 3 <= IMG.shape[1] and 0 <= by and by + 3 <= IMG.shape[0]:
+            break
+    img = np.zeros_like(IMG)
+    img[by:by + 3, bx:bx + 3] = 255
+    net = BrightSpotNet(params['hand_n_keypoints'] + 1)
+    kp = HandDetector(model=net)(img, box, hand_type)
+    want = np.array([bx + 1, by + 1], float)  # the block's centre pixel
+    np.testing.assert_allclose(kp[:, :2], np.tile(want, (len(kp), 1)), atol=TOL)
+    # the net saw the mirror image for the left hand (the model was trained on right hands)
+    seen = net.cells[0]
+    assert seen[0] == (MAP - 1 - c[0] if hand_type == 'left' else c[0]) and seen[1] == c[1]
+
+
+def test_face_box_from_pose_follows_openpose():
+    pose = np.zeros((18, 3))
+    pose[0] = (100, 100, 0.9)   # nose
+    pose[1] = (100, 160, 0.9)   # neck
+    # nose + neck only: centre between them, size 2 * 60 (OpenPose) = face size * 1.5
+    x, y, w, h = face_box_from_pose(pose)
+    assert (x + w / 2, y + h / 2) == (100, 130) and w == h == pytest.approx(120)
+    pose[15] = (90, 92, 0.9)    # left eye
+    pose[14] = (110, 92, 0.9)   # right eye -> centre (100, 92), size 3 * 20
+    x, y, w, h = face_box_from_pose(pose)
+    assert (x + w / 2, y + h / 2) == pytest.approx((100, 111)) and w == pytest.approx(90)
+    pose[:, 2] = 0.1            # below box_joint_thresh
+    assert face_box_from_pose(pose) is None
+
+
+def test_drawing_marks_found_points_only():
+    img = np.zeros((100, 120, 3), np.uint8)
+    kp = np.zeros((N, 3))
+    kp[36:42] = [(30, 40, 1), (35, 38, 1), (40, 38, 1), (45, 40, 1), (40, 42, 1), (35, 42, 1)]
+    out = draw_face_keypoints(img, kp)
+    assert out.shape == img.shape and (img == 0).all()  # a copy
+    assert out[40, 30].any() and out[39, 43].any()  # points and the eye contour
+    assert not out[80:, :].any() and not out[:, 80:].any()  # nothing for the missing points
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def run(*args, cwd=REPO):
+    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=str(cwd),
+                          capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(r, *words):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert 'Traceback' not in r.stderr
+    # (libpng may print its own warnings before ours on a corrupt PNG)
+    lines = [l for l in r.stderr.strip().splitlines() if not l.startswith('libpng ')]
+    assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture(scope='module')
+def face_npz(tmp_path_factory):
+    """Random FaceNet weights whose last layer is biased so every map has a peak."""
+    from models.FaceNet import FaceNet
+    net = FaceNet()
+    net['Mconv7_stage6'].b.array[:] = 0.5
+    path = tmp_path_factory.mktemp('facenet') / 'facenet.npz'
+    chainer.serializers.save_npz(str(path), net, compression=False)
+    return path
+
+
+def test_original_command_verbatim(face_npz, tmp_path):
+    """python face_detector.py facenet models/facenet.npz --img data/face.png -> result.png"""
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'data').mkdir()
+    os.symlink(str(face_npz), str(tmp_path / 'models' / 'facenet.npz'))
+    os.symlink(shared_path('images', 'face.png'), str(tmp_path / 'data' / 'face.png'))
+    r = run('facenet', 'models/facenet.npz', '--img', 'data/face.png', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 'Saving result into result.png' in r.stdout
+    out = cv2.imread(str(tmp_path / 'result.png'))
+    assert out.shape == cv2.imread(shared_path('images', 'face.png')).shape
+
+
+def test_cli_box_json_and_picture(face_npz, tmp_path):
+    src = shared_path('images', 'people.png')
+    img = cv2.imread(src)
+    box = (200, 30, 90, 90)
+    out, js = tmp_path / 'faces.png', tmp_path / 'face.json'
+    r = run('facenet', face_npz, '--img', src, '--box', *box, '--out', out, '--json', js,
+            '--net-resolution', 64)
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(out)).shape == img.shape
+    data = json.load(open(str(js)))
+    assert data['version'] == 1.3 and len(data['people']) == 1
+    face = np.array(data['people'][0]['face_keypoints_2d']).reshape(-1, 3)
+    assert face.shape == (N, 3) and (face[:, 2] > 0).all()
+    # every keypoint lies in the box
+    assert ((face[:, 0] >= box[0] - 0.5) & (face[:, 0] <= box[0] + box[2] - 0.5)
+            & (face[:, 1] >= box[1] - 0.5) & (face[:, 1] <= box[1] + box[3] - 0.5)).all()
+
+
+def test_cli_bad_inputs(face_npz, tmp_path):
+    face_png = shared_path('images', 'face.png')
+    one_line_error(run('facenet', tmp_path / 'none.npz', '--img', face_png),
+                   'none.npz: no such weights file',
+                   'python convert_model.py facenet pose_iter_116000.caffemodel')
+    one_line_error(run('facenet', face_npz, '--img', tmp_path / 'missing.png'),
+                   'missing.png: no such file')
+    (tmp_path / 'corrupt.png').write_bytes(b'\x89PNG\r\n\x1a\nnot really')
+    one_line_error(run('facenet', face_npz, '--img', tmp_path / 'corrupt.png'), 'corrupt.png')
+    (tmp_path / 'text.npz').write_text('hello')
+    one_line_error(run('facenet', tmp_path / 'text.npz', '--img', face_png),
+                   'text.npz: not a Chainer .npz')
+    one_line_error(run('facenet', face_npz, '--img', face_png, '--box', 500, 500, 40, 40),
+                   'lies outside the 158x158 image')
+    one_line_error(run('facenet', face_npz, '--img', face_png, '--box', 10, 10, 0, 40),
+                   'has no area')
+    one_line_error(run('facenet', face_npz, '--img', face_png, '--net-resolution', 60),
+                   'multiple of 8')
+    assert not (tmp_path / 'result.png').exists() and not os.path.exists(
+        os.path.join(REPO, 'result.png.tmp'))
+
+
+def test_cli_weights_of_the_hand_net(tmp_path):
+    from models.HandNet import HandNet
+    path = tmp_path / 'handnet.npz'
+    chainer.serializers.save_npz(str(path), HandNet(), compression=False)
+    r = run('facenet', path, '--img', shared_path('images', 'face.png'))
+    one_line_error(r, 'handnet.npz: not facenet weights', 'has shape', 'the network needs')
