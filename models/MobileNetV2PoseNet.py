@@ -36,9 +36,6 @@ is ``MobilenetV2/expanded_conv_3/expand``, its batch norm is
 ``Openpose/MConv_Stage2_L1_4_pointwise``.  ``MobileNetV2PoseNet.tf_nodes`` maps
 every link to the graph node it is converted from.
 """
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import chainer
 import chainer.functions as F
 import chainer.links as L
@@ -121,34 +118,6 @@ def depthwise_same(x, W, stride=1):
 # --stock`` (2 shared cores, medians of 10 interleaved runs, 432x368 / 656x368):
 # stock functions 6.4x / 8.2x cv2.dnn's time, these fast paths 1.65x / 1.27x.
 
-# numpy runs elementwise work on one core; the fast path spreads independent work
-# (channel groups in the backbone, the two branches of a stage) over a few threads
-# (numpy releases the GIL in its loops).  CPU arrays only.
-N_THREADS = max(1, min(os.cpu_count() or 1, 8))
-_pool = None
-
-
-def _map(fn, items):
-    global _pool
-    if len(items) == 1:
-        return [fn(items[0])]
-    if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=N_THREADS)
-    return list(_pool.map(fn, items))
-
-
-def _per_channel_groups(fn, x):
-    """``fn(slice)`` for channel groups of ``x`` in parallel, concatenated
-    (``fn`` must treat channels independently)."""
-    c = x.shape[1]
-    groups = min(N_THREADS, c // 8) if isinstance(x, numpy.ndarray) else 1
-    if groups <= 1:
-        return fn(slice(0, c))
-    step = -(-c // groups)
-    parts = _map(fn, [slice(a, min(a + step, c)) for a in range(0, c, step)])
-    return numpy.concatenate(parts, axis=1)
-
-
 def _pointwise_fast(x, W, shift=None):
     """1x1 convolution ``W`` (O, C) of ``x`` (N, C, H, W) as one matrix product,
     plus a per-channel ``shift``."""
@@ -184,8 +153,12 @@ def _depthwise_fast(x, W, stride):
         r0, c0 = k // 2 - top, k // 2 - left  # stride-1 output of the first window
         for i in range(n):
             for ch in range(c):
-                full = cv2.filter2D(x[i, ch], -1, W[0, ch], borderType=cv2.BORDER_CONSTANT)
-                out[i, ch] = full[r0::stride, c0::stride] if stride > 1 else full
+                if stride == 1:
+                    cv2.filter2D(x[i, ch], -1, W[0, ch], dst=out[i, ch],
+                                 borderType=cv2.BORDER_CONSTANT)
+                else:
+                    full = cv2.filter2D(x[i, ch], -1, W[0, ch], borderType=cv2.BORDER_CONSTANT)
+                    out[i, ch] = full[r0::stride, c0::stride]
         return out
     taps = xp.tile(W.reshape(c, k * k), (n, 1))  # (N*C, k*k)
     width = left + w + right
@@ -356,9 +329,10 @@ class MobileNetV2PoseNet(chainer.Chain):
     def forward(self, x):
         """``(pafs, heatmaps)``: lists of the 6 stages' (N, 38, h, w) and
         (N, 19, h, w) outputs, h = ceil(H / 8), w = ceil(W / 8)."""
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1 \
+                or x.dtype != numpy.float32:
             raise ValueError('MobileNetV2PoseNet expects a float32 (N, 3, H, W) BGR batch, '
-                             'got shape %s' % (tuple(x.shape),))
+                             'got %s %s' % (x.dtype, tuple(x.shape)))
         # Inference without a graph takes the array fast paths (same function).
         fast = not chainer.config.train and not chainer.config.enable_backprop
         if fast and isinstance(x, chainer.Variable):
@@ -366,13 +340,9 @@ class MobileNetV2PoseNet(chainer.Chain):
         feature = self.features(x, fast)
         pafs, heatmaps = [], []
         h = feature
-        parallel = fast and isinstance(x, numpy.ndarray)
         for stage in range(1, N_STAGES + 1):
-            if parallel:  # the two branches are independent: one thread each
-                paf, heatmap = _map(lambda b: self.branch(stage, b, h, True), ['L1', 'L2'])
-            else:
-                paf = self.branch(stage, 'L1', h, fast)
-                heatmap = self.branch(stage, 'L2', h, fast)
+            paf = self.branch(stage, 'L1', h, fast)
+            heatmap = self.branch(stage, 'L2', h, fast)
             pafs.append(paf)
             heatmaps.append(heatmap)
             if stage < N_STAGES:
@@ -417,16 +387,13 @@ class MobileNetV2PoseNet(chainer.Chain):
         depthwise = isinstance(conv, L.DepthwiseConvolution2D)
         if fast:
             W, gamma, beta = conv.W.array, norm.gamma.array, norm.beta.array
-            if depthwise:  # per channel: convolve and normalise each group in a thread
-                return _per_channel_groups(lambda g: _instance_norm_fast(
-                    _depthwise_fast(h[:, g], W[:, g], stride), gamma[g], beta[g],
-                    norm.eps, relu6), h)
-            if W.shape[2:] == (1, 1) and stride == 1:
+            if depthwise:
+                h = _depthwise_fast(h, W, stride)
+            elif W.shape[2:] == (1, 1) and stride == 1:
                 h = _pointwise_fast(h, W.reshape(W.shape[:2]))
             else:
                 h = conv_same(h, W, stride).array
-            return _per_channel_groups(lambda g: _instance_norm_fast(
-                h[:, g], gamma[g], beta[g], norm.eps, relu6), h)
+            return _instance_norm_fast(h, gamma, beta, norm.eps, relu6)
         h = (depthwise_same if depthwise else conv_same)(h, conv.W, stride)
         h = norm(h)
         return F.clipped_relu(h, 6.0) if relu6 else h

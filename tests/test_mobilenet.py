@@ -129,6 +129,8 @@ def test_rejects_wrong_input(model):
     for shape in [(1, 4, 32, 32), (3, 32, 32), (1, 3, 0, 32)]:
         with pytest.raises(ValueError, match=r'\(N, 3, H, W\) BGR'):
             infer(model, np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match='got uint8'):
+        infer(model, np.zeros((1, 3, 16, 16), np.uint8))
 
 
 def test_trainable_gradients_reach_every_parameter(model):
