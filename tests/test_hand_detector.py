@@ -1,0 +1,147 @@
+"""hand_detector.py: the mirrored left hand, boxes from the arm, drawing, the CLI end to end."""
+import json
+import os
+import subprocess
+import sys
+
+import chainer
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_path
+import cli
+from entity import JointType, params
+from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
+from test_face_detector import MAP, TOL, PeakNet, cells, expected, one_line_error
+
+SCRIPT = os.path.join(REPO, 'hand_detector.py')
+N = params['hand_n_keypoints']
+IMG = np.full((300, 400, 3), 90, np.uint8)
+
+
+@pytest.mark.parametrize('box', [(131, 77, 138, 138), (-60, 100, 138, 138),
+                                 (330, 120, 138, 138), (200, -50, 138, 138),
+                                 (100, 240, 138, 138)])
+@pytest.mark.parametrize('hand_type', ['left', 'right'])
+def test_peaks_map_back_for_both_hands(box, hand_type):
+    """The left hand goes through the net mirrored (hand_mirrored_side): a peak in map column
+    c of the net's output is column MAP-1-c of the crop."""
+    c = cells(N, seed=4)
+    net = PeakNet(c, N + 1)
+    kp = HandDetector(model=net)(IMG, box, hand_type)
+    assert kp.shape == (N, 3)
+    mirrored = hand_type == params['hand_mirrored_side']
+    np.testing.assert_allclose(kp[:, :2], expected(c, box[0], box[1], 138, mirror=mirrored),
+                               atol=TOL)
+    # the input itself was flipped for the mirrored hand
+    img = np.zeros_like(IMG)
+    img[:, :200] = 255  # left half white
+    net2 = PeakNet(c, N + 1)
+    HandDetector(model=net2)(img, (130, 50, 140, 140), hand_type)
+    left_cols = net2.inputs[0][0, :, :, :10].mean()
+    assert (left_cols < 0) == mirrored  # mirrored: the dark right side is now on the left
+
+
+def test_mirrored_side_is_the_left_hand_as_openpose():
+    assert params['hand_mirrored_side'] == 'left'
+
+
+def test_bad_hand_type():
+    with pytest.raises(cli.UserError, match="'left' or 'right'"):
+        HandDetector(model=PeakNet(cells(N), N + 1))(IMG, (10, 10, 50, 50), 'middle')
+
+
+def test_hand_boxes_from_pose_follow_openpose():
+    pose = np.zeros((18, 3))
+    pose[JointType.LShoulder] = (100, 100, 0.9)
+    pose[JointType.LElbow] = (100, 160, 0.9)   # upper arm 60
+    pose[JointType.LWrist] = (100, 200, 0.9)   # forearm 40 < 0.9 * 60
+    boxes = hand_boxes_from_pose(pose)
+    assert boxes['right'] is None
+    x, y, w, h = boxes['left']
+    assert w == h == pytest.approx(1.5 * 0.9 * 60)
+    assert (x + w / 2, y + h / 2) == pytest.approx((100, 200 + 0.33 * 40))
+    pose[JointType.LShoulder, 2] = 0  # no shoulder: the forearm alone
+    assert hand_boxes_from_pose(pose)['left'][2] == pytest.approx(1.5 * 40)
+    pose[JointType.LElbow, 2] = 0.1  # elbow below box_joint_thresh: no box
+    assert hand_boxes_from_pose(pose)['left'] is None
+
+
+def test_drawing_one_colour_per_finger():
+    img = np.zeros((120, 120, 3), np.uint8)
+    kp = np.zeros((N, 3))
+    kp[0] = (60, 110, 1)
+    for f in range(5):
+        for j in range(4):
+            kp[1 + 4 * f + j] = (20 + 20 * f, 90 - 20 * j, 1)
+    out = draw_hand_keypoints(img, kp)
+    assert (img == 0).all()
+    tips = [tuple(out[30, 20 + 20 * f]) for f in range(5)]
+    assert len(set(tips)) == 5 and all(any(t) for t in tips)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def run(*args, cwd=REPO):
+    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=str(cwd),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope='module')
+def hand_npz(tmp_path_factory):
+    """Random HandNet weights whose last layer is biased so every map has a peak."""
+    from models.HandNet import HandNet
+    net = HandNet()
+    net['Mconv7_stage6'].b.array[:] = 0.5
+    path = tmp_path_factory.mktemp('handnet') / 'handnet.npz'
+    chainer.serializers.save_npz(str(path), net, compression=False)
+    return path
+
+
+def test_original_command_verbatim(hand_npz, tmp_path):
+    """python hand_detector.py handnet models/handnet.npz --img data/hand.png -> result.png"""
+    (tmp_path / 'models').mkdir()
+    (tmp_path / 'data').mkdir()
+    os.symlink(str(hand_npz), str(tmp_path / 'models' / 'handnet.npz'))
+    os.symlink(shared_path('images', 'hand.png'), str(tmp_path / 'data' / 'hand.png'))
+    r = run('handnet', 'models/handnet.npz', '--img', 'data/hand.png', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 'Saving result into result.png' in r.stdout
+    assert cv2.imread(str(tmp_path / 'result.png')).shape == (296, 296, 3)
+
+
+@pytest.mark.parametrize('hand', ['left', 'right'])
+def test_cli_box_json_and_picture(hand_npz, tmp_path, hand):
+    src = shared_path('images', 'hand.png')
+    box = (-20, 100, 120, 120)  # past the left border
+    out, js = tmp_path / 'hand.png', tmp_path / 'hand.json'
+    r = run('handnet', hand_npz, '--img', src, '--box', *box, '--hand', hand, '--out', out,
+            '--json', js, '--net-resolution', 64)
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(out)).shape == (296, 296, 3)
+    person = json.load(open(str(js)))['people'][0]
+    other = 'right' if hand == 'left' else 'left'
+    assert person['hand_%s_keypoints_2d' % other] == []
+    kp = np.array(person['hand_%s_keypoints_2d' % hand]).reshape(-1, 3)
+    assert kp.shape == (N, 3) and (kp[:, 2] > 0).all()
+    assert ((kp[:, 0] >= box[0] - 0.5) & (kp[:, 0] <= box[0] + box[2] - 0.5)
+            & (kp[:, 1] >= box[1] - 0.5) & (kp[:, 1] <= box[1] + box[3] - 0.5)).all()
+
+
+def test_cli_bad_inputs(hand_npz, tmp_path):
+    hand_png = shared_path('images', 'hand.png')
+    one_line_error(run('handnet', tmp_path / 'none.npz', '--img', hand_png),
+                   'none.npz: no such weights file',
+                   'python convert_model.py handnet pose_iter_102000.caffemodel')
+    one_line_error(run('handnet', hand_npz, '--img', tmp_path / 'missing.png'),
+                   'missing.png: no such file')
+    one_line_error(run('handnet', hand_npz, '--img', hand_png, '--box', -300, 0, 100, 100),
+                   'lies outside the 296x296 image')
+    one_line_error(run('handnet', hand_npz, '--img', hand_png, '--box', 0, 0, 2000, 2000),
+                   'more than 4 times the 296x296 image')
+    # weights of the face net
+    face = tmp_path / 'face.npz'
+    np.savez(str(face), **{'conv1_1/W': np.zeros((64, 3, 3, 3), np.float32)})
+    one_line_error(run('handnet', face, '--img', hand_png), 'face.npz: not handnet weights')
+    assert not (tmp_path / 'result.png').exists()
