@@ -29,7 +29,6 @@ overlaid, for a visual check of the generator.
 """
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import sys
@@ -304,7 +303,8 @@ class CocoDataLoader(DatasetMixin):
                                 '`bash getData.sh %s`' % (self.img_dir, coco_dir))
         if not os.path.isdir(self.mask_dir):
             raise cli.UserError('ignore masks %s do not exist: run `python gen_ignore_mask.py '
-                                '--split %s --coco-dir %s` first' % (self.mask_dir, split, coco_dir))
+                                '--split %s --coco-dir %s` first'
+                                % (self.mask_dir, split, coco_dir))
         cat_ids = person_category_ids(self.coco)
         self.entries = []  # (file name, mask name, poses)
         for img_id in sorted(self.coco.getImgIds(catIds=cat_ids)):

@@ -146,7 +146,7 @@ def test_flip_mirrors_the_crop_and_swaps_left_right_channels(train):
         rng = np.random.RandomState(5)
         im, m, p, _, _ = cdl.augment(img, mask, poses.copy(), INSIZE, rng, flip=flip)
         outs[flip] = (im, m, p) + cdl.make_targets(p, INSIZE)
-    (im0, m0, p0, paf0, hm0), (im1, m1, p1, paf1, hm1) = outs[False], outs[True]
+    (im0, m0, _, paf0, hm0), (im1, m1, _, paf1, hm1) = outs[False], outs[True]
     assert np.abs(im1[:, ::-1].astype(int) - im0).mean() < 1.0
     assert (m1[:, ::-1] != m0).mean() < 0.01
     perm = cdl._FLIP_PERM
