@@ -126,9 +126,12 @@ class PoseDetector(object):
             pafs, heatmaps = chainer.backends.cuda.to_cpu(pafs), chainer.backends.cuda.to_cpu(heatmaps)
         return pafs, heatmaps
 
-    def compute_maps(self, img):
-        """(heatmaps, pafs, scale_yx) averaged over ``self.scales`` (see pose_core.compute_maps)."""
-        return pose_core.compute_maps(img, self.forward, self.arch, self.scales)
+    def compute_maps(self, img, smooth=True, lazy_pafs=False):
+        """(heatmaps, pafs, scale_yx) averaged over ``self.scales``; heatmaps smoothed unless
+        ``smooth`` is False, PAFs a ``pose_core.LazyMaps`` with ``lazy_pafs`` (see
+        pose_core.compute_maps)."""
+        return pose_core.compute_maps(img, self.forward, self.arch, self.scales, smooth,
+                                      lazy_pafs)
 
     def __call__(self, img):
         """BGR uint8 image -> (poses (N, 18, 3): x, y, score, missing joints 0, 0, 0;
@@ -136,8 +139,8 @@ class PoseDetector(object):
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             img = pose_core.to_bgr8(img)
-        heatmaps, pafs, scale_yx = self.compute_maps(img)
-        poses, scores = pose_core.group_people(heatmaps, pafs)
+        heatmaps, pafs, scale_yx = self.compute_maps(img, lazy_pafs=True)  # smoothed
+        poses, scores = pose_core.group_people(heatmaps, pafs, smooth=False)
         return pose_core.to_image_coords(poses, scale_yx), scores
 
 
@@ -201,8 +204,23 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def check_outputs(out_path, json_path=None):
+    """Fail before any work when an output cannot be written (unknown image extension,
+    missing directory)."""
+    import cv2
+    for path in (out_path, json_path):
+        if path:
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                raise cli.UserError('%s: output directory %s does not exist' % (path, directory))
+    if not cv2.haveImageWriter(out_path):
+        raise cli.UserError('%s: cannot write an image with extension %r'
+                            % (out_path, os.path.splitext(out_path)[1]))
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_outputs(args.out, args.json)
     img = read_image(args.img)  # before loading the model: fail fast on a bad picture
     detector = PoseDetector(args.arch, args.weights, device=args.gpu, scales=args.scales)
     poses, _ = detector(img)

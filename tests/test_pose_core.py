@@ -207,6 +207,35 @@ def test_upsample_maps_equals_two_cv2_resizes():
         up = cv2.resize(m, (17 * 8, 12 * 8), interpolation=cv2.INTER_CUBIC)[:90, :130]
         ref.append(cv2.resize(up, (101, 70), interpolation=cv2.INTER_CUBIC))
     np.testing.assert_allclose(got, np.array(ref), atol=2e-5)
+    # with the Gaussian folded in: the same as smooth_heatmaps (cv2.GaussianBlur) afterwards
+    smoothed = pose_core.upsample_maps(maps, 8, (90, 130), (70, 101), smooth=True)
+    np.testing.assert_allclose(smoothed, pose_core.smooth_heatmaps(np.array(ref)), atol=2e-5)
+
+
+def test_compute_maps_scales_and_lazy_pafs():
+    """A fake net whose maps are smooth functions of the input position: the multi-scale
+    average, the padding crop and the lazily sampled PAFs must agree with dense upsampling."""
+    seen = []
+
+    def forward(x):
+        seen.append(x.shape)
+        _, _, h, w = x.shape
+        yy, xx = np.mgrid[0:h // 8, 0:w // 8].astype(np.float32)
+        heat = np.stack([np.sin(xx / 5 + c) * np.cos(yy / 7) for c in range(19)])
+        paf = np.stack([np.cos(xx / 6 - c) + yy / 40 for c in range(38)])
+        return paf[None], heat[None]
+
+    img = np.zeros((50, 70, 3), np.uint8)
+    heat, paf, scale = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1])
+    assert seen == [(1, 3, 192, 272), (1, 3, 368, 528)]  # 184x258 / 368x515 padded to 16
+    assert heat.shape == (19, 50, 70) and paf.shape == (38, 50, 70) and scale == (1.0, 1.0)
+    _, lazy, _ = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1], lazy_pafs=True)
+    np.testing.assert_allclose(lazy.dense(), paf, atol=1e-5)
+    ys, xs = np.array([[0, 49], [13, 27]]), np.array([[0, 69], [55, 3]])
+    for c in (0, 17, 37):
+        np.testing.assert_allclose(lazy[c][ys, xs], paf[c][ys, xs], atol=1e-5)
+    raw, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1], smooth=False)
+    np.testing.assert_allclose(heat, pose_core.smooth_heatmaps(raw), atol=1e-5)
 
 
 def test_sizes_and_padding():
