@@ -1,0 +1,122 @@
+"""Real-time face keypoints on a webcam, a video file or a folder of images.
+
+    python camera_face_demo.py                          # webcam 0, quit with q or Esc
+    python camera_face_demo.py --video in.mp4 --out annotated.mp4 --json-dir faces/
+
+Faces are found by OpenCV's Haar cascade (``haarcascade_frontalface_alt.xml``,
+shipped with OpenCV in ``cv2.data.haarcascades``); each box, enlarged by
+``face_crop_scale``, goes through the face net (70 keypoints).  Same inputs,
+outputs and flags as camera_pose_demo.py (the loop is ``frame_loop.py``).
+"""
+import argparse
+import os
+
+import cv2
+import numpy as np
+
+import cli
+import frame_loop
+from entity import params
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        description='Face keypoint detection on a camera, a video file or a folder of images.')
+    frame_loop.add_arguments(parser)
+    parser.add_argument('--weights', metavar='NPZ', default=None,
+                        help='face net weights (default: %s)' % params['default_weights']['facenet'])
+    parser.add_argument('--cascade', metavar='XML', default=None,
+                        help='OpenCV Haar cascade for face boxes (default: %s from '
+                        'cv2.data.haarcascades)' % params['face_cascade_file'])
+    parser.add_argument('--net-resolution', type=int, default=None, metavar='N',
+                        help='face net input side, a multiple of 8 (default %d; smaller is '
+                        'faster)' % params['face_inference_img_size'])
+    parser.add_argument('--gpu', '-g', type=int, default=-1,
+                        help='GPU ID (negative value indicates CPU)')
+    return parser
+
+
+def load_cascade(path=None):
+    """The Haar face cascade: ``path``, else the one OpenCV ships."""
+    if path is None:
+        base = getattr(getattr(cv2, 'data', None), 'haarcascades', None)
+        if not base:
+            raise cli.UserError('this OpenCV has no cv2.data.haarcascades: pass --cascade FILE '
+                                '(%s)' % params['face_cascade_file'])
+        path = os.path.join(base, params['face_cascade_file'])
+    if not os.path.isfile(path):
+        raise cli.UserError('%s: Haar cascade file not found' % path)
+    try:
+        cascade = cv2.CascadeClassifier(path)
+    except (cv2.error, SystemError):  # OpenCV raises on a file it cannot parse
+        cascade = None
+    if cascade is None or cascade.empty():
+        raise cli.UserError('%s: not an OpenCV cascade file' % path)
+    return cascade
+
+
+def detect_face_rects(cascade, img):
+    """Face rectangles (x, y, w, h) found by the cascade, as an (N, 4) int array."""
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    rects = cascade.detectMultiScale(gray, scaleFactor=params['face_cascade_scale_factor'],
+                                     minNeighbors=params['face_cascade_min_neighbors'],
+                                     minSize=tuple(params['face_cascade_min_size']))
+    return np.asarray(rects, np.int64).reshape(-1, 4)
+
+
+def face_crop_box(rect):
+    """The box (x, y, w, h) the face net sees: the cascade's box enlarged about its centre by
+    ``face_crop_scale``, as the original demo crops (may reach past the image border)."""
+    x, y, w, h = [float(v) for v in rect]
+    s = params['face_crop_scale']
+    cx, cy = x + w / 2.0, y + h / 2.0
+    return (cx - w * s / 2.0, cy - h * s / 2.0, w * s, h * s)
+
+
+def face_process(cascade, detector):
+    """The frame callback: face boxes and keypoints drawn, OpenPose JSON (one entry per face)."""
+    from face_detector import draw_box, draw_face_keypoints
+
+    def process(frame):
+        annotated = frame.copy()
+        people = []
+        for rect in detect_face_rects(cascade, frame):
+            keypoints = detector(frame, face_crop_box(rect))
+            draw_box(annotated, rect)  # the cascade's box, white, as the original
+            annotated = draw_face_keypoints(annotated, keypoints)
+            people.append({'face': keypoints})
+        return annotated, frame_loop.openpose_people(people)
+    return process
+
+
+def default_weights():
+    """models/facenet.npz relative to the working directory if there, else to the repository."""
+    path = params['default_weights']['facenet']
+    if os.path.exists(path):
+        return path
+    return os.path.relpath(os.path.join(REPO, path))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    cascade = load_cascade(args.cascade)
+    weights = args.weights if args.weights is not None else default_weights()
+    if not os.path.isfile(weights):
+        # Checked before the source is opened and Chainer imported; convert_hint names the
+        # converter command, as face_detector.py does.
+        from face_detector import convert_hint
+        raise cli.UserError('%s: face net weights not found (make them with: %s; or pass '
+                            '--weights FILE)' % (weights, convert_hint('facenet', weights)))
+
+    def make_process():
+        from face_detector import FaceDetector
+        return face_process(cascade, FaceDetector(weights, device=args.gpu,
+                                                  insize=args.net_resolution))
+
+    return frame_loop.run_from_args(args, make_process, label='faces')
+
+
+if __name__ == '__main__':
+    cli.run_main(main)
