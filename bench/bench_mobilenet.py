@@ -87,7 +87,8 @@ def bench(model, pb, image, sizes, rounds, tmpdir, stock=False):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--weights', default=os.path.join(REPO, params['default_weights']['mobilenet']))
+    parser.add_argument('--weights',
+                        default=os.path.join(REPO, params['default_weights']['mobilenet']))
     parser.add_argument('--pb', default=os.path.join(SHARED_DATA, 'models',
                                                       'tfpose_mobilenet_v2_small.pb'))
     parser.add_argument('--image', default=os.path.join(SHARED_DATA, 'coco_mini',

@@ -115,8 +115,10 @@ def depthwise_same(x, W, stride=1):
 # two); they exist because the stock CPU kernels are slow for this network:
 # im2col + tensordot for 1x1 convolutions, im2col + batched matmul for the
 # depthwise ones, several passes per batch norm.  ``bench/bench_mobilenet.py
-# --stock`` (2 shared cores, medians of 10 interleaved runs, 432x368 / 656x368):
-# stock functions 6.4x / 8.2x cv2.dnn's time, these fast paths 1.65x / 1.27x.
+# --stock`` (2 shared cores, medians of 15 interleaved runs, 432x368 / 656x368):
+# stock functions 8.6x / 7.5x cv2.dnn's time, these fast paths 1.7-1.9x /
+# 1.2-1.4x.  Spreading channel groups or the two branches over threads was
+# tried and measured slower here (the per-channel filter2D loop holds the GIL).
 
 def _pointwise_fast(x, W, shift=None):
     """1x1 convolution ``W`` (O, C) of ``x`` (N, C, H, W) as one matrix product,
