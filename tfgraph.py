@@ -249,7 +249,7 @@ def convert_tfpose_graph(pb_path, model):
     from models.MobileNetV2PoseNet import InstanceNormalization, BN_EPS
 
     g = _Graph(pb_path, read_graph(pb_path))
-    _check_structure(g)
+    _check_structure(g, model)
     copied = 0
     for link_name, node_name in model.tf_nodes.items():
         link = model[link_name]
@@ -321,12 +321,26 @@ def _folded_bias(g, model, bn_link, bn_node, n):
                     'mobilenet_v2_small graph?)' % (g.path, bn_node, conv_node))
 
 
-def _check_structure(g):
-    """The graph facts the Chainer forward pass hard-codes, beyond the weights."""
-    from models.MobileNetV2PoseNet import FINE_BLOCK, COARSE_BLOCK, N_STAGES
+def _check_structure(g, model):
+    """The graph facts the Chainer forward pass hard-codes, beyond the weights:
+    residual adds, activations, the resize and the concat orders."""
+    from models.MobileNetV2PoseNet import FINE_BLOCK, COARSE_BLOCK, N_STAGES, STAGE_KSIZES
 
     def inputs(node):
         return [_input_name(r) for r in node.inputs]
+
+    for name, has_expand, _, residual in model._blocks:
+        add = 'MobilenetV2/%s/add' % name
+        if residual != (add in g.nodes):
+            raise UserError('%s: node %s %s (not the tf-pose mobilenet_v2_small graph?)'
+                            % (g.path, add, 'is missing' if residual else 'is unexpected'))
+        for part in (['expand'] if has_expand else []) + ['depthwise']:
+            g.node('MobilenetV2/%s/%s/Relu6' % (name, part), ('Relu6',))
+    for stage in range(1, N_STAGES + 1):
+        for branch in ('L1', 'L2'):
+            for i in range(1, len(STAGE_KSIZES)):
+                g.node('Openpose/MConv_Stage%d_%s_%d_pointwise/Relu' % (stage, branch, i),
+                       ('Relu',))
 
     resizes = [n for n in g.nodes.values() if n.op.startswith('Resize')]
     if len(resizes) != 1 or resizes[0].op != 'ResizeBilinear':

@@ -108,10 +108,13 @@ def test_truncated_graph(tmp_path, pb_bytes):
     assert 'truncated or corrupt' in convert_error(path)
 
 
-def test_graph_missing_a_node(tmp_path, pb_bytes):
+@pytest.mark.parametrize('node', ['Openpose/MConv_Stage3_L2_2_pointwise/Conv2D',
+                                  'MobilenetV2/expanded_conv_8/add',
+                                  'Openpose/MConv_Stage5_L1_3_pointwise/Relu'])
+def test_graph_missing_a_node(tmp_path, pb_bytes, node):
     path = tmp_path / 'missing.pb'
-    path.write_bytes(rewrite(pb_bytes, drop={'Openpose/MConv_Stage3_L2_2_pointwise/Conv2D'}))
-    assert 'node Openpose/MConv_Stage3_L2_2_pointwise/Conv2D is missing' in convert_error(path)
+    path.write_bytes(rewrite(pb_bytes, drop={node}))
+    assert 'node %s is missing' % node in convert_error(path)
 
 
 def test_graph_with_a_wrong_shape(tmp_path, pb_bytes):
