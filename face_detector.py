@@ -163,7 +163,8 @@ def face_box_from_pose(pose, thresh=None):
     above ``thresh`` (``box_joint_thresh``) allow -- neck + nose (centre between them; a
     profile with one eye and ear uses those three points instead), both eyes, both ears --
     each a centre and a face size (``face_size_*``), the size enlarged by
-    ``face_crop_scale``.  A square about the averaged centre.
+    ``face_crop_scale``.  A square about the averaged centre, enlarged if needed so that the
+    pose's nose, eyes and ears lie within its central 1 / ``face_crop_scale``.
     """
     thresh = params['box_joint_thresh'] if thresh is None else thresh
     pose = np.asarray(pose, np.float64)
@@ -200,6 +201,14 @@ def face_box_from_pose(pose, thresh=None):
         return None
     centre = np.mean([c for c, _ in estimates], axis=0)
     side = np.mean([s for _, s in estimates]) * params['face_crop_scale']
+    # OpenPose's box can cut off an ear of a turned head: enlarge it (about the same centre)
+    # until every head joint the pose has (any score) lies within the box shrunk by
+    # face_crop_scale.
+    head = [JointType.Nose, JointType.LEye, JointType.REye, JointType.LEar, JointType.REar]
+    head = [j for j in head if pose[j, 2] > 0]
+    if head:
+        reach = np.abs(pt[head] - centre).max()
+        side = max(side, 2.0 * params['face_crop_scale'] * reach)
     if not side > 0:
         return None
     return (float(centre[0] - side / 2), float(centre[1] - side / 2), float(side), float(side))
