@@ -111,24 +111,31 @@ class AlphaSchedule(object):
 
 
 class FreezeSchedule(object):
-    """Keep ``links`` frozen while the iteration is below ``until`` (VGG warm-up)."""
+    """Keep ``links`` frozen while the iteration is below ``until`` (VGG warm-up).
+
+    ``active`` (the run started from ImageNet VGG-19 weights) is saved in trainer snapshots,
+    so a ``--resume``d run keeps the schedule of the run it continues.
+    """
     trigger = (1, 'iteration')
     priority = 300
     name = 'FreezeSchedule'
 
-    def __init__(self, links, until):
-        self.links, self.until = links, until
+    def __init__(self, links, until, active):
+        self.links, self.until, self.active = links, until, active
 
     def initialize(self, trainer):
         self(trainer)
 
     def __call__(self, trainer):
-        frozen = trainer.updater.iteration < self.until
+        frozen = self.active and trainer.updater.iteration < self.until
         for link in self.links:
             if frozen:
                 link.disable_update()
             else:
                 link.enable_update()
+
+    def serialize(self, serializer):
+        self.active = bool(serializer('active', self.active))
 
 
 # ----------------------------------------------------------------------------- setup
@@ -210,7 +217,7 @@ def build_trainer(args, model=None):
 
     if model is None:
         model = get_model_class(args.arch)()
-    frozen = []
+    from_vgg = False
     vgg_default = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                params['vgg19_weights'])
     if not args.initmodel and args.arch == 'posenet' and not args.resume and os.path.isfile(
@@ -219,9 +226,7 @@ def build_trainer(args, model=None):
     if args.initmodel:
         kind = load_initmodel(model, args.arch, args.initmodel)
         print('initialised %s from %s (%s)' % (args.arch, args.initmodel, kind))
-        if kind == 'vgg19':
-            from models.CocoPoseNet import VGG19_FRONT
-            frozen = [getattr(model, n) for n in VGG19_FRONT]
+        from_vgg = kind == 'vgg19'
     elif args.arch == 'posenet' and not args.resume:
         print('warning: training CocoPoseNet from random weights: %s not found (make it with '
               '`python convert_model.py vgg19 VGG_ILSVRC_19_layers.caffemodel %s` or pass '
@@ -233,12 +238,11 @@ def build_trainer(args, model=None):
     loss_chain = make_loss_chain(model, arch['norm'])
     optimizer = chainer.optimizers.Adam(alpha=args.alpha, beta1=0.9, beta2=0.999, eps=1e-8)
     optimizer.setup(loss_chain)
-    if frozen:
+    if args.arch == 'posenet':
         # The original scaled these layers' gradients by 1/4, which Adam's per-parameter
         # normalisation cancels; scaling their step (Adam's eta) has the intended effect.
         from models.CocoPoseNet import VGG19_FRONT
-        slow = VGG19_FRONT + ['conv4_3_CPM', 'conv4_4_CPM']
-        for n in slow:
+        for n in VGG19_FRONT + ['conv4_3_CPM', 'conv4_4_CPM']:
             for p in getattr(model, n).params():
                 p.update_rule.hyperparam.eta = params['vgg_grad_scale']
 
@@ -271,8 +275,9 @@ def build_trainer(args, model=None):
     if args.alpha_decay_at is None:
         args.alpha_decay_at = [round(f * args.iteration) for f in params['train_alpha_steps']]
     trainer.extend(AlphaSchedule(args.alpha, args.alpha_decay_at))
-    if frozen:
-        trainer.extend(FreezeSchedule(frozen, params['vgg_freeze_iterations']))
+    if args.arch == 'posenet':
+        trainer.extend(FreezeSchedule([getattr(model, n) for n in VGG19_FRONT],
+                                      params['vgg_freeze_iterations'], from_vgg))
     trainer.extend(extensions.Evaluator(val_iter, loss_chain, device=device,
                                         eval_func=eval_func), trigger=val_trigger)
     # Uncompressed: zlib gains ~7 % on float weights but takes ~20 s for a CocoPoseNet trainer

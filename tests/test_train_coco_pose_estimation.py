@@ -194,6 +194,15 @@ def test_vgg_front_schedule(tmp_path, coco_dir):
     for name, param in model.namedparams():
         slow = name.split('/')[1] in VGG19_FRONT + ['conv4_3_CPM', 'conv4_4_CPM']
         assert param.update_rule.hyperparam.eta == (params['vgg_grad_scale'] if slow else 1.0)
+    # the schedule travels in trainer snapshots: a resumed run (no --initmodel) keeps it
+    import chainer
+    saved = chainer.serializers.DictionarySerializer()
+    ext.serialize(saved)
+    resumed = tcpe.FreezeSchedule(ext.links, ext.until, active=False)
+    resumed.serialize(chainer.serializers.NpzDeserializer(saved.target))
+    trainer.updater.iteration = 5
+    resumed(trainer)
+    assert resumed.active and not model.conv1_1.update_enabled
 
 
 def test_finetune_shipped_mobilenet(tmp_path, coco_dir):
