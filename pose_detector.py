@@ -123,7 +123,8 @@ class PoseDetector(object):
             pafs, heatmaps = self.model(self.xp.asarray(x))
         pafs, heatmaps = pafs[-1].array[0], heatmaps[-1].array[0]
         if self.xp is not np:
-            pafs, heatmaps = chainer.backends.cuda.to_cpu(pafs), chainer.backends.cuda.to_cpu(heatmaps)
+            to_cpu = chainer.backends.cuda.to_cpu
+            pafs, heatmaps = to_cpu(pafs), to_cpu(heatmaps)
         return pafs, heatmaps
 
     def compute_maps(self, img, smooth=True, lazy_pafs=False):
@@ -137,6 +138,8 @@ class PoseDetector(object):
         """BGR uint8 image -> (poses (N, 18, 3): x, y, score, missing joints 0, 0, 0;
         scores (N,)), people in the order the grouping found them."""
         img = np.asarray(img)
+        if img.size == 0:
+            raise cli.UserError('empty image of shape %s' % (img.shape,))
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             img = pose_core.to_bgr8(img)
         heatmaps, pafs, scale_yx = self.compute_maps(img, lazy_pafs=True)  # smoothed

@@ -69,7 +69,8 @@ def main(argv=None):
           % (os.path.basename(args.img), img.shape[1], img.shape[0], det.arch,
              ' '.join('%g' % s for s in args.scales), repeat))
     for n in names:
-        print('  %-15s %8.1f ms  %5.1f %% of forward' % (n, med[n] * 1e3, 100 * med[n] / med['forward']))
+        print('  %-15s %8.1f ms  %5.1f %% of forward'
+              % (n, med[n] * 1e3, 100 * med[n] / med['forward']))
     after = med['resize+smooth'] + med['peaks'] + med['grouping']
     print('  after forward   %8.1f ms  %5.1f %% of forward (target <= 25 %%)'
           % (after * 1e3, 100 * after / med['forward']))

@@ -181,7 +181,8 @@ def test_limb_scores_match_a_per_pair_loop():
             proj.append((px[y, x] * v[0] + py[y, x] * v[1]) / length)
         s = np.mean(proj) + min(params['limb_length_ratio'] * 30 / length
                                 - params['length_penalty_value'], 0)
-        ok = sum(p > params['inner_product_thresh'] for p in proj) >= params['n_integ_points_thresh']
+        n_good = sum(p > params['inner_product_thresh'] for p in proj)
+        ok = n_good >= params['n_integ_points_thresh']
         assert score[i, j] == pytest.approx(s, abs=1e-5)
         assert valid[i, j] == (ok and s > 0)
 
