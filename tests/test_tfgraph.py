@@ -184,3 +184,56 @@ def test_fix_resize_size_other_size_agrees_with_chainer(tmp_path, pb):
     ours = np.concatenate([heatmaps[-1].array[0], pafs[-1].array[0]])
     assert dnn.shape == ours.shape == (57, 25, 41)
     assert np.abs(ours - dnn).mean() <= 2e-3
+
+
+def reencode_node(view, rename_inputs):
+    """NodeDef bytes with inputs renamed by the ``rename_inputs`` dict."""
+    out = bytearray()
+    for field, wire, value in pw.iter_fields(view):
+        if field == 3:
+            value = rename_inputs.get(pw.to_str(value), pw.to_str(value)).encode()
+        out += pw.enc_field(field, wire, bytes(value) if wire == pw.BYTES else value)
+    return bytes(out)
+
+
+def test_folded_batch_norm_graph(tmp_path, pb, pb_bytes):
+    """A graph whose refinement batch norm is folded (kernel scaled, BiasAdd)
+    converts to a model with the same outputs."""
+    nodes = tfgraph.read_graph(pb)
+    scope = 'Openpose/MConv_Stage2_L2_3_pointwise'
+    bn_name, conv_name = scope + '/BatchNorm/FusedBatchNorm', scope + '/Conv2D'
+    bn = nodes[bn_name]
+    gamma, beta, mean, var = (tfgraph.const_array(nodes[bn.inputs[i]]) for i in range(1, 5))
+    scale = gamma / np.sqrt(var + 1e-3)
+    weights = nodes[conv_name].inputs[1]
+    kernel = tfgraph.const_array(nodes[weights]) * scale  # HWIO: scale the outputs
+    bias_add, bias = scope + '/BiasAdd', scope + '/biases'
+    renamed = {bn_name: bias_add}
+    out = bytearray()
+    for field, wire, value in pw.iter_fields(pb_bytes):
+        if field == 1:
+            name = node_name(value)
+            if name == bn_name:
+                node = pw.enc_bytes(1, bias_add.encode()) + pw.enc_bytes(2, b'BiasAdd') + \
+                    pw.enc_bytes(3, conv_name.encode()) + pw.enc_bytes(3, bias.encode())
+                out += pw.enc_bytes(1, node) + pw.enc_bytes(1, float_const(
+                    bias, (beta - mean * scale).astype(np.float32)))
+                continue
+            if name == weights:
+                out += pw.enc_bytes(1, float_const(weights, kernel.astype(np.float32)))
+                continue
+            out += pw.enc_bytes(1, reencode_node(value, renamed))
+            continue
+        out += pw.enc_field(field, wire, bytes(value) if wire == pw.BYTES else value)
+    path = tmp_path / 'folded.pb'
+    path.write_bytes(bytes(out))
+    assert bn_name not in tfgraph.read_graph(str(path))
+
+    original, folded = MobileNetV2PoseNet(), MobileNetV2PoseNet()
+    tfgraph.convert_tfpose_graph(pb, original)
+    tfgraph.convert_tfpose_graph(str(path), folded)
+    x = np.random.RandomState(4).uniform(0, 255, (1, 3, 64, 80)).astype(np.float32)
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        a, b = original(x), folded(x)
+    for u, v in zip(a[0] + a[1], b[0] + b[1]):
+        assert np.abs(u.array - v.array).max() <= 1e-4
