@@ -74,7 +74,12 @@ def main(argv=None):
     after = med['resize+smooth'] + med['peaks'] + med['grouping']
     print('  after forward   %8.1f ms  %5.1f %% of forward (target <= 25 %%)'
           % (after * 1e3, 100 * after / med['forward']))
-    print('  %d people, %d peaks' % (runs[-1][1], runs[-1][2]))
+    n_api = len(det(img)[0])
+    print('  %d people, %d peaks (PoseDetector finds %d)' % (runs[-1][1], runs[-1][2], n_api))
+    if n_api != runs[-1][1]:
+        print('error: the timed stages found %d people, PoseDetector %d'
+              % (runs[-1][1], n_api), file=sys.stderr)
+        return 1
     return 0
 
 

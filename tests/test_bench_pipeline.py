@@ -1,0 +1,20 @@
+"""bench/bench_pipeline.py --quick runs end to end on people.png (no timing asserts: the
+figures are for the notes; the bench checks its timed stages find what PoseDetector finds)."""
+import os
+import re
+import subprocess
+import sys
+
+from conftest import REPO, shared_path
+
+
+def test_quick_bench_runs():
+    r = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'bench_pipeline.py'),
+                        '--quick', '--img', shared_path('images', 'people.png')],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for row in ('forward', 'resize+smooth', 'peaks', 'grouping', 'after forward'):
+        assert re.search(r'^  %s +[0-9.]+ ms +[0-9.]+ %% of forward' % re.escape(row),
+                         r.stdout, re.M), r.stdout
+    m = re.search(r'(\d+) people, (\d+) peaks \(PoseDetector finds (\d+)\)', r.stdout)
+    assert m and int(m.group(1)) == int(m.group(3)) >= 4, r.stdout  # a group photo
