@@ -117,7 +117,17 @@ def coco_to_poses(anns):
     poses = np.zeros((len(anns), N_JOINTS, 3), np.float32)
     if not anns:
         return poses
-    kps = np.array([a['keypoints'] for a in anns], np.float32).reshape(len(anns), 17, 3)
+    for a in anns:
+        k = a.get('keypoints')
+        if not isinstance(k, list) or len(k) != 51:
+            raise cli.UserError('annotation %s: "keypoints" must be 17 x 3 numbers, got %s'
+                                % (a.get('id'), 'length %d' % len(k) if isinstance(k, list)
+                                   else type(k).__name__))
+    try:
+        kps = np.array([a['keypoints'] for a in anns], np.float32).reshape(len(anns), 17, 3)
+    except (TypeError, ValueError):
+        raise cli.UserError('annotation %s: "keypoints" are not numbers'
+                            % ', '.join(str(a.get('id')) for a in anns))
     poses[:, params['coco_joint_indices']] = kps
     ls, rs = poses[:, JointType.LShoulder], poses[:, JointType.RShoulder]
     both = (ls[:, 2] > 0) & (rs[:, 2] > 0)
@@ -311,9 +321,11 @@ class CocoDataLoader(DatasetMixin):
             anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[img_id], catIds=cat_ids,
                                                           iscrowd=None))
             people = [a for a in anns if is_training_person(a)]
-            if people:
+            poses = coco_to_poses(people)
+            poses = poses[(poses[..., 2] > 0).any(axis=1)]  # num_keypoints said so, but check
+            if len(poses):
                 self.entries.append((self.coco.imgs[img_id]['file_name'],
-                                     '%012d.png' % img_id, coco_to_poses(people)))
+                                     '%012d.png' % img_id, poses))
         if not self.entries:
             raise cli.UserError('%s: no image has a person with >= %d keypoints'
                                 % (split_paths(coco_dir, split)[0], params['min_keypoints']))

@@ -31,14 +31,18 @@ def ann_mask(coco, ann, h, w):
     seg = ann.get('segmentation')
     if not seg:
         return np.zeros((h, w), bool)
-    if isinstance(seg, list):
-        rles = mask_utils.frPyObjects(seg, h, w)
-        rle = mask_utils.merge(rles)
-    elif isinstance(seg.get('counts'), list):
-        rle = mask_utils.frPyObjects(seg, h, w)
-    else:
-        rle = seg
-    m = mask_utils.decode(rle)
+    try:
+        if isinstance(seg, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+        elif isinstance(seg.get('counts'), list):
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:
+            rle = dict(seg, counts=seg['counts'].encode('ascii')
+                       if isinstance(seg['counts'], str) else seg['counts'])
+        m = mask_utils.decode(rle)
+    except Exception as e:  # pycocotools raises TypeError/ValueError/IndexError/... on bad data
+        raise cli.UserError('annotation %s: unreadable segmentation (%s: %s)'
+                            % (ann.get('id'), type(e).__name__, e))
     if m.shape != (h, w):
         raise cli.UserError('annotation %s: segmentation is %dx%d, image %dx%d'
                             % (ann.get('id'), m.shape[1], m.shape[0], w, h))

@@ -293,3 +293,15 @@ def test_targets_agree_with_an_independently_trained_model(coco_dir):
     assert aligned > 0.25
     assert abs(paf_dot(pafs.reshape(4, -1, 2, n, n)[:, :, ::-1].reshape(pafs.shape))) < 0.05
     assert paf_dot(pafs.reshape(4, -1, 2, n, n)[:, mirrored].reshape(pafs.shape)) < 0.5 * aligned
+
+
+def test_malformed_keypoints_name_the_annotation(tmp_path):
+    from coco_mini import coco_json
+    data = coco_json()
+    bad = [a for a in data['annotations'] if a['image_id'] == 785][0]
+    bad['keypoints'] = bad['keypoints'][:50]
+    root = make_coco_dir(str(tmp_path / 'coco'), data=data)
+    gen_ignore_mask.process_split(root, 'train', progress=False)
+    with pytest.raises(cli.UserError, match='annotation %d: "keypoints" must be 17 x 3 numbers'
+                       % bad['id']):
+        cdl.CocoDataLoader(root, 'train', 64)

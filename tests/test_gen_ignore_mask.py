@@ -170,3 +170,13 @@ def test_corrupt_annotation_json_is_one_line_error(tmp_path):
     assert p.returncode == 2
     assert p.stderr.count('\n') == 1 and 'corrupt annotation JSON' in p.stderr and ann in p.stderr
     assert not os.path.exists(os.path.join(root, 'ignore_mask_val2017'))
+
+
+def test_malformed_segmentation_names_the_annotation(tmp_path):
+    data = coco_json()
+    bad = [a for a in data['annotations'] if a['image_id'] == 785][0]
+    bad['segmentation'] = [[1.0, 2.0, 'x']]
+    root = make_coco_dir(str(tmp_path / 'coco'), data=data)
+    p = run('--split', 'val', '--coco-dir', root, '--no-progress')
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
+    assert 'annotation %d: unreadable segmentation' % bad['id'] in p.stderr
