@@ -149,3 +149,11 @@ def test_bad_inputs(tmp_path):
     assert not (tmp_path / 'o.mp4').exists()
     one_line_error(run_demo('--images', empty, '--out', tmp_path / 'x.gif'),
                    "unsupported video type '.gif'")
+
+
+def test_bad_model_options(coco_video, tmp_path):
+    one_line_error(run_demo('--video', coco_video, '--scales', 0, '--no-display'),
+                   'scales must be positive numbers')
+    one_line_error(run_demo('--video', coco_video, '--gpu', 0, '--no-display'), '--gpu 0')
+    one_line_error(run_demo('--video', coco_video, '--weights', tmp_path / 'none.npz',
+                            '--no-display'), 'none.npz: no such weights file')

@@ -166,6 +166,12 @@ def test_bad_sources_are_one_line_user_errors(tmp_path):
         fl.check_video_path(str(tmp_path / 'out.gif'))
     with pytest.raises(UserError, match=r'output directory .* does not exist'):
         fl.check_video_path(str(tmp_path / 'no' / 'out.mp4'))
+    clip = tmp_path / 'clip.mp4'
+    make_video(clip, grey_frames(2))
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    with pytest.raises(UserError, match=r'--json-dir .*a_file: exists and is not a folder'):
+        fl.run(fl.open_source(video=str(clip)), standin, json_dir=str(a_file), display=False)
 
 
 def test_no_display_falls_back_to_headless_with_one_notice(tmp_path, capsys, monkeypatch):
