@@ -181,3 +181,13 @@ def test_bad_inputs(hand_npz, tmp_path):  # noqa: F811
                    'not facenet weights')
     one_line_error(run('--img', dinner, '--pose-weights', hand_npz), 'not mobilenet weights')
     assert not os.path.exists(os.path.join(str(tmp_path), 'result.png'))
+
+
+def test_gpu_without_cupy_is_a_one_line_error(tmp_path, monkeypatch):
+    import cli
+    import demo
+    monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
+    with pytest.raises(cli.UserError, match='needs CuPy'):
+        demo.main(['--img', shared_path('images', 'dinner.png'), '--gpu', '0',
+                   '--out', str(tmp_path / 'gpu.png')])
+    assert not (tmp_path / 'gpu.png').exists()

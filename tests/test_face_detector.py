@@ -275,3 +275,12 @@ def test_cli_weights_of_the_hand_net(tmp_path):
     chainer.serializers.save_npz(str(path), HandNet(), compression=False)
     r = run('facenet', path, '--img', shared_path('images', 'face.png'))
     one_line_error(r, 'handnet.npz: not facenet weights', 'has shape', 'the network needs')
+
+
+def test_gpu_without_cupy_is_a_one_line_error(face_npz, tmp_path, monkeypatch):
+    import face_detector
+    monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
+    with pytest.raises(cli.UserError, match='needs CuPy'):
+        face_detector.main(['facenet', str(face_npz), '--img', shared_path('images', 'face.png'),
+                            '--gpu', '0', '--out', str(tmp_path / 'gpu.png')])
+    assert not (tmp_path / 'gpu.png').exists()

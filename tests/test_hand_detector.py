@@ -145,3 +145,12 @@ def test_cli_bad_inputs(hand_npz, tmp_path):
     np.savez(str(face), **{'conv1_1/W': np.zeros((64, 3, 3, 3), np.float32)})
     one_line_error(run('handnet', face, '--img', hand_png), 'face.npz: not handnet weights')
     assert not (tmp_path / 'result.png').exists()
+
+
+def test_gpu_without_cupy_is_a_one_line_error(hand_npz, tmp_path, monkeypatch):
+    import hand_detector
+    monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
+    with pytest.raises(cli.UserError, match='needs CuPy'):
+        hand_detector.main(['handnet', str(hand_npz), '--img', shared_path('images', 'hand.png'),
+                            '--gpu', '0', '--out', str(tmp_path / 'gpu.png')])
+    assert not (tmp_path / 'gpu.png').exists()
