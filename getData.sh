@@ -113,6 +113,12 @@ for f in $files; do
         die "$name: corrupt or truncated zip (unzip -t failed; deleted it, rerun getData.sh)"
     fi
 
+    need=$(unzip -Zt "$zip" 2>/dev/null | awk '{print $3}')  # bytes when extracted
+    free=$(df -Pk "$dir" 2>/dev/null | awk 'NR == 2 {print $4}')
+    if [ -n "$need" ] && [ -n "$free" ] && [ $((need / 1024)) -gt "$free" ]; then
+        die "$name: extracting needs $((need / 1048576)) MB, $dir has $((free / 1024)) MB free"
+    fi
+
     tmp="$dir/.extract_$name"
     rm -rf "$tmp"
     mkdir -p "$tmp" || die "cannot create $tmp"
