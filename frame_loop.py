@@ -350,10 +350,13 @@ def openpose_people(people):
 
 
 def draw_fps(img, fps):
+    """'FPS n.n' top-left, white on a black outline, sized to the frame (in place)."""
     text = 'FPS %.1f' % fps
-    org = (10, 25)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 4, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+    scale = min(1.0, max(0.35, img.shape[0] / 680.0))
+    thick = max(1, int(round(2 * scale)))
+    org = (int(8 * scale) + 2, int(28 * scale) + 2)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
     return img
 
 
