@@ -113,7 +113,7 @@ def test_original_command_verbatim_without_face_and_hand_weights(tmp_path):
     assert 'Saving result into result.png' in r.stdout
     if not any(os.path.exists(os.path.join(REPO, params['default_weights'][a]))
                for a in ('facenet', 'handnet')):
-        notes = [l for l in r.stderr.splitlines() if l.strip()]
+        notes = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert len(notes) == 1, r.stderr
         assert ('models/facenet.npz and models/handnet.npz not found' in notes[0]
                 and 'python convert_model.py facenet pose_iter_116000.caffemodel '

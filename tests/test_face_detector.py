@@ -143,8 +143,7 @@ def test_box_far_larger_than_the_image_is_a_user_error():
 def test_input_registration_bright_spot(box, hand_type):
     """A white block in the image that fills exactly one 8x8 net-input cell must come back
     at its own centre, for crops at the borders and for the mirrored (left) hand."""
-    x0, y0 = box[:2]
-    side = 138  # 3 image px per map cell
+    x0, y0 = box[:2]  # the boxes are 138 px: 3 image px per map cell
     rng = np.random.RandomState(int(x0 + 1000 + y0))
     # a cell whose block lies inside the image
     while True:
@@ -199,7 +198,7 @@ def one_line_error(r, *words):
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert 'Traceback' not in r.stderr
     # (libpng may print its own warnings before ours on a corrupt PNG)
-    lines = [l for l in r.stderr.strip().splitlines() if not l.startswith('libpng ')]
+    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith('libpng ')]
     assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
     for w in words:
         assert w in lines[0], lines[0]

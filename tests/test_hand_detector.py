@@ -13,7 +13,7 @@ from conftest import REPO, shared_path
 import cli
 from entity import JointType, params
 from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
-from test_face_detector import MAP, TOL, PeakNet, cells, expected, one_line_error
+from test_face_detector import TOL, PeakNet, cells, expected, one_line_error
 
 SCRIPT = os.path.join(REPO, 'hand_detector.py')
 N = params['hand_n_keypoints']
