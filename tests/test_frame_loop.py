@@ -261,3 +261,50 @@ def test_sigint_mid_run_leaves_a_playable_video(tmp_path):
     # every frame with a JSON is in the video (the signal may land between the two writes)
     assert written <= len(frames) <= written + 1 and frames[0].shape == (48, 64, 3)
     assert no_temp_files(tmp_path)
+
+
+class FakeCapture(object):
+    """A camera for tests: scripted reads (a frame, or None for a failed capture)."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.settings = {}
+        self.released = False
+
+    def isOpened(self):
+        return True
+
+    def set(self, prop, value):
+        self.settings[prop] = value
+        return True
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self):
+        if not self.script:
+            return False, None
+        f = self.script.pop(0)
+        return (f is not None), f
+
+    def release(self):
+        self.released = True
+
+
+def test_camera_source_names_frames_by_number_and_survives_dropped_captures(tmp_path, monkeypatch,
+                                                                         capsys):
+    frames = grey_frames(4)
+    fake = FakeCapture([frames[0], None, None, frames[1], frames[2], None, frames[3]])
+    opened = []
+    monkeypatch.setattr(cv2, 'VideoCapture', lambda dev: opened.append(dev) or fake)
+    src = fl.open_source(device=3)
+    assert opened == [3]
+    assert (fake.settings[cv2.CAP_PROP_FRAME_WIDTH],
+            fake.settings[cv2.CAP_PROP_FRAME_HEIGHT]) == (640, 480)
+    jdir = tmp_path / 'json'
+    summary = fl.run(src, standin, json_dir=str(jdir), display=False)
+    # the camera then stops delivering: the run ends with a warning instead of hanging
+    err = capsys.readouterr().err
+    assert 'camera 3 stopped delivering frames' in err
+    assert summary['frames'] == 4 and summary['skipped'] == 3 and fake.released
+    assert sorted(os.listdir(str(jdir))) == ['%012d_keypoints.json' % i for i in range(4)]
