@@ -64,3 +64,20 @@ def test_missing_image_names_the_file(tmp_path):
         evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'), str(tmp_path),
                                detector=lambda img: (np.zeros((0, 18, 3)), np.zeros(0)),
                                verbose=False)
+
+
+def test_cli_end_to_end_one_scale(tmp_path):
+    # the README's command shape, with the arch and weights named and one small scale
+    p = subprocess.run([sys.executable, os.path.join(REPO, 'evaluate_coco.py'), 'mobilenet',
+                        os.path.join(REPO, 'models', 'mobilenet_v2_small.npz'),
+                        '--ann', shared_path('coco_mini', 'test_coco.json'),
+                        '--img-dir', shared_path('coco_mini'), '--scales', '0.5',
+                        '--out', str(tmp_path / 'results.json')],
+                       capture_output=True, text=True, cwd=str(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert '4/4' in p.stderr  # the tqdm bar
+    assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets= 20 ]' in p.stdout
+    ap = float(p.stdout.split('keypoint AP ')[1].split()[0])
+    assert 0 < ap <= 1
+    with open(tmp_path / 'results.json') as f:
+        assert len(json.load(f)) >= 1
