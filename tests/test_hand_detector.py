@@ -154,3 +154,54 @@ def test_gpu_without_cupy_is_a_one_line_error(hand_npz, tmp_path, monkeypatch):
         hand_detector.main(['handnet', str(hand_npz), '--img', shared_path('images', 'hand.png'),
                             '--gpu', '0', '--out', str(tmp_path / 'gpu.png')])
     assert not (tmp_path / 'gpu.png').exists()
+
+
+def test_keypoints_match_an_opencv_caffe_reference(tmp_path):
+    """The whole crop -> net -> peaks pipeline against an independent one: a random-weight
+    caffemodel built from CMU's real hand prototxt, converted by convert_model.py for us, and
+    run by OpenCV's Caffe importer on a crop the test cuts, mirrors and normalises itself
+    (x / 256 - 0.5, BGR), maps resized with cv2 and argmax'ed.  Sub-pixel refinement moves
+    ours by at most half a pixel of the crop."""
+    import convert_model
+    import weights_io
+    insize, side = 64, 40
+    text = open(shared_path('prototxt', 'hand_pose_deploy.prototxt')).read()
+    layers = weights_io.random_conv_weights(weights_io.conv_layers_from_prototxt(text), seed=7)
+    for name, (w, b) in layers:
+        if name == 'Mconv7_stage6':
+            b += 0.4  # every map gets a peak above hand_heatmap_peak_thresh
+    caffemodel, npz = str(tmp_path / 'hand.caffemodel'), str(tmp_path / 'hand.npz')
+    weights_io.write_caffemodel(caffemodel, layers)
+    convert_model.convert('handnet', caffemodel, npz)
+    proto = tmp_path / 'hand.prototxt'
+    proto.write_text(weights_io.prototxt_with_input(text, insize, insize))
+    ref_net = cv2.dnn.readNetFromCaffe(str(proto), caffemodel)
+    ref_net.enableWinograd(False)
+
+    img = cv2.imread(shared_path('images', 'hand.png'), cv2.IMREAD_COLOR)
+    detector = HandDetector(npz, insize=insize)
+    box = (-12, 150, side, side)  # past the left border: 12 columns of black padding
+    results = {}
+    for hand_type in ('left', 'right'):
+        ours = results[hand_type] = detector(img, box, hand_type)
+        crop = np.zeros((side, side, 3), np.uint8)
+        crop[:, 12:] = img[150:150 + side, 0:side - 12]
+        x = cv2.resize(crop, (insize, insize), interpolation=cv2.INTER_CUBIC)
+        if hand_type == 'left':
+            x = x[:, ::-1]
+        ref_net.setInput(np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32) / 256 - 0.5)
+        maps = ref_net.forward('net_output')[0, :N]
+        if hand_type == 'left':
+            maps = maps[:, :, ::-1]
+        ref = np.zeros((N, 3))
+        for k, m in enumerate(maps):
+            m = cv2.resize(np.ascontiguousarray(m), (insize, insize), interpolation=cv2.INTER_CUBIC)
+            m = cv2.resize(m, (side, side), interpolation=cv2.INTER_CUBIC)
+            y, x_ = np.unravel_index(np.argmax(m), m.shape)
+            ref[k] = (x_ - 12, y + 150, m[y, x_])
+        assert (ref[:, 2] > params['hand_heatmap_peak_thresh']).all()
+        assert (ours[:, 2] > 0).all()
+        np.testing.assert_allclose(ours[:, :2], ref[:, :2], atol=0.5 + 1e-3)
+        np.testing.assert_allclose(ours[:, 2], ref[:, 2], rtol=1e-3, atol=1e-3)
+    # the random net is not mirror-symmetric: mirroring changes the answer
+    assert np.abs(results['left'][:, :2] - results['right'][:, :2]).max() > 3
