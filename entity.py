@@ -225,6 +225,7 @@ params = {
     # models/getModels.sh downloads them).
     'face_caffemodel': 'pose_iter_116000.caffemodel',
     'hand_caffemodel': 'pose_iter_102000.caffemodel',
+    'pose_caffemodel': 'pose_iter_440000.caffemodel',  # CMU COCO body model -> posenet
 
     # real-time demos (camera_pose_demo.py, camera_face_demo.py, frame_loop.py)
     'camera_frame_size': (640, 480),  # (width, height) asked of the camera, as the original

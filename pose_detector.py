@@ -51,7 +51,11 @@ def load_model(arch, weights_file):
         raise cli.UserError('unknown body-pose architecture %r (known: %s)'
                             % (arch, ', '.join(sorted(params['pose_archs']))))
     if not os.path.exists(weights_file):
-        raise cli.UserError('%s: no such weights file' % weights_file)
+        hint = ''
+        if arch == 'posenet':
+            hint = (' (make it from CMU\'s caffemodel with: python convert_model.py posenet %s %s)'
+                    % (params['pose_caffemodel'], weights_file))
+        raise cli.UserError('%s: no such weights file%s' % (weights_file, hint))
     if os.path.isdir(weights_file):
         raise cli.UserError('%s: is a directory, not a weights file' % weights_file)
     if not zipfile.is_zipfile(weights_file):

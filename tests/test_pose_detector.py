@@ -111,6 +111,9 @@ def test_weights_with_a_wrong_shape_or_not_npz(tmp_path):
         pose_detector.load_model('mobilenet', str(tmp_path / 'text.npz'))
     with pytest.raises(cli.UserError, match='nope.npz: no such weights file'):
         pose_detector.load_model('mobilenet', str(tmp_path / 'nope.npz'))
+    with pytest.raises(cli.UserError, match='python convert_model.py posenet '
+                                            'pose_iter_440000.caffemodel .*nope.npz'):
+        pose_detector.load_model('posenet', str(tmp_path / 'nope.npz'))
 
 
 def test_embedded_model_json_and_picture(tmp_path):
