@@ -206,8 +206,11 @@ params = {
     'crop_pad_value': 0,
     # boxes larger than this many times the image's longer side are refused (all padding)
     'crop_max_box_factor': 4.0,
-    # Boxes from the body pose use joints scoring above this (OpenPose: 0.25).
-    'box_joint_thresh': 0.25,
+    # Boxes from the body pose use joints scoring above this.  OpenPose uses 0.25 for its
+    # own net; the embedded model's 4-scale averaged scores are lower: on coco_mini's people
+    # with a labelled wrist, 0.25 gave 5 hand boxes and 0.1 gave 10, each holding its GT
+    # wrist (and every face box its GT nose/eyes/ears) at both.
+    'box_joint_thresh': 0.1,
     # Face size estimates from the body pose (tight face; times face_crop_scale = 1.5 they are
     # OpenPose's faceDetector.cpp rectangles): neck-nose distance, eye-eye, ear-ear and, for a
     # profile (one eye and ear), the sum of nose-eye, nose-ear and neck-nose distances.

@@ -173,7 +173,7 @@ def test_face_box_from_pose_follows_openpose():
     pose[14] = (110, 92, 0.9)   # right eye -> centre (100, 92), size 3 * 20
     x, y, w, h = face_box_from_pose(pose)
     assert (x + w / 2, y + h / 2) == pytest.approx((100, 111)) and w == pytest.approx(90)
-    pose[:, 2] = 0.1            # below box_joint_thresh
+    pose[:, 2] = 0.05           # below box_joint_thresh
     assert face_box_from_pose(pose) is None
 
 

@@ -64,7 +64,7 @@ def test_hand_boxes_from_pose_follow_openpose():
     assert (x + w / 2, y + h / 2) == pytest.approx((100, 200 + 0.33 * 40))
     pose[JointType.LShoulder, 2] = 0  # no shoulder: the forearm alone
     assert hand_boxes_from_pose(pose)['left'][2] == pytest.approx(1.5 * 40)
-    pose[JointType.LElbow, 2] = 0.1  # elbow below box_joint_thresh: no box
+    pose[JointType.LElbow, 2] = 0.05  # elbow below box_joint_thresh: no box
     assert hand_boxes_from_pose(pose)['left'] is None
 
 
