@@ -14,10 +14,10 @@ drawn (``result.png`` unless ``--out``) and, with ``--json``, OpenPose's JSON
 
 The box is cut out as a square (padded past the image border, never skipped), resized to
 the net input (``face_inference_img_size``), the net's last-stage maps are upsampled back to
-the crop (at most to the net input size), and each keypoint is the map's highest peak above
-``face_heatmap_peak_thresh`` (sub-pixel refined); keypoints below it are 0, 0, 0.  The face
-weights come from CMU's caffemodel: ``python convert_model.py facenet
-pose_iter_116000.caffemodel models/facenet.npz``.
+the crop (at most to the net input size, at least to the net output size), and each keypoint
+is the map's highest peak above ``face_heatmap_peak_thresh`` (sub-pixel refined); keypoints
+below it are 0, 0, 0.  The face weights come from CMU's caffemodel:
+``python convert_model.py facenet pose_iter_116000.caffemodel models/facenet.npz``.
 """
 import argparse
 import os
@@ -131,8 +131,9 @@ class KeypointNetDetector(object):
             maps = maps[:, :, ::-1]
         stride = self.insize // maps.shape[-1]
         # Peaks are looked for at the crop's resolution, but never finer than the net input
-        # (upsampling further adds no information, only memory).
-        work = min(side, self.insize)
+        # (upsampling further adds no information, only memory) nor coarser than the net's
+        # output (resampling a crop of a few pixels below it would lose peaks).
+        work = min(max(side, maps.shape[-1]), self.insize)
         maps = pose_core.upsample_maps(np.ascontiguousarray(maps), stride,
                                        (self.insize, self.insize), (work, work))
         peaks = pose_core.best_peak_per_map(maps, self.thresh)

@@ -100,6 +100,15 @@ def test_single_peaks_land_on_the_expected_image_pixels(box):
     assert x.shape == (1, 3, INSIZE, INSIZE) and x.dtype == np.float32
 
 
+@pytest.mark.parametrize('side', [1, 7, 23])
+def test_crops_smaller_than_the_maps_keep_their_peaks(side):
+    # peaks found on the net's own 46x46 grid, scaled down to the crop
+    c = cells(N, seed=5)
+    kp = FaceDetector(model=PeakNet(c, N + 1))(IMG, (200, 100, side, side))
+    assert (kp[:, 2] > 0.5).all()
+    np.testing.assert_allclose(kp[:, :2], expected(c, 200, 100, side), atol=TOL)
+
+
 def test_non_square_box_is_padded_bottom_right_not_stretched():
     c = cells(N, seed=1)
     kp = FaceDetector(model=PeakNet(c, N + 1))(IMG, (50, 60, 100, 138))
