@@ -260,6 +260,9 @@ def checked_box(box, img):
     if box is None:
         return whole_image_box(img)
     h, w = img.shape[:2]
+    if not np.isfinite(box).all():
+        raise cli.UserError('--box %s: the numbers must be finite'
+                            % ' '.join('%g' % v for v in box))
     window = pose_core.box_window(box)
     if window is None:
         raise cli.UserError('--box %s has no area (width and height must be at least 1 px)'

@@ -271,6 +271,8 @@ def test_cli_bad_inputs(face_npz, tmp_path):
                    'lies outside the 158x158 image')
     one_line_error(run('facenet', face_npz, '--img', face_png, '--box', 10, 10, 0, 40),
                    'has no area')
+    one_line_error(run('facenet', face_npz, '--img', face_png, '--box', 'nan', 0, 9, 9),
+                   'must be finite')
     one_line_error(run('facenet', face_npz, '--img', face_png, '--net-resolution', 60),
                    'multiple of 8')
     assert not (tmp_path / 'result.png').exists() and not os.path.exists(
