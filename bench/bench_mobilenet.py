@@ -33,7 +33,9 @@ import tfgraph  # noqa: E402
 from entity import params  # noqa: E402
 from models.MobileNetV2PoseNet import MobileNetV2PoseNet  # noqa: E402
 
-SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
+# ../shared/data beside the clone, or $POSE_SHARED_DIR/data (as tests/conftest.py)
+SHARED_DATA = os.path.join(
+    os.environ.get('POSE_SHARED_DIR', os.path.join(os.path.dirname(REPO), 'shared')), 'data')
 SIZES = [(432, 368), (656, 368)]  # (W, H)
 
 
