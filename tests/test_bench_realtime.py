@@ -12,6 +12,7 @@ def test_quick_bench_runs():
                        cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     for row in ('network forward alone', 'detector call', 'demo loop (decode', 'demo loop + --out',
-                'loop machinery alone', 'drawing the poses', 'loop overhead beyond the forward'):
+                'loop machinery alone', 'drawing the poses',
+                'loop overhead beyond the forward (paired)'):
         assert row in r.stdout, r.stdout
     assert '432x368 frames, headless, 4 frames x 2 rounds' in r.stdout
