@@ -16,6 +16,7 @@ import chainer.links as L
 import numpy as np
 
 from entity import params
+from models import _fast
 
 N_PAFS = 38
 N_HEATMAPS = 19
@@ -73,16 +74,53 @@ def add_convs(chain, layers):
             setattr(chain, name, L.Convolution2D(n_in, n_out, ksize=k, stride=1, pad=k // 2))
 
 
-def run_convs(chain, layers, h, relu_last=True):
-    """Apply ``layers`` in order (ReLU after each, except the last unless asked)."""
+def use_fast_path(x):
+    """True when a forward on ``x`` takes the CPU inference kernels of
+    ``models/_fast.py``: NumPy input, ``chainer.config.train`` False and backprop
+    disabled (``chainer.using_config('train', False)`` + ``chainer.no_backprop_mode()``).
+    Training, or any forward that builds a graph, uses the Chainer functions."""
+    if chainer.config.train or chainer.config.enable_backprop:
+        return False
+    return isinstance(x.array if isinstance(x, chainer.Variable) else x, np.ndarray)
+
+
+def run_convs(chain, layers, h, relu_last=True, fast=False):
+    """Apply ``layers`` in order (ReLU after each, except the last unless asked).
+
+    ``fast``: ``h`` is a NumPy array and the result is one (see ``use_fast_path``);
+    each layer's input is released as soon as its output exists.
+    """
     for i, layer in enumerate(layers):
+        relu = relu_last or i < len(layers) - 1
+        if fast:
+            if layer == POOL:
+                h = _fast.max_pool_2x2(h)
+            else:
+                link = getattr(chain, layer[0])
+                h = _fast.conv2d(h, link.W.array, None if link.b is None else link.b.array,
+                                 link.pad[0], relu)
+            continue
         if layer == POOL:
             h = F.max_pooling_2d(h, ksize=2, stride=2)  # cover_all = Caffe's ceil mode
             continue
         h = getattr(chain, layer[0])(h)
-        if relu_last or i < len(layers) - 1:
+        if relu:
             h = F.relu(h)
     return h
+
+
+def as_input(x, fast):
+    """The forward's input as the fast path wants it (an array) or unchanged."""
+    if fast and isinstance(x, chainer.Variable):
+        return x.array
+    return x
+
+
+def as_outputs(arrays, fast):
+    """Wrap fast-path arrays as Variables (the interface of the Chainer path)."""
+    if not fast:
+        return arrays
+    return [chainer.Variable(a, requires_grad=False) for a in arrays]
 
 
 class CocoPoseNet(chainer.Chain):
@@ -101,16 +139,19 @@ class CocoPoseNet(chainer.Chain):
         self.stages = [(branch(s, 1), branch(s, 2)) for s in range(1, N_STAGES + 1)]
 
     def forward(self, x):
-        feature_map = run_convs(self, FRONT, x)
+        fast = use_fast_path(x)
+        x = as_input(x, fast)
+        feature_map = run_convs(self, FRONT, x, fast=fast)
+        del x
         pafs, heatmaps = [], []
         h = feature_map
         for l1, l2 in self.stages:
-            h1 = run_convs(self, l1, h, relu_last=False)
-            h2 = run_convs(self, l2, h, relu_last=False)
+            h1 = run_convs(self, l1, h, relu_last=False, fast=fast)
+            h2 = run_convs(self, l2, h, relu_last=False, fast=fast)
             pafs.append(h1)
             heatmaps.append(h2)
-            h = F.concat((h1, h2, feature_map), axis=1)
-        return pafs, heatmaps
+            h = (np.concatenate if fast else F.concat)((h1, h2, feature_map), axis=1)
+        return as_outputs(pafs, fast), as_outputs(heatmaps, fast)
 
 
 def copy_vgg19_front(model, npz_path):

@@ -9,8 +9,9 @@ in the number of maps (face 71, hand 22).
 """
 import chainer
 import chainer.functions as F
+import numpy
 
-from models.CocoPoseNet import POOL, add_convs, run_convs
+from models.CocoPoseNet import POOL, add_convs, as_input, as_outputs, run_convs, use_fast_path
 
 FRONT = [('conv1_1', 3, 64, 3), ('conv1_2', 64, 64, 3), POOL,
          ('conv2_1', 64, 128, 3), ('conv2_2', 128, 128, 3), POOL,
@@ -51,11 +52,14 @@ class CPMNet(chainer.Chain):
         self.stages = [stage(n, self.n_maps) for n in range(1, N_STAGES + 1)]
 
     def forward(self, x):
-        feature_map = run_convs(self, FRONT, x)
+        fast = use_fast_path(x)
+        x = as_input(x, fast)
+        feature_map = run_convs(self, FRONT, x, fast=fast)
+        del x
         heatmaps = []
         h = feature_map
         for layers in self.stages:
-            h = run_convs(self, layers, h, relu_last=False)
+            h = run_convs(self, layers, h, relu_last=False, fast=fast)
             heatmaps.append(h)
-            h = F.concat((h, feature_map), axis=1)
-        return heatmaps
+            h = (numpy.concatenate if fast else F.concat)((h, feature_map), axis=1)
+        return as_outputs(heatmaps, fast)

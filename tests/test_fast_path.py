@@ -1,0 +1,132 @@
+"""The CPU inference kernels (models/_fast.py) compute what stock Chainer computes.
+
+Inference (``train=False`` + ``no_backprop_mode``, NumPy input) takes the fast
+kernels; any forward that builds a graph takes the Chainer functions.  Both are
+run on the same random (He-initialised) weights and compared within 1e-5 of the
+output's magnitude, at odd sizes (ceil-mode pooling on odd maps, partial row
+bands) and, for the body net, at the full 368x656 of the speed figures.
+"""
+import chainer
+import chainer.functions as F
+import numpy as np
+import pytest
+
+import weights_io
+from models import _fast
+from models.CocoPoseNet import CocoPoseNet
+from models.FaceNet import FaceNet
+from models.HandNet import HandNet
+
+TOL = 1e-5
+
+
+def _random_net(cls, seed=0):
+    model = cls()
+    convs = [(name, n_out, n_in, k, k) for name, n_in, n_out, k in cls.conv_layers()]
+    for name, (W, b) in weights_io.random_conv_weights(convs, seed):
+        getattr(model, name).W.array[...] = W
+        getattr(model, name).b.array[...] = b
+    return model
+
+
+def _input(h, w, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, size=(1, 3, h, w)).astype(np.float32) / 256 - 0.5)
+
+
+def _outputs(model, x, fast):
+    with chainer.using_config('train', False), \
+            chainer.using_config('enable_backprop', not fast):
+        out = model(x)
+    maps = list(out[0]) + list(out[1]) if isinstance(out, tuple) else list(out)
+    if not fast:  # the stock path built a graph
+        assert all(m.creator is not None for m in maps)
+    return [m.array for m in maps]
+
+
+def _assert_close(ours, ref, what):
+    assert ours.shape == ref.shape, what
+    scale = np.abs(ref).max()
+    assert scale > 1e-2 and ref.std() > 1e-3 * scale, (what, scale)
+    err = np.abs(ours - ref).max()
+    assert err <= TOL * scale, '%s: max|diff| %.3g > %.0e x %.3g' % (what, err, TOL, scale)
+
+
+@pytest.mark.parametrize('cls', [CocoPoseNet, FaceNet, HandNet])
+def test_fast_path_equals_stock_chainer_at_odd_size(cls):
+    model = _random_net(cls)
+    x = _input(37, 53)
+    ref = _outputs(model, x, fast=False)
+    ours = _outputs(model, x, fast=True)
+    assert len(ours) == len(ref) == (12 if cls is CocoPoseNet else 6)
+    assert ref[-1].shape[2:] == (5, 7)  # ceil(37/8), ceil(53/8): ceil-mode pooling
+    for i, (a, b) in enumerate(zip(ours, ref)):
+        _assert_close(a, b, '%s output %d' % (cls.__name__, i))
+
+
+def test_body_net_fast_path_equals_stock_at_368x656():
+    """The feature extractor and the first two stages at full size (many row bands of
+    every layer shape; the later stages repeat stage 2's layers at the same size)."""
+    from models.CocoPoseNet import FRONT, run_convs
+    model = _random_net(CocoPoseNet, seed=3)
+    x = _input(368, 656, seed=2)
+    results = {}
+    for fast in (True, False):
+        with chainer.using_config('train', not fast), chainer.no_backprop_mode():
+            f = run_convs(model, FRONT, x, fast=fast)
+            outs = []
+            h = f
+            for l1, l2 in model.stages[:2]:
+                h1 = run_convs(model, l1, h, relu_last=False, fast=fast)
+                h2 = run_convs(model, l2, h, relu_last=False, fast=fast)
+                outs += [h1, h2]
+                h = np.concatenate([getattr(a, 'array', a) for a in (h1, h2, f)], axis=1)
+        results[fast] = [getattr(o, 'array', o) for o in [f] + outs]
+    assert results[True][0].shape == (1, 128, 46, 82)
+    for i, (a, b) in enumerate(zip(results[True], results[False])):
+        _assert_close(a, b, 'CocoPoseNet 368x656 map %d' % i)
+
+
+@pytest.mark.parametrize('shape', [(2, 5, 8, 8), (1, 3, 9, 7), (1, 4, 1, 1), (1, 2, 6, 1), (2, 3, 1, 5)])
+def test_max_pool_matches_chainer_cover_all(shape):
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    ref = F.max_pooling_2d(x, ksize=2, stride=2).array  # cover_all=True: Caffe ceil mode
+    assert np.array_equal(_fast.max_pool_2x2(x), ref)
+
+
+@pytest.mark.parametrize('c,o,k,h,w,band', [
+    (3, 8, 3, 11, 9, 1 << 20),      # few channels: one GEMM over the full columns
+    (20, 6, 3, 13, 10, 2000),       # row split, bands of 1-2 rows, partial last band
+    (17, 5, 7, 9, 12, 30000),       # 7x7 row split, kernel larger than some bands
+    (16, 4, 7, 3, 4, 1 << 20),      # map smaller than the kernel
+    (9, 7, 1, 5, 6, 1 << 20),       # 1x1
+])
+def test_conv2d_matches_chainer(monkeypatch, c, o, k, h, w, band):
+    monkeypatch.setattr(_fast, 'BAND_BYTES', band)
+    rng = np.random.default_rng(c + k)
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+    W = rng.standard_normal((o, c, k, k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    for relu in (False, True):
+        ref = F.convolution_2d(x, W, b, pad=k // 2)
+        ref = (F.relu(ref) if relu else ref).array
+        got = _fast.conv2d(x, W, b, k // 2, relu)
+        assert got.flags.c_contiguous
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_training_keeps_the_differentiable_path():
+    """Backprop mode (training) builds the graph; gradients reach the first layer."""
+    model = _random_net(HandNet)
+    x = _input(21, 19)
+    model.cleargrads()  # Chainer initialises parameter gradients with NaN
+    with chainer.using_config('train', True):
+        maps = model(x)
+    assert all(m.creator is not None for m in maps)
+    F.mean(maps[-1]).backward()
+    grad = model.conv1_1.W.grad
+    assert grad is not None and np.isfinite(grad).all() and np.abs(grad).max() > 0
+    # inference on a Variable input also takes the fast path and returns Variables
+    with chainer.using_config('train', False), chainer.no_backprop_mode():
+        out = model(chainer.Variable(x))
+    assert all(isinstance(m, chainer.Variable) and m.creator is None for m in out)
