@@ -15,7 +15,6 @@ Robustness rules:
 - Ctrl-C (SIGINT) or SIGTERM stops the loop cleanly: the output video is
   closed (playable) and renamed into place, the summary is printed, exit 130.
 """
-import argparse
 import contextlib
 import json
 import os
