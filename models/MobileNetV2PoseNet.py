@@ -212,7 +212,7 @@ def _instance_norm_fast(x, gamma, beta, eps, relu6):
     followed by ReLU6, on a new array."""
     xp = backend.get_array_module(x)
     n, c, h, w = x.shape
-    y = x.reshape(n * c, h * w)  # copies a cropped view into a contiguous array
+    y = x.reshape(n * c, h * w)  # (a copy when x is a cropped view)
     y = y - y.mean(axis=1, keepdims=True)
     var = xp.einsum('ij,ij->i', y, y) / (h * w)
     y *= (xp.tile(gamma, n) / xp.sqrt(var + eps))[:, None]
