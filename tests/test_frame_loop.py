@@ -221,6 +221,13 @@ def test_fps_is_drawn(tmp_path):
     assert frames[2][5:30, 5:60].max() > 200
 
 
+def json_files(folder):
+    """The finished JSON files (atomic writes use hidden temporary names until renamed)."""
+    if not folder.exists():
+        return []
+    return [n for n in os.listdir(str(folder)) if not n.startswith('.')]
+
+
 CHILD = r'''
 import sys, time
 sys.path.insert(0, %(repo)r)
@@ -249,13 +256,14 @@ def test_sigint_mid_run_leaves_a_playable_video(tmp_path):
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
-    while time.time() < deadline and (not jdir.exists() or len(os.listdir(str(jdir))) < 3):
+    while time.time() < deadline and len(json_files(jdir)) < 3:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     assert '(interrupted)' in stdout and 'Traceback' not in stderr
-    written = len(os.listdir(str(jdir)))
+    written = len(json_files(jdir))
+    assert written == len(os.listdir(str(jdir)))  # no temporary file left behind
     assert 3 <= written < 60
     frames = read_video(out)
     # every frame with a JSON is in the video (the signal may land between the two writes)
