@@ -118,10 +118,10 @@ def depthwise_same(x, W, stride=1):
 # two); they exist because the stock CPU kernels are slow for this network:
 # im2col + tensordot for 1x1 convolutions, im2col + batched matmul for the
 # depthwise ones, several passes per batch norm.  ``bench/bench_mobilenet.py
-# --stock`` (2 shared cores, medians of 15 interleaved runs, 432x368 / 656x368):
-# stock functions 8.6x / 7.5x cv2.dnn's time, these fast paths 1.7-1.9x /
-# 1.2-1.4x (at an idle moment, 432x368: 72 ms vs cv2.dnn's 30 ms, 2.4x: numpy's
-# elementwise work runs on one core, cv2.dnn uses both).  Spreading channel
+# --stock`` (2 cores shared with other jobs, medians of 15 interleaved runs,
+# 432x368 / 656x368): stock functions 5-9x cv2.dnn's time, these fast paths
+# 1.4-1.9x / 1.2-1.5x (at an idle moment, 432x368: ~70 ms vs cv2.dnn's 30 ms:
+# numpy's elementwise work runs on one core, cv2.dnn uses both).  Spreading channel
 # groups or the two branches over threads, chunking channels for the cache, and
 # folding the expand layers' normalisation into their weights were tried and
 # measured no faster here.
