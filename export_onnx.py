@@ -1,0 +1,250 @@
+"""Export a pose net's Chainer weights to an ONNX file (dynamic batch, height and width).
+
+    python export_onnx.py posenet models/coco_posenet.npz posenet.onnx
+    python export_onnx.py facenet models/facenet.npz facenet.onnx
+    python export_onnx.py handnet models/handnet.npz handnet.onnx
+    python export_onnx.py mobilenet models/mobilenet_v2_small.npz mobilenet.onnx
+
+The file has one input ``x`` (float32 N x 3 x H x W, prepared as for the Chainer net) and
+the outputs of every stage, named as the Chainer net returns them: ``pafs_1 .. pafs_6`` and
+``heatmaps_1 .. heatmaps_6`` for the body nets, ``heatmaps_1 .. heatmaps_6`` for face and
+hand.  The architecture is stored in the metadata (``arch``).  Run it with
+``onnx_backend.OnnxNet`` (``--backend onnx`` of the detectors and demos) or any ONNX runtime.
+
+The graph is written with ``onnx.helper`` straight from the links' weights, node for node as
+the Chainer forward (not traced with onnx-chainer: that package declares chainer<7 and
+onnx<1.7, installs only with ``--no-deps``, breaks with onnx>=1.16, and exports the MobileNet
+backbone's per-image batch norm with the export sample's statistics frozen in).  Exactness:
+
+* CMU nets: Conv (+ ReLU), 2x2 MaxPool with ``ceil_mode`` (Caffe's rounding), Concat.
+* MobileNet: TensorFlow ``SAME`` padding is ``auto_pad=SAME_UPPER`` (the extra pixel after,
+  for any input size); the backbone's training-mode batch norm is ``InstanceNormalization``
+  (each image normalised with its own statistics, as TensorFlow did); the refinement batch
+  norms are inference ``BatchNormalization`` with the stored statistics; ReLU6 is ``Clip``;
+  the legacy TensorFlow bilinear resize is ``Resize(linear, asymmetric)`` to the fine
+  feature map's size (source = dst * in / out, clamped), read from the graph at run time.
+
+tests/test_onnx_backend.py checks onnxruntime's outputs against the Chainer nets.
+"""
+import argparse
+import os
+
+import numpy as np
+
+import cli
+
+ARCHS = ('posenet', 'facenet', 'handnet', 'mobilenet')
+OPSET = 17
+INSTALL_HINT = ('`make onnx` (pip install -r requirements-onnx.txt)')
+
+
+def import_onnx():
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError:
+        raise cli.UserError('the onnx package is not installed: run %s' % INSTALL_HINT)
+    return onnx, helper, numpy_helper
+
+
+class _Graph(object):
+    """Collects nodes and initialisers; every node gets a fresh output name."""
+
+    def __init__(self):
+        self.onnx, self.helper, self.numpy_helper = import_onnx()
+        self.nodes, self.inits, self._n = [], [], 0
+
+    def const(self, name, array, dtype=np.float32):
+        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(array, dtype), name))
+        return name
+
+    def op(self, op_type, inputs, name=None, **attrs):
+        self._n += 1
+        out = name or '%s_%d' % (op_type.lower(), self._n)
+        self.nodes.append(self.helper.make_node(op_type, list(inputs), [out], **attrs))
+        return out
+
+    def model(self, outputs, arch):
+        h = self.helper
+        tp = self.onnx.TensorProto
+        x = h.make_tensor_value_info('x', tp.FLOAT, ['N', 3, 'H', 'W'])
+        outs = [h.make_tensor_value_info(name, tp.FLOAT, ['N', c, 'h', 'w'])
+                for name, c in outputs]
+        graph = h.make_graph(self.nodes, arch, [x], outs, initializer=self.inits)
+        model = h.make_model(graph, opset_imports=[h.make_opsetid('', OPSET)],
+                             producer_name='export_onnx.py')
+        model.ir_version = min(model.ir_version, 8)  # readable by onnxruntime >= 1.11
+        h.set_model_props(model, {'arch': arch})
+        return model
+
+
+# ----------------------------------------------------------------------------- CMU nets
+
+def _cmu_convs(g, chain, layers, h, relu_last=True):
+    from models.CocoPoseNet import POOL
+    for i, layer in enumerate(layers):
+        if layer == POOL:
+            h = g.op('MaxPool', [h], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1)
+            continue
+        name = layer[0]
+        link = getattr(chain, name)
+        k = link.W.shape[2]
+        p = link.pad[0]
+        h = g.op('Conv', [h, g.const(name + '/W', link.W.array), g.const(name + '/b', link.b.array)],
+                 name=name, kernel_shape=[k, k], pads=[p, p, p, p])
+        if relu_last or i < len(layers) - 1:
+            h = g.op('Relu', [h])
+    return h
+
+
+def _export_cmu(g, model, arch):
+    from models import CocoPoseNet as cpn
+    from models import _cpm
+    outputs = []
+    if arch == 'posenet':
+        feature = _cmu_convs(g, model, cpn.FRONT, 'x')
+        h = feature
+        for s, (l1, l2) in enumerate(model.stages, 1):
+            h1 = _cmu_convs(g, model, l1, h, relu_last=False)
+            h2 = _cmu_convs(g, model, l2, h, relu_last=False)
+            p = g.op('Identity', [h1], name='pafs_%d' % s)
+            m = g.op('Identity', [h2], name='heatmaps_%d' % s)
+            outputs += [(p, cpn.N_PAFS), (m, cpn.N_HEATMAPS)]
+            if s < len(model.stages):
+                h = g.op('Concat', [h1, h2, feature], axis=1)
+        # pafs_1..6 then heatmaps_1..6
+        outputs = outputs[0::2] + outputs[1::2]
+    else:
+        feature = _cmu_convs(g, model, _cpm.FRONT, 'x')
+        h = feature
+        for s, layers in enumerate(model.stages, 1):
+            h = _cmu_convs(g, model, layers, h, relu_last=False)
+            outputs.append((g.op('Identity', [h], name='heatmaps_%d' % s), model.n_maps))
+            if s < len(model.stages):
+                h = g.op('Concat', [h, feature], axis=1)
+    return outputs
+
+
+# ----------------------------------------------------------------------------- MobileNet
+
+def _mn_conv(g, link, h, stride, name):
+    W = link.W.array
+    if W.shape[0] == 1 and type(link).__name__ == 'DepthwiseConvolution2D':
+        c = W.shape[1]
+        return g.op('Conv', [h, g.const(name + '/W', W.transpose(1, 0, 2, 3))], name=name,
+                    kernel_shape=list(W.shape[2:]), strides=[stride, stride],
+                    auto_pad='SAME_UPPER', group=c)
+    return g.op('Conv', [h, g.const(name + '/W', W)], name=name,
+                kernel_shape=list(W.shape[2:]), strides=[stride, stride], auto_pad='SAME_UPPER')
+
+
+def _mn_conv_norm(g, model, name, h, stride, relu6):
+    h = _mn_conv(g, model[name], h, stride, name)
+    norm = model[name + '_bn']
+    h = g.op('InstanceNormalization', [h, g.const(name + '_bn/gamma', norm.gamma.array),
+                                       g.const(name + '_bn/beta', norm.beta.array)],
+             epsilon=float(norm.eps))
+    if relu6:
+        h = g.op('Clip', [h, g.const(name + '/min', np.float32(0)),
+                          g.const(name + '/max', np.float32(6))])
+    return h
+
+
+def _export_mobilenet(g, model):
+    from models import MobileNetV2PoseNet as mn
+    h = _mn_conv_norm(g, model, 'Conv', 'x', 2, True)
+    fine = None
+    for name, has_expand, stride, residual in model._blocks:
+        y = h
+        if has_expand:
+            y = _mn_conv_norm(g, model, name + '_expand', y, 1, True)
+        y = _mn_conv_norm(g, model, name + '_depthwise', y, stride, True)
+        y = _mn_conv_norm(g, model, name + '_project', y, 1, False)
+        h = g.op('Add', [h, y]) if residual else y
+        if name == mn.FINE_BLOCK:
+            fine = h
+    # legacy TF ResizeBilinear of the coarse features to the fine ones' H x W
+    nc = g.op('Slice', [g.op('Shape', [h]), g.const('rs/0', [0], np.int64),
+                        g.const('rs/2', [2], np.int64)])
+    hw = g.op('Slice', [g.op('Shape', [fine]), g.const('rs/2b', [2], np.int64),
+                        g.const('rs/4', [4], np.int64)])
+    sizes = g.op('Concat', [nc, hw], axis=0)
+    coarse = g.op('Resize', [h, '', '', sizes], mode='linear',
+                  coordinate_transformation_mode='asymmetric')
+    feature = g.op('Concat', [fine, coarse], axis=1)
+    pafs, heatmaps = [], []
+    h = feature
+    for stage in range(1, mn.N_STAGES + 1):
+        outs = {}
+        for branch in ('L1', 'L2'):
+            b = h
+            n = len(mn.STAGE_KSIZES)
+            for i in range(1, n + 1):
+                name = 'MConv_Stage%d_%s_%d' % (stage, branch, i)
+                b = _mn_conv(g, model[name + '_depthwise'], b, 1, name + '_depthwise')
+                b = _mn_conv(g, model[name + '_pointwise'], b, 1, name + '_pointwise')
+                bn = model[name + '_pointwise_bn']
+                b = g.op('BatchNormalization',
+                         [b, g.const(name + '_bn/gamma', bn.gamma.array),
+                          g.const(name + '_bn/beta', bn.beta.array),
+                          g.const(name + '_bn/mean', bn.avg_mean),
+                          g.const(name + '_bn/var', bn.avg_var)], epsilon=float(bn.eps))
+                if i < n:
+                    b = g.op('Relu', [b])
+            outs[branch] = b
+        pafs.append((g.op('Identity', [outs['L1']], name='pafs_%d' % stage), mn.N_PAFS))
+        heatmaps.append((g.op('Identity', [outs['L2']], name='heatmaps_%d' % stage),
+                         mn.N_HEATMAPS))
+        if stage < mn.N_STAGES:
+            h = g.op('Concat', [outs['L1'], outs['L2'], feature], axis=1)
+    return pafs + heatmaps
+
+
+def to_onnx(model, arch):
+    """The ``onnx.ModelProto`` of a Chainer pose net ``model`` of architecture ``arch``."""
+    if arch not in ARCHS:
+        raise cli.UserError('unknown architecture %r (known: %s)' % (arch, ', '.join(ARCHS)))
+    g = _Graph()
+    outputs = _export_mobilenet(g, model) if arch == 'mobilenet' else _export_cmu(g, model, arch)
+    return g.model(outputs, arch)
+
+
+def load_chainer_model(arch, weights_file):
+    """The Chainer net ``arch`` with ``weights_file`` loaded (one-line errors)."""
+    if arch in ('facenet', 'handnet'):
+        from face_detector import load_keypoint_net
+        return load_keypoint_net(arch, weights_file)
+    from pose_detector import load_model
+    return load_model(arch, weights_file)
+
+
+def export(arch, weights_file, out_path):
+    """Write the ONNX file of ``arch`` with ``weights_file``'s weights to ``out_path``."""
+    if arch not in ARCHS:
+        raise cli.UserError('unknown architecture %r (known: %s)' % (arch, ', '.join(ARCHS)))
+    import_onnx()  # fail before loading weights
+    model = load_chainer_model(arch, weights_file)
+    data = to_onnx(model, arch).SerializeToString()
+    cli.write_bytes_atomic(out_path, data)
+    return len(data)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description='Export a pose net to ONNX (dynamic N, H, W).')
+    p.add_argument('arch', choices=ARCHS, help='network architecture')
+    p.add_argument('weights', help='Chainer weights (.npz, from convert_model.py)')
+    p.add_argument('out', help='ONNX file to write')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if os.path.isdir(args.out):
+        raise cli.UserError('%s: is a directory' % args.out)
+    n = export(args.arch, args.weights, args.out)
+    print('Wrote %s (%s, %.1f MB)' % (args.out, args.arch, n / 1e6))
+    return 0
+
+
+if __name__ == '__main__':
+    cli.run_main(main)
