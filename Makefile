@@ -25,5 +25,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Multi-process training (ChainerMN over MPI): Debian's Open MPI (apt-get, as root; skipped
+# when mpiexec exists), then mpi4py into .venv.
+.PHONY: mpi
+mpi: $(STAMP)
+	@command -v mpiexec >/dev/null || { [ "$$(id -u)" = 0 ] || { echo "error: mpiexec not found: as root run apt-get install openmpi-bin libopenmpi-dev, then make mpi" >&2; exit 2; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev >/dev/null; }
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-mpi.txt
+	$(PY) -c "from mpi4py import MPI; import chainermn; print('mpi ready:', MPI.Get_library_version().splitlines()[0])"
+
 clean:
 	rm -rf $(VENV) result.png

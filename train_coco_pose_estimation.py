@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+import warnings
 
 import numpy as np
 
@@ -138,6 +139,34 @@ class FreezeSchedule(object):
         self.active = bool(serializer('active', self.active))
 
 
+class AggregateObservations(object):
+    """Multi-process job: the log shows the loss of the global batch (``mean`` keys: mean
+    over ranks) and the images all ranks skipped (``total`` keys: sum), in one exchange.
+
+    (ChainerMN's ObservationAggregator fails on reported Variables when ChainerX is not
+    built: it calls ``Variable.to_device('native')``.)  Every rank observes the same keys
+    at the same iterations, so the exchanges line up.
+    """
+    trigger = (1, 'iteration')
+    priority = 200  # PRIORITY_EDITOR: after the writers, before LogReport reads
+    name = 'AggregateObservations'
+
+    def __init__(self, comm, mean, total):
+        self.comm, self.mean, self.total = comm, mean, total
+
+    def __call__(self, trainer):
+        import chainer
+        obs = trainer.observation
+        keys = [k for k in self.mean + self.total if k in obs]
+        if not keys:
+            return
+        local = np.array([float(chainer.backend.CpuDevice().send(
+            obs[k].array if isinstance(obs[k], chainer.Variable) else obs[k])) for k in keys])
+        summed = self.comm.allreduce_obj(local)
+        for k, v in zip(keys, summed):
+            obs[k] = v / self.comm.size if k in self.mean else int(v)
+
+
 # ----------------------------------------------------------------------------- setup
 
 def load_initmodel(model, arch, path):
@@ -189,13 +218,125 @@ def remove_stale_temporaries(out):
             shutil.rmtree(p, ignore_errors=True)
 
 
-def build_trainer(args, model=None):
-    """The configured ``Trainer`` (and the training dataset); ``model`` overrides --arch."""
+# ----------------------------------------------------------------------------- ChainerMN
+
+# ``naive`` runs anywhere (CPU or GPU arrays, plain MPI); the others need CuPy (and NCCL).
+COMMUNICATORS = ('naive', 'pure_nccl', 'flat', 'hierarchical', 'two_dimensional', 'single_node')
+
+
+def mpi_world_size():
+    """Processes started by mpiexec/srun (1 when not launched by an MPI runtime)."""
+    for key in ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'MV2_COMM_WORLD_SIZE'):
+        if os.environ.get(key, '').isdigit():
+            return int(os.environ[key])
+    return 1
+
+
+def create_communicator(name):
+    """A ChainerMN communicator; chainermn and mpi4py are imported only here."""
+    try:
+        from mpi4py import MPI  # noqa: F401  (initialises MPI; fails without libmpi)
+    except (ImportError, RuntimeError, OSError) as e:
+        raise cli.UserError('--communicator %s needs MPI and mpi4py (%s): install them with '
+                            '`make mpi`' % (name, str(e).splitlines()[0] if str(e) else
+                                            type(e).__name__))
+    if name != 'naive':
+        try:
+            import cupy  # noqa: F401
+        except ImportError:
+            raise cli.UserError('--communicator %s runs on GPUs and needs CuPy with NCCL (pip '
+                                'install cupy-cuda12x matching your CUDA); on CPU use '
+                                '--communicator naive' % name)
+    import chainermn
+    import chainermn.global_except_hook
+    # an uncaught exception on one rank aborts the whole job (mpi4py's MPI_Finalize at exit
+    # would otherwise wait for ranks blocked in a collective: a hang)
+    chainermn.global_except_hook.add_hook()
+    try:
+        return chainermn.create_communicator(name)
+    except Exception as e:  # NCCL/CUDA set-up failures come as many types
+        raise cli.UserError('--communicator %s: cannot create it (%s: %s)'
+                            % (name, type(e).__name__, str(e).splitlines()[0] if str(e) else ''))
+
+
+def use_accurate_multi_node_batch_norm():
+    """Make ChainerMN's MPI batch norm compute the global variance in float64.
+
+    ChainerMN 7.8.1 averages E[x] and E[x^2] over ranks in the input's float32 and takes
+    E[x^2] - E[x]^2, which cancels where the mean is large against the spread: on coco_mini
+    (MobileNet, 2 ranks x 2 images) gradients came out up to 1 % off one process with
+    4 images.  Accumulating the same two moments in float64 keeps one exchange per layer and
+    matched one process to ~1e-6.  (The NCCL path of pure_nccl is left as ChainerMN has it.)
+    """
+    from chainermn.functions import batch_normalization as mnbn
+
+    class AccurateMpiImpl(mnbn._MpiImpl):
+        def get_mean_and_var(self, axis, gamma, x, xp, interm_dtype):
+            n = gamma.size
+            moments = xp.empty(2 * n, dtype=xp.float64)
+            x.mean(axis=axis, out=moments[:n], dtype=xp.float64)
+            xp.square(x, dtype=xp.float64).mean(axis=axis, out=moments[n:])
+            self.comm._multi_node_mean(None, moments)
+            mean = moments[:n]
+            var = xp.maximum(moments[n:] - xp.square(mean), 0)
+            return mean.astype(gamma.dtype), var.astype(gamma.dtype)
+
+    if not getattr(mnbn._MpiImpl, 'accurate', False):
+        AccurateMpiImpl.accurate = True
+        mnbn._MpiImpl = AccurateMpiImpl
+
+
+def scatter(dataset, comm, shuffle):
+    """This rank's part of ``dataset`` (equal lengths on all ranks, as the multi-node
+    updater and evaluator need).  Every rank builds the dataset itself from the COCO
+    directory and takes its index range (``chainermn.datasets.scatter_index``):
+    ``scatter_dataset`` would pickle the whole dataset from rank 0, and the loader's shared
+    skipped-image counter cannot be pickled outside process start-up."""
+    import chainer
+    import chainermn
+    begin, end = chainermn.datasets.scatter_index(len(dataset), comm)
+    order = None
+    if shuffle:
+        order = comm.bcast_obj(np.random.permutation(len(dataset)) if comm.rank == 0 else None)
+    return chainer.datasets.SubDataset(dataset, begin, end, order)
+
+
+def weights_digest(model):
+    """SHA-256 of every array ``model_iter_N`` would hold (names, dtypes, shapes, bytes)."""
+    import hashlib
+    import chainer
+    s = chainer.serializers.DictionarySerializer()
+    s.save(model)
+    h = hashlib.sha256()
+    for key in sorted(s.target):
+        a = np.ascontiguousarray(chainer.backend.CpuDevice().send(s.target[key]))
+        h.update(('%s|%s|%s|' % (key, a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def check_same_weights(comm, model, when):
+    """Print this rank's weights digest; fail (every rank) if the ranks differ."""
+    digest = weights_digest(model)
+    print('rank %d/%d: weights sha256 %s (%s)' % (comm.rank, comm.size, digest, when),
+          flush=True)
+    digests = comm.mpi_comm.allgather(digest)
+    if len(set(digests)) != 1:
+        raise cli.UserError('the %d ranks hold different weights %s (sha256 %s)'
+                            % (comm.size, when, ', '.join(d[:12] for d in digests)))
+
+
+def build_trainer(args, model=None, comm=None):
+    """The configured ``Trainer`` (and the training dataset); ``model`` overrides --arch.
+
+    ``comm`` (a ChainerMN communicator): this process is one rank of a data-parallel job.
+    """
     import chainer
     from chainer import training
     from chainer.training import extensions
     import coco_data_loader
     from models import get_model_class
+    rank0 = comm is None or comm.rank == 0
 
     if args.arch not in params['pose_archs']:
         raise cli.UserError('--arch %s: not a body-pose architecture (choose from %s)'
@@ -210,12 +351,20 @@ def build_trainer(args, model=None):
 
     # data first: a missing COCO directory or mask is reported before building the net
     train = coco_data_loader.CocoDataLoader(args.coco_dir, 'train', args.insize,
+                                            deterministic=args.deterministic,
                                             pad_value=arch['pad_value'])
     val = coco_data_loader.CocoDataLoader(args.coco_dir, 'val', args.insize, augment=True,
                                           deterministic=True, n_samples=args.val_samples,
                                           pad_value=arch['pad_value'])
+    shuffle = not args.deterministic
+    train_data, val_data = train, val
+    if comm is not None:
+        train_data = scatter(train, comm, shuffle)
+        val_data = scatter(val, comm, shuffle=False)
 
     if model is None:
+        if args.deterministic:
+            np.random.seed(0)  # the same initial weights in every run (Chainer's initializers)
         model = get_model_class(args.arch)()
     from_vgg = False
     vgg_default = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -225,18 +374,32 @@ def build_trainer(args, model=None):
         args.initmodel = vgg_default
     if args.initmodel:
         kind = load_initmodel(model, args.arch, args.initmodel)
-        print('initialised %s from %s (%s)' % (args.arch, args.initmodel, kind))
+        if rank0:
+            print('initialised %s from %s (%s)' % (args.arch, args.initmodel, kind))
         from_vgg = kind == 'vgg19'
-    elif args.arch == 'posenet' and not args.resume:
+    elif args.arch == 'posenet' and not args.resume and rank0:
         print('warning: training CocoPoseNet from random weights: %s not found (make it with '
               '`python convert_model.py vgg19 VGG_ILSVRC_19_layers.caffemodel %s` or pass '
               '--initmodel)' % (params['vgg19_weights'], params['vgg19_weights']),
               file=sys.stderr)
+    if comm is not None:
+        import chainermn
+        if any(isinstance(link, chainer.links.BatchNormalization) for link in model.links()):
+            # batch statistics over the whole global batch (all ranks), as one process with
+            # N times the batch would compute them; same parameter names, so model_iter_N
+            # loads into the plain network
+            use_accurate_multi_node_batch_norm()
+            with warnings.catch_warnings():  # "MultiNodeBatchNormalization is experimental"
+                warnings.simplefilter('ignore', FutureWarning)
+                model = chainermn.links.create_mnbn_model(model, comm)
     model.to_device(device)
     device.use()
 
     loss_chain = make_loss_chain(model, arch['norm'])
     optimizer = chainer.optimizers.Adam(alpha=args.alpha, beta1=0.9, beta2=0.999, eps=1e-8)
+    if comm is not None:
+        # averages the gradients of all ranks before each Adam step
+        optimizer = chainermn.create_multi_node_optimizer(optimizer, comm)
     optimizer.setup(loss_chain)
     if args.arch == 'posenet':
         # The original scaled these layers' gradients by 1/4, which Adam's per-parameter
@@ -248,15 +411,18 @@ def build_trainer(args, model=None):
 
     if args.loaderjob:
         train_iter = chainer.iterators.MultiprocessIterator(
-            train, args.batchsize, n_processes=args.loaderjob, shared_mem=None)
+            train_data, args.batchsize, n_processes=args.loaderjob, shared_mem=None,
+            shuffle=shuffle)
     else:
-        train_iter = chainer.iterators.SerialIterator(train, args.batchsize)
-    val_iter = chainer.iterators.SerialIterator(val, args.valbatchsize, repeat=False,
+        train_iter = chainer.iterators.SerialIterator(train_data, args.batchsize,
+                                                      shuffle=shuffle)
+    val_iter = chainer.iterators.SerialIterator(val_data, args.valbatchsize, repeat=False,
                                                 shuffle=False)
 
     updater = training.updaters.StandardUpdater(train_iter, optimizer, device=device)
-    os.makedirs(args.out, exist_ok=True)
-    remove_stale_temporaries(args.out)
+    if rank0:
+        os.makedirs(args.out, exist_ok=True)
+        remove_stale_temporaries(args.out)
     trainer = training.Trainer(updater, (args.iteration, 'iteration'), args.out)
 
     interval = args.snapshot_interval
@@ -278,8 +444,36 @@ def build_trainer(args, model=None):
     if args.arch == 'posenet':
         trainer.extend(FreezeSchedule([getattr(model, n) for n in VGG19_FRONT],
                                       params['vgg_freeze_iterations'], from_vgg))
-    trainer.extend(extensions.Evaluator(val_iter, loss_chain, device=device,
-                                        eval_func=eval_func), trigger=val_trigger)
+    evaluator = extensions.Evaluator(val_iter, loss_chain, device=device, eval_func=eval_func)
+    if comm is not None:
+        # each rank evaluates its part of the validation images; results averaged over ranks
+        evaluator = chainermn.create_multi_node_evaluator(evaluator, comm)
+    trainer.extend(evaluator, trigger=val_trigger)
+    trainer.extend(extensions.observe_value('skipped_images', lambda t: train.skipped_images),
+                   trigger=log_trigger)
+    if comm is not None:
+        trainer.extend(AggregateObservations(comm, ('main/loss', 'main/paf', 'main/heat'),
+                                             ('skipped_images',)))
+    if rank0:
+        add_writers(trainer, args, model, optimizer, log_trigger, at_interval)
+    if args.resume:
+        load_snapshot(trainer, args.resume, comm)
+    if comm is not None:
+        # Rank 0's weights to all ranks (random initialisations differ); mark the optimizer
+        # as set up so that its first update is a real step (ChainerMN's multi-node optimizer
+        # otherwise spends the first update on this broadcast and does not step).
+        comm.bcast_data(loss_chain)
+        optimizer.is_changed(loss_chain)
+        if args.resume:
+            check_same_weights(comm, model, 'after resuming at iteration %d'
+                               % updater.iteration)
+    return trainer, train
+
+
+def add_writers(trainer, args, model, optimizer, log_trigger, at_interval):
+    """Snapshots, log, console and plot: one writer (rank 0 of a multi-process job)."""
+    import chainer
+    from chainer.training import extensions
     # Uncompressed: zlib gains ~7 % on float weights but takes ~20 s for a CocoPoseNet trainer
     # snapshot (model + Adam's two moments, ~630 MB) on one core.
     save = functools.partial(chainer.serializers.save_npz, compression=False)
@@ -289,8 +483,6 @@ def build_trainer(args, model=None):
     trainer.extend(extensions.snapshot_object(model, 'model_iter_{.updater.iteration}',
                                               savefun=save), trigger=at_interval)
     trainer.extend(extensions.observe_value('alpha', lambda t: optimizer.alpha),
-                   trigger=log_trigger)
-    trainer.extend(extensions.observe_value('skipped_images', lambda t: train.skipped_images),
                    trigger=log_trigger)
     trainer.extend(extensions.LogReport(trigger=log_trigger))
     trainer.extend(extensions.PrintReport([
@@ -302,15 +494,36 @@ def build_trainer(args, model=None):
     if args.progress:
         trainer.extend(extensions.ProgressBar(update_interval=args.log_interval))
 
-    if args.resume:
-        path = latest_snapshot(args.resume)
-        try:
-            chainer.serializers.load_npz(path, trainer)
-        except (KeyError, ValueError, OSError) as e:
-            raise cli.UserError('--resume %s: not a snapshot of this training setup (%s)'
-                                % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
-        print('resumed from %s at iteration %d' % (path, updater.iteration))
-    return trainer, train
+
+def load_snapshot(trainer, resume, comm=None):
+    """Load the trainer snapshot ``resume`` (a file or an out directory's newest).
+
+    In a multi-process job rank 0 picks and reads the file and broadcasts its bytes: every
+    rank loads the very same snapshot, whether or not the other nodes see the out directory
+    (and whatever rank 0 writes later).
+    """
+    import io
+    import chainer
+    if comm is None:
+        path = source = latest_snapshot(resume)
+    else:
+        data = None
+        if comm.rank == 0:
+            path = latest_snapshot(resume)
+            try:
+                with open(path, 'rb') as f:
+                    data = (path, f.read())
+            except OSError as e:
+                raise cli.UserError('--resume %s: cannot read (%s)' % (path, e.strerror or e))
+        path, raw = comm.bcast_obj(data)
+        source = io.BytesIO(raw)
+    try:
+        chainer.serializers.load_npz(source, trainer)
+    except (KeyError, ValueError, OSError) as e:
+        raise cli.UserError('--resume %s: not a snapshot of this training setup (%s)'
+                            % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    if comm is None or comm.rank == 0:
+        print('resumed from %s at iteration %d' % (path, trainer.updater.iteration))
 
 
 def parse_args(argv=None):
@@ -342,6 +555,14 @@ def parse_args(argv=None):
     p.add_argument('--keep-snapshots', type=int, default=3,
                    help='trainer snapshots kept (model_iter_N are all kept; -1: keep all)')
     p.add_argument('--no-progress', dest='progress', action='store_false')
+    p.add_argument('--communicator', choices=COMMUNICATORS,
+                   help='data-parallel training over MPI ranks (run under mpiexec) with this '
+                   'ChainerMN communicator: naive (CPU) or pure_nccl (GPUs; each rank uses the '
+                   'GPU numbered by its rank on its machine); --batchsize is per rank')
+    p.add_argument('--deterministic', action='store_true',
+                   help='reproducible runs (tests, debugging): fixed initial weights, each '
+                   'training image always gets the same augmentation and batches follow the '
+                   'dataset order (no shuffling)')
     args = p.parse_args(argv)
     for name in ('batchsize', 'valbatchsize', 'iteration', 'snapshot_interval',
                  'val_interval', 'log_interval'):
@@ -354,12 +575,44 @@ def parse_args(argv=None):
 
 def main(argv=None, model=None):
     args = parse_args(argv)
-    trainer, train = build_trainer(args, model)
-    cli.write_bytes_atomic(os.path.join(args.out, 'params.json'),
-                           json.dumps(vars(args), indent=2).encode())
-    trainer.run()
-    if train.skipped_images:
-        print('skipped %d undecodable images' % train.skipped_images)
+    if not args.communicator:
+        if mpi_world_size() > 1:
+            raise cli.UserError('started by mpiexec as %d processes without --communicator: '
+                                'each would train alone into the same files; add '
+                                '--communicator naive (CPU) or pure_nccl (GPUs)'
+                                % mpi_world_size())
+        trainer, train = build_trainer(args, model)
+        cli.write_bytes_atomic(os.path.join(args.out, 'params.json'),
+                               json.dumps(vars(args), indent=2).encode())
+        trainer.run()
+        if train.skipped_images:
+            print('skipped %d undecodable images' % train.skipped_images)
+        return 0
+
+    comm = create_communicator(args.communicator)
+    try:
+        if args.communicator != 'naive':
+            args.gpu = comm.intra_rank  # one GPU per rank of a machine
+        elif args.gpu >= 0:
+            args.gpu += comm.intra_rank
+        trainer, train = build_trainer(args, model, comm)
+        if comm.rank == 0:
+            cli.write_bytes_atomic(os.path.join(args.out, 'params.json'), json.dumps(
+                dict(vars(args), ranks=comm.size), indent=2).encode())
+        trainer.run()
+        check_same_weights(comm, trainer.updater.get_optimizer('main').target.model,
+                           'after iteration %d' % trainer.updater.iteration)
+        skipped = comm.allreduce_obj(train.skipped_images)
+        if skipped and comm.rank == 0:
+            print('skipped %d undecodable images' % skipped)
+    except (cli.UserError, KeyboardInterrupt) as e:
+        if comm.size == 1:
+            raise
+        # the other ranks may wait in a collective operation: end the whole job
+        print('error: %s' % e if isinstance(e, cli.UserError) else 'interrupted',
+              file=sys.stderr, flush=True)
+        from mpi4py import MPI
+        MPI.COMM_WORLD.Abort(2 if isinstance(e, cli.UserError) else 130)
     return 0
 
 

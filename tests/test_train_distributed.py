@@ -1,0 +1,244 @@
+"""train_coco_pose_estimation.py --communicator: ChainerMN data-parallel training over MPI.
+
+Two MPI processes on CPU (the ``naive`` communicator) train on coco_mini at a small insize.
+Needs Open MPI and mpi4py: installed by ``make mpi`` (this module runs it when they are
+missing, and is skipped only when that fails, with the reason).
+"""
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from coco_mini import make_coco_dir
+import gen_ignore_mask
+
+TRAIN = os.path.join(REPO, 'train_coco_pose_estimation.py')
+MPIEXEC = ['mpiexec', '--allow-run-as-root', '--oversubscribe', '-n', '2']
+SMALL = ['--insize', '64', '--valbatchsize', '1', '--val-samples', '2', '--no-progress']
+
+
+def mpi_problem():
+    """Why 2-rank jobs cannot run here (None when they can)."""
+    if not shutil.which('mpiexec'):
+        return 'mpiexec not found'
+    p = subprocess.run([sys.executable, '-c', 'from mpi4py import MPI; import chainermn'],
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode:
+        return 'mpi4py does not load in %s: %s' % (
+            sys.executable, (p.stderr.strip().splitlines() or ['?'])[-1])
+    return None
+
+
+@pytest.fixture(scope='module')
+def mpi():
+    why = mpi_problem()
+    if why:
+        make = subprocess.run(['make', '-s', '-C', REPO, 'mpi'], capture_output=True, text=True,
+                              timeout=900)
+        why = mpi_problem() if make.returncode == 0 else '`make mpi` failed: %s' % (
+            (make.stderr.strip().splitlines() or ['exit %d' % make.returncode])[-1])
+    if why:
+        print('skipping the MPI tests: %s' % why, file=sys.stderr)
+        pytest.skip('MPI cannot be installed: %s' % why)
+
+
+@pytest.fixture(scope='module')
+def coco_dir(tmp_path_factory):
+    root = make_coco_dir(str(tmp_path_factory.mktemp('coco')))
+    for split in ('train', 'val'):
+        gen_ignore_mask.process_split(root, split, progress=False)
+    return root
+
+
+def mpirun(*args, timeout=300):
+    return subprocess.run(MPIEXEC + [sys.executable, TRAIN, '--communicator', 'naive']
+                          + list(args), capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
+def load_all(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def npz_digest(path):
+    """SHA-256 over a saved model's arrays (names, dtypes, shapes, bytes), computed from the
+    file: what each rank reports for the weights it holds."""
+    h = hashlib.sha256()
+    arrays = load_all(path)
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(('%s|%s|%s|' % (key, a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def rank_digests(stdout, when):
+    """{rank: sha256} from the lines the ranks print (``when`` e.g. 'after iteration 4')."""
+    found = dict(re.findall(r'rank (\d)/2: weights sha256 ([0-9a-f]{64}) \(%s\)'
+                            % re.escape(when), stdout))
+    assert set(found) == {'0', '1'}, stdout[-3000:]
+    return found
+
+
+def test_two_ranks_step_equals_one_process_with_double_batch(tmp_path, coco_dir, mpi):
+    """One Adam step of 2 ranks x 2 images == one process x 4 images (the same 4 images:
+    --deterministic fixes the initial weights and augmentation and disables shuffling).
+    CocoPoseNet has no batch norm, so the only differences are float32 summation order."""
+    common = ['--arch', 'posenet', '--coco-dir', coco_dir, '--iteration', '1',
+              '--snapshot-interval', '1', '--val-interval', '100', '--log-interval', '1',
+              '--alpha', '1e-4', '--alpha-decay-at', '--deterministic', *SMALL]
+    two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
+    p = mpirun('--out', two, '--batchsize', '2', *common)
+    assert p.returncode == 0, p.stderr[-3000:]
+    q = subprocess.run([sys.executable, TRAIN, '--out', one, '--batchsize', '4'] + common,
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert q.returncode == 0, q.stderr[-3000:]
+    try:
+        assert set(rank_digests(p.stdout, 'after iteration 1').values()) == {
+            npz_digest(os.path.join(two, 'model_iter_1'))}
+        s2 = load_all(os.path.join(two, 'snapshot_iter_1'))
+        s1 = load_all(os.path.join(one, 'snapshot_iter_1'))
+        # a real step on both sides (ChainerMN's optimizer would spend step 1 broadcasting)
+        assert s2['updater/optimizer:main/t'] == s1['updater/optimizer:main/t'] == 1
+        params = [k[len('updater/model:main/model/'):] for k in s1
+                  if k.startswith('updater/model:main/model/')]
+        assert len(params) > 100
+        for name in params:
+            for kind in ('updater/model:main/model/%s', 'updater/optimizer:main/model/%s/m',
+                         'updater/optimizer:main/model/%s/v'):
+                a = s1[kind % name].astype(np.float64)
+                b = s2[kind % name].astype(np.float64)
+                # parameters and Adam's moments (m: the averaged gradient), per array
+                assert np.linalg.norm(b - a) <= 1e-5 * np.linalg.norm(a), (kind % name)
+        # the biases start at zero: after one step they are the step itself
+        b = s1['updater/model:main/model/Mconv7_stage6_L1/b']
+        assert np.abs(b).max() > 0.5e-4
+    finally:  # ~1.7 GB of CocoPoseNet snapshots
+        shutil.rmtree(two, ignore_errors=True)
+        shutil.rmtree(one, ignore_errors=True)
+
+
+def children(pid):
+    with open('/proc/%d/task/%d/children' % (pid, pid)) as f:
+        return [int(c) for c in f.read().split()]
+
+
+def mpi_rank_of(pid):
+    try:
+        with open('/proc/%d/environ' % pid, 'rb') as f:
+            env = dict(kv.split(b'=', 1) for kv in f.read().split(b'\0') if b'=' in kv)
+    except OSError:
+        return None
+    rank = env.get(b'OMPI_COMM_WORLD_RANK')
+    return None if rank is None else int(rank)
+
+
+def alive(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return f.read().split(')')[-1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_killed_rank_stops_the_job_and_resume_continues_on_all_ranks(tmp_path, coco_dir, mpi):
+    out = str(tmp_path / 'out')
+    args = ['--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', out, '--batchsize', '2',
+            '--log-interval', '1', '--snapshot-interval', '2', '--val-interval', '2', *SMALL]
+    log = open(str(tmp_path / 'first.log'), 'w')
+    proc = subprocess.Popen(MPIEXEC + [sys.executable, TRAIN, '--communicator', 'naive',
+                                       '--iteration', '100'] + args,
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while not os.path.exists(os.path.join(out, 'snapshot_iter_2')):
+            assert proc.poll() is None, open(log.name).read()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.1)
+        ranks = {mpi_rank_of(c): c for c in children(proc.pid)}
+        assert set(ranks) >= {0, 1}, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        start = time.time()
+        # the whole job ends (mpiexec takes the other rank down), non-zero, without a hang
+        rc = proc.wait(timeout=60)
+        assert rc != 0
+        assert time.time() - start < 60
+        deadline = time.time() + 10
+        while alive(ranks[0]) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not alive(ranks[0])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+    snaps = sorted(int(f.split('_')[-1]) for f in os.listdir(out)
+                   if f.startswith('snapshot_iter_'))
+    assert snaps and snaps[-1] >= 2
+    last = snaps[-1]
+    end = last + 2
+    p = mpirun('--iteration', str(end), '--resume', out, *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert 'resumed from %s at iteration %d' % (os.path.join(out, 'snapshot_iter_%d' % last),
+                                                 last) in p.stdout
+    # both ranks loaded the same snapshot, and after training hold the same weights: the
+    # ones rank 0 wrote to model_iter_<end>
+    resumed = rank_digests(p.stdout, 'after resuming at iteration %d' % last)
+    assert resumed['0'] == resumed['1']
+    final = rank_digests(p.stdout, 'after iteration %d' % end)
+    assert final['0'] == final['1'] == npz_digest(os.path.join(out, 'model_iter_%d' % end))
+    assert final['0'] != resumed['0']
+    with open(os.path.join(out, 'log')) as f:
+        import json
+        entries = json.load(f)
+    its = [e['iteration'] for e in entries]
+    assert its[-2:] == [last + 1, end] and its == sorted(set(its))
+    assert 'validation/main/loss' in entries[-1]
+    state = load_all(os.path.join(out, 'snapshot_iter_%d' % end))
+    assert state['updater/iteration'] == end
+    assert state['updater/optimizer:main/t'] == end  # Adam went on from the snapshot
+    # rank 0 alone wrote: one log line per iteration, no stray temporaries
+    assert not [f for f in os.listdir(out) if f.startswith('tmp')]
+    assert p.stdout.count('resumed from') == 1
+
+
+def test_missing_mpi4py_names_make_target(tmp_path, coco_dir):
+    p = subprocess.run([sys.executable, '-c', 'import sys; sys.modules["mpi4py"] = None; '
+                        'sys.argv[0] = %r; exec(open(%r).read())' % (TRAIN, TRAIN),
+                        '--communicator', 'naive', '--coco-dir', coco_dir,
+                        '--out', str(tmp_path / 'o')],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert 'make mpi' in p.stderr and 'mpi4py' in p.stderr
+
+
+def test_mpiexec_without_communicator_is_refused(tmp_path, coco_dir):
+    env = dict(os.environ, OMPI_COMM_WORLD_SIZE='2')
+    p = subprocess.run([sys.executable, TRAIN, '--coco-dir', coco_dir, '--out',
+                        str(tmp_path / 'o')], capture_output=True, text=True, cwd=REPO,
+                       timeout=60, env=env)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert '--communicator naive' in p.stderr
+    assert not os.path.exists(tmp_path / 'o')
+
+
+def test_single_process_does_not_import_chainermn(tmp_path, coco_dir):
+    code = ('import sys; sys.path.insert(0, %r); import train_coco_pose_estimation as t; '
+            't.build_trainer(t.parse_args(["--arch", "mobilenet", "--coco-dir", %r, "--out", %r,'
+            ' "--batchsize", "2", "--no-progress"])); '
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("chainermn", "mpi4py")))'
+            % (REPO, coco_dir, str(tmp_path / 'o')))
+    p = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=REPO,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == '[]'
