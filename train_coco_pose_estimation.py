@@ -17,6 +17,16 @@ Optimiser: Adam, alpha 1e-4 divided by 10 after 1/3 and 2/3 of the iterations (1
 of the default 300k, as the original).  CocoPoseNet started from VGG-19 (``--initmodel
 vgg19.npz``) keeps the VGG layers frozen for the first 2000 iterations, then trains them at
 a quarter of the learning rate.
+
+Several processes (``mpiexec -n N ... --communicator naive|pure_nccl``): data-parallel
+training with ChainerMN.  Each rank takes its share of the training and validation images,
+computes the loss of its ``--batchsize`` images, and ChainerMN's multi-node optimizer averages
+the gradients before every Adam step (so N ranks x B images step like one process with N*B
+images); batch norms (MobileNet's refinement stages) use the statistics of the whole global
+batch.  Rank 0 alone writes the log, plots and snapshots; ``--resume`` is read by rank 0 and
+broadcast, so every rank starts from the same state.  ``pure_nccl`` puts rank r of a machine
+on its GPU r; ``naive`` works on CPUs.  ChainerMN and mpi4py are imported only with
+``--communicator``.
 """
 import argparse
 import functools
@@ -26,6 +36,7 @@ import re
 import shutil
 import sys
 import warnings
+import zipfile
 
 import numpy as np
 
@@ -259,33 +270,6 @@ def create_communicator(name):
                             % (name, type(e).__name__, str(e).splitlines()[0] if str(e) else ''))
 
 
-def use_accurate_multi_node_batch_norm():
-    """Make ChainerMN's MPI batch norm compute the global variance in float64.
-
-    ChainerMN 7.8.1 averages E[x] and E[x^2] over ranks in the input's float32 and takes
-    E[x^2] - E[x]^2, which cancels where the mean is large against the spread: on coco_mini
-    (MobileNet, 2 ranks x 2 images) gradients came out up to 1 % off one process with
-    4 images.  Accumulating the same two moments in float64 keeps one exchange per layer and
-    matched one process to ~1e-6.  (The NCCL path of pure_nccl is left as ChainerMN has it.)
-    """
-    from chainermn.functions import batch_normalization as mnbn
-
-    class AccurateMpiImpl(mnbn._MpiImpl):
-        def get_mean_and_var(self, axis, gamma, x, xp, interm_dtype):
-            n = gamma.size
-            moments = xp.empty(2 * n, dtype=xp.float64)
-            x.mean(axis=axis, out=moments[:n], dtype=xp.float64)
-            xp.square(x, dtype=xp.float64).mean(axis=axis, out=moments[n:])
-            self.comm._multi_node_mean(None, moments)
-            mean = moments[:n]
-            var = xp.maximum(moments[n:] - xp.square(mean), 0)
-            return mean.astype(gamma.dtype), var.astype(gamma.dtype)
-
-    if not getattr(mnbn._MpiImpl, 'accurate', False):
-        AccurateMpiImpl.accurate = True
-        mnbn._MpiImpl = AccurateMpiImpl
-
-
 def scatter(dataset, comm, shuffle):
     """This rank's part of ``dataset`` (equal lengths on all ranks, as the multi-node
     updater and evaluator need).  Every rank builds the dataset itself from the COCO
@@ -388,7 +372,6 @@ def build_trainer(args, model=None, comm=None):
             # batch statistics over the whole global batch (all ranks), as one process with
             # N times the batch would compute them; same parameter names, so model_iter_N
             # loads into the plain network
-            use_accurate_multi_node_batch_norm()
             with warnings.catch_warnings():  # "MultiNodeBatchNormalization is experimental"
                 warnings.simplefilter('ignore', FutureWarning)
                 model = chainermn.links.create_mnbn_model(model, comm)
@@ -517,9 +500,25 @@ def load_snapshot(trainer, resume, comm=None):
                 raise cli.UserError('--resume %s: cannot read (%s)' % (path, e.strerror or e))
         path, raw = comm.bcast_obj(data)
         source = io.BytesIO(raw)
+    ignore = None
     try:
-        chainer.serializers.load_npz(source, trainer)
-    except (KeyError, ValueError, OSError) as e:
+        with np.load(source) as z:
+            key = 'updater/iterator:main/'
+            order = z[key + 'order'] if key + 'order' in z.files else None
+            position = int(z[key + 'current_position']) if (
+                key + 'current_position' in z.files) else 0
+        if hasattr(source, 'seek'):
+            source.seek(0)
+        n = len(trainer.updater.get_iterator('main').dataset)
+        if (order is not None and order.ndim == 1 and len(order) != n) or position >= n:
+            # saved by a run with another number of processes (each rank holds its part of
+            # the data): weights, optimizer and schedule go on, the data pass starts afresh
+            ignore = lambda name: name.startswith(key)  # noqa: E731
+            if comm is None or comm.rank == 0:
+                print('note: %s was saved with another number of processes: starting a new '
+                      'pass over the training data' % path)
+        chainer.serializers.load_npz(source, trainer, ignore_names=ignore)
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise cli.UserError('--resume %s: not a snapshot of this training setup (%s)'
                             % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
     if comm is None or comm.rank == 0:

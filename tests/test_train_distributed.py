@@ -5,6 +5,7 @@ Needs Open MPI and mpi4py: installed by ``make mpi`` (this module runs it when t
 missing, and is skipped only when that fails, with the reason).
 """
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -199,7 +200,6 @@ def test_killed_rank_stops_the_job_and_resume_continues_on_all_ranks(tmp_path, c
     assert final['0'] == final['1'] == npz_digest(os.path.join(out, 'model_iter_%d' % end))
     assert final['0'] != resumed['0']
     with open(os.path.join(out, 'log')) as f:
-        import json
         entries = json.load(f)
     its = [e['iteration'] for e in entries]
     assert its[-2:] == [last + 1, end] and its == sorted(set(its))
@@ -211,6 +211,26 @@ def test_killed_rank_stops_the_job_and_resume_continues_on_all_ranks(tmp_path, c
     assert not [f for f in os.listdir(out) if f.startswith('tmp')]
     assert p.stdout.count('resumed from') == 1
 
+    # a snapshot of 2 ranks goes on in one process (each rank's data order has half the
+    # images: the pass over the data restarts, weights and Adam state carry over)
+    q = subprocess.run([sys.executable, TRAIN, '--iteration', str(end + 1), '--resume', out]
+                       + args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert q.returncode == 0, q.stderr[-3000:]
+    assert 'another number of processes' in q.stdout
+    assert load_all(os.path.join(out, 'snapshot_iter_%d' % (end + 1)))[
+        'updater/optimizer:main/t'] == end + 1
+
+
+def test_error_on_one_rank_ends_the_job(tmp_path, coco_dir, mpi):
+    """Rank 0 fails (no such snapshot) while rank 1 waits for it: one error line, exit 2,
+    no hang."""
+    start = time.time()
+    p = mpirun('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+               '--resume', str(tmp_path / 'nope'), *SMALL, timeout=120)
+    assert p.returncode == 2
+    assert 'error: --resume %s: no such file' % (tmp_path / 'nope') in p.stderr
+    assert time.time() - start < 60
+
 
 def test_missing_mpi4py_names_make_target(tmp_path, coco_dir):
     p = subprocess.run([sys.executable, '-c', 'import sys; sys.modules["mpi4py"] = None; '
@@ -220,6 +240,16 @@ def test_missing_mpi4py_names_make_target(tmp_path, coco_dir):
                        capture_output=True, text=True, cwd=REPO, timeout=60)
     assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
     assert 'make mpi' in p.stderr and 'mpi4py' in p.stderr
+
+
+def test_gpu_communicator_without_cupy_is_one_line_error(tmp_path, coco_dir, mpi):
+    p = subprocess.run([sys.executable, '-c', 'import sys; sys.modules["cupy"] = None; '
+                        'sys.argv[0] = %r; exec(open(%r).read())' % (TRAIN, TRAIN),
+                        '--communicator', 'pure_nccl', '--coco-dir', coco_dir,
+                        '--out', str(tmp_path / 'o')],
+                       capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert 'CuPy' in p.stderr and '--communicator naive' in p.stderr
 
 
 def test_mpiexec_without_communicator_is_refused(tmp_path, coco_dir):
