@@ -44,8 +44,10 @@ def mpi():
     if why:
         make = subprocess.run(['make', '-s', '-C', REPO, 'mpi'], capture_output=True, text=True,
                               timeout=900)
+        lines = [l for l in make.stderr.splitlines() if l.strip() and not l.startswith('make')]
+        errors = [l for l in lines if 'error' in l.lower()]
         why = mpi_problem() if make.returncode == 0 else '`make mpi` failed: %s' % (
-            (make.stderr.strip().splitlines() or ['exit %d' % make.returncode])[-1])
+            (errors or lines or ['exit %d' % make.returncode])[0].strip())
     if why:
         print('skipping the MPI tests: %s' % why, file=sys.stderr)
         pytest.skip('MPI cannot be installed: %s' % why)
