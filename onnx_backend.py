@@ -91,6 +91,8 @@ def load_net(arch, weights_file, backend='chainer'):
     model = export_onnx.load_chainer_model(arch, weights_file)
     if backend == 'chainer':
         return model
-    data = export_onnx.to_onnx(model, arch).SerializeToString()
-    del model
+    proto = export_onnx.to_onnx(model, arch)
+    del model  # keep at most two copies of the weights alive at a time
+    data = proto.SerializeToString()
+    del proto
     return OnnxNet(data, arch)
