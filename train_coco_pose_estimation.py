@@ -528,7 +528,9 @@ def load_snapshot(trainer, resume, comm=None):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a PAF pose network on COCO 2017.')
     p.add_argument('--arch', '-a', choices=sorted(params['pose_archs']), default='posenet')
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    p.add_argument('--gpu', '-g', type=int, default=-1,
+                   help='GPU id (negative: CPU); with --communicator naive rank r of a machine '
+                   'uses GPU id + r, with the GPU communicators GPU r')
     p.add_argument('--batchsize', '-B', type=int, default=params['train_batchsize'])
     p.add_argument('--valbatchsize', '-b', type=int, default=params['val_batchsize'])
     p.add_argument('--val-samples', type=int, default=params['val_samples'],
