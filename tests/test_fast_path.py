@@ -100,9 +100,13 @@ def test_max_pool_matches_chainer_cover_all(shape):
     (17, 5, 7, 9, 12, 30000),       # 7x7 row split, kernel larger than some bands
     (16, 4, 7, 3, 4, 1 << 20),      # map smaller than the kernel
     (9, 7, 1, 5, 6, 1 << 20),       # 1x1
+    (256, 128, 3, 9, 7, 200000),    # Winograd: odd sizes, bands of 1-2 tile rows
+    (260, 130, 3, 1, 1, 1 << 20),   # Winograd on a 1x1 map
+    (256, 128, 3, 8, 12, 1 << 24),  # Winograd, even sizes, one band
 ])
 def test_conv2d_matches_chainer(monkeypatch, c, o, k, h, w, band):
     monkeypatch.setattr(_fast, 'BAND_BYTES', band)
+    monkeypatch.setattr(_fast, 'WINOGRAD_BAND_BYTES', band)
     rng = np.random.default_rng(c + k)
     x = rng.standard_normal((2, c, h, w)).astype(np.float32)
     W = rng.standard_normal((o, c, k, k)).astype(np.float32)
@@ -112,7 +116,7 @@ def test_conv2d_matches_chainer(monkeypatch, c, o, k, h, w, band):
         ref = (F.relu(ref) if relu else ref).array
         got = _fast.conv2d(x, W, b, k // 2, relu)
         assert got.flags.c_contiguous
-        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max(), (c, k, relu)
 
 
 def test_training_keeps_the_differentiable_path():
