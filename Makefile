@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+ONNX_STAMP := $(VENV)/.installed-onnx
 
 .PHONY: venv demo test clean
 
@@ -22,8 +23,17 @@ $(STAMP): requirements.txt
 demo: $(STAMP)
 	$(PY) pose_detector.py --img data/000000000785.jpg --out result.png
 
-test: $(STAMP)
+# The test suite covers the optional onnx backend too, so `make test` installs it.
+test: $(STAMP) $(ONNX_STAMP)
 	$(PY) -m pytest -q tests
+
+# Optional onnx backend (export_onnx.py, --backend onnx): onnx + onnxruntime into .venv.
+.PHONY: onnx
+onnx: $(ONNX_STAMP)
+$(ONNX_STAMP): $(STAMP) requirements-onnx.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements-onnx.txt
+	$(PY) -c "import onnx, onnxruntime; print('onnx ready:', onnx.__version__, 'onnxruntime', onnxruntime.__version__)"
+	touch $(ONNX_STAMP)
 
 # Multi-process training (ChainerMN over MPI): Debian's Open MPI (apt-get, as root; skipped
 # when mpiexec exists), then mpi4py into .venv.
