@@ -79,6 +79,14 @@ class OnnxNet(object):
         raise cli.UserError('the onnx backend runs on the CPU; use --backend chainer with --gpu')
 
 
+def add_backend_argument(parser):
+    """``--backend chainer|onnx`` for a detector or demo's argparse parser."""
+    parser.add_argument('--backend', choices=BACKENDS, default='chainer',
+                        help='run the nets with Chainer (default) or onnxruntime (CPU; '
+                             'install with `make onnx`; weights: the .npz or an ONNX file '
+                             'from export_onnx.py)')
+
+
 def load_net(arch, weights_file, backend='chainer'):
     """The net ``arch`` for ``backend``: the Chainer net with ``weights_file`` (.npz) loaded,
     or an ``OnnxNet`` from an ONNX file or from the .npz (exported in memory)."""

@@ -103,7 +103,9 @@ def cv2_caffe_net(tmp, arch, caffemodel, h, w):
 
 
 def interleaved(paths, rounds):
-    """Median seconds per path; every path runs once per round, in turn (after a warm-up)."""
+    """Seconds per call of each path, every path once per round, in turn, after a warm-up:
+    ``{path: (median, minimum)}`` (the minimum is the least disturbed by other processes on
+    a shared machine), and each path's output."""
     outs = {name: fn() for name, fn in paths.items()}
     times = {name: [] for name in paths}
     for _ in range(rounds):
@@ -111,7 +113,7 @@ def interleaved(paths, rounds):
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(v)) for name, v in times.items()}, outs
+    return {name: (float(np.median(v)), float(np.min(v))) for name, v in times.items()}, outs
 
 
 def last_maps(out):
@@ -194,11 +196,13 @@ def mobilenet_row(tmp, rounds, quick, rows):
 def add_rows(rows, what, times, outs):
     ref = outs['cv2.dnn']
     scale = float(np.abs(ref).max())
-    for name, t in times.items():
+    ref_med, ref_min = times['cv2.dnn']
+    for name, (t, t_min) in times.items():
         diff = float(np.abs(outs[name] - ref).max()) / scale
-        rows.append((what, name, t, t / times['cv2.dnn'], diff))
-        print('  %-18s %-14s %8.1f ms %7.2fx   max|diff|/max|ref| %.1e'
-              % (what, name, t * 1e3, t / times['cv2.dnn'], diff), flush=True)
+        rows.append((what, name, t, t / ref_med, diff))
+        print('  %-18s %-14s %8.1f ms %7.2fx   (min %7.1f ms %5.2fx)   max|diff|/max|ref| %.1e'
+              % (what, name, t * 1e3, t / ref_med, t_min * 1e3, t_min / ref_min, diff),
+              flush=True)
 
 
 # A child's peak RSS is read from its own /proc/self/status VmHWM (the high-water mark of
@@ -333,7 +337,7 @@ def main(argv=None):
     rounds = 1 if args.quick else args.rounds
     env, core = openblas_info()
     print('bench/run_all.py%s: %d CPU(s), load average %.1f, OPENBLAS_CORETYPE=%s (OpenBLAS '
-          'core %s), numpy %s, chainer %s, opencv %s, onnxruntime %s, %d rounds, medians'
+          'core %s), numpy %s, chainer %s, opencv %s, onnxruntime %s, %d rounds'
           % (' --quick' if args.quick else '', os.cpu_count(), os.getloadavg()[0], env, core,
              np.__version__, chainer.__version__, cv2.__version__,
              __import__('onnxruntime').__version__ if have_onnxruntime() else 'not installed',
@@ -342,7 +346,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix='bench_all.') as tmp:
         archs = ['posenet'] if args.quick else ['posenet', 'facenet', 'handnet']
         weights = {a: make_weights(tmp, a) for a in archs}
-        print('forward (ratio = time / cv2.dnn time on the same weights and input):', flush=True)
+        print('forward (ratio = median time / cv2.dnn median time on the same weights and '
+              'input; min = fastest round):', flush=True)
         forward_rows(tmp, weights, rounds, args.quick, rows)
         mobilenet_row(tmp, rounds, args.quick, rows)
         print('four-scale inference of the body net (child processes):', flush=True)
