@@ -16,6 +16,7 @@ import numpy as np
 
 import cli
 import frame_loop
+import onnx_backend
 from entity import params
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -35,6 +36,7 @@ def build_parser():
                         'faster)' % params['face_inference_img_size'])
     parser.add_argument('--gpu', '-g', type=int, default=-1,
                         help='GPU ID (negative value indicates CPU)')
+    onnx_backend.add_backend_argument(parser)
     return parser
 
 
@@ -113,7 +115,8 @@ def main(argv=None):
     def make_process():
         from face_detector import FaceDetector
         return face_process(cascade, FaceDetector(weights, device=args.gpu,
-                                                  insize=args.net_resolution))
+                                                  insize=args.net_resolution,
+                                                  backend=args.backend))
 
     return frame_loop.run_from_args(args, make_process, label='faces')
 

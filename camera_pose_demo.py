@@ -12,6 +12,7 @@ import argparse
 
 import cli
 import frame_loop
+import onnx_backend
 from entity import params
 
 
@@ -26,6 +27,7 @@ def build_parser():
                         help="weights of --arch (default: the arch's file in models/)")
     parser.add_argument('--gpu', '-g', type=int, default=-1,
                         help='GPU ID (negative value indicates CPU)')
+    onnx_backend.add_backend_argument(parser)
     parser.add_argument('--scales', type=float, nargs='+', default=None, metavar='S',
                         help='inference scales (default: %s; the still-image default is %s)'
                         % (' '.join('%g' % s for s in params['demo_scales']),
@@ -50,7 +52,8 @@ def main(argv=None):
     def make_process():
         from pose_detector import PoseDetector
         scales = args.scales if args.scales is not None else params['demo_scales']
-        return pose_process(PoseDetector(args.arch, args.weights, device=args.gpu, scales=scales))
+        return pose_process(PoseDetector(args.arch, args.weights, device=args.gpu, scales=scales,
+                                         backend=args.backend))
 
     return frame_loop.run_from_args(args, make_process, label='people')
 

@@ -26,6 +26,7 @@ import numpy as np
 
 import cli
 import frame_loop
+import onnx_backend
 import pose_detector
 from entity import params
 from face_detector import (FaceDetector, convert_hint, draw_box, draw_face_keypoints,
@@ -65,10 +66,11 @@ def parse_args(argv=None):
                    help='hand net input side, multiple of 8 (default %d)'
                         % params['hand_inference_img_size'])
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    onnx_backend.add_backend_argument(p)
     return p.parse_args(argv)
 
 
-def part_detector(cls, arch, weights, skip, device, insize):
+def part_detector(cls, arch, weights, skip, device, insize, backend='chainer'):
     """The face/hand detector, or (None, missing default weights path) when the default
     weights file is absent.  An explicitly given file that is missing is an error."""
     if skip:
@@ -78,7 +80,7 @@ def part_detector(cls, arch, weights, skip, device, insize):
         if not os.path.exists(path):
             return None, params['default_weights'][arch]
         weights = path
-    return cls(weights, device=device, insize=insize), None
+    return cls(weights, device=device, insize=insize, backend=backend), None
 
 
 def missing_weights_note(missing):
@@ -133,11 +135,11 @@ def main(argv=None):
     args = parse_args(argv)
     img = read_image(args.img)  # fail fast on a bad picture, before loading any net
     body = pose_detector.PoseDetector(args.pose_arch, args.pose_weights, device=args.gpu,
-                                      scales=args.scales)
+                                      scales=args.scales, backend=args.backend)
     face, no_face = part_detector(FaceDetector, 'facenet', args.face_weights, args.no_face,
-                                  args.gpu, args.face_net_resolution)
+                                  args.gpu, args.face_net_resolution, args.backend)
     hand, no_hand = part_detector(HandDetector, 'handnet', args.hand_weights, args.no_hands,
-                                  args.gpu, args.hand_net_resolution)
+                                  args.gpu, args.hand_net_resolution, args.backend)
     missing = [(arch, path) for arch, path in (('facenet', no_face), ('handnet', no_hand))
                if path]
     if missing:

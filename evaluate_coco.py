@@ -17,6 +17,7 @@ import os
 import numpy as np
 
 import cli
+import onnx_backend
 from entity import params
 
 PERSON_CATEGORY = 1
@@ -93,7 +94,7 @@ def coco_eval(coco, results, image_ids, verbose=True):
 
 
 def evaluate(ann_file, img_dir, arch=None, weights=None, scales=None, out=None, device=-1,
-             detector=None, image_ids=None, verbose=True):
+             detector=None, image_ids=None, verbose=True, backend='chainer'):
     """Detect people in every image of ``ann_file`` and score them with COCOeval.
 
     Returns COCOeval's ten keypoint statistics (stats[0] = AP at OKS .50:.95).
@@ -103,7 +104,7 @@ def evaluate(ann_file, img_dir, arch=None, weights=None, scales=None, out=None, 
         raise cli.UserError('%s: no such image directory' % img_dir)
     if detector is None:
         from pose_detector import PoseDetector
-        detector = PoseDetector(arch, weights, device=device, scales=scales)
+        detector = PoseDetector(arch, weights, device=device, scales=scales, backend=backend)
     results, ids = detect_all(coco, img_dir, detector, image_ids, progress=verbose)
     if out:
         with cli.atomic_output(out) as tmp:
@@ -124,9 +125,10 @@ def main(argv=None):
                         % ' '.join('%g' % s for s in params['inference_scales']))
     p.add_argument('--out', '-o', help='write the COCO results json here')
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    onnx_backend.add_backend_argument(p)
     args = p.parse_args(argv)
     stats = evaluate(args.ann, args.img_dir, args.arch, args.weights, args.scales, args.out,
-                     args.gpu)
+                     args.gpu, backend=args.backend)
     print('keypoint AP %.3f' % stats[0])
     if args.out:
         print('results written to %s' % args.out)

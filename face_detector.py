@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 import cli
+import onnx_backend
 import pose_core
 from entity import JointType, params
 from pose_core import read_image
@@ -40,7 +41,7 @@ def convert_hint(arch, path):
     return 'python convert_model.py %s %s %s' % (arch, caffemodel, path)
 
 
-def load_keypoint_net(arch, weights_file):
+def load_keypoint_net(arch, weights_file, backend='chainer'):
     """Build ``FaceNet``/``HandNet`` (``arch`` 'facenet'/'handnet') and load a Chainer npz.
 
     A missing file names the ``convert_model.py`` command that makes it; weights of another
@@ -50,6 +51,8 @@ def load_keypoint_net(arch, weights_file):
     from models import get_model_class
     from pose_detector import check_weights
 
+    if backend != 'chainer':  # onnxruntime (onnx_backend.py): the .npz or an ONNX file
+        return onnx_backend.load_net(arch, weights_file, backend)
     path = os.fspath(weights_file)
     if not os.path.exists(path):
         raise cli.UserError('%s: no such weights file (make it with: %s)'
@@ -78,12 +81,17 @@ class KeypointNetDetector(object):
     1x3xSxS input (x / 256 - 0.5, BGR) and returning a list of stages' maps
     (1, n_keypoints + 1, S/8, S/8), the last one used.  ``insize`` (a multiple of 8)
     overrides the net input side (smaller is faster, like OpenPose's --face_net_resolution).
+    ``backend`` 'onnx' runs the net with onnxruntime (CPU; see onnx_backend.py).
     """
     arch = None
     size_key = thresh_key = n_key = None
 
-    def __init__(self, weights_file=None, device=-1, insize=None, model=None):
+    def __init__(self, weights_file=None, device=-1, insize=None, model=None,
+                 backend='chainer'):
         self.device = -1 if device is None else device
+        if backend != 'chainer' and self.device >= 0:
+            raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
+                                '--gpu' % backend)
         self.xp = cli.get_array_module(self.device)
         self.insize = int(params[self.size_key] if insize is None else insize)
         if self.insize < 8 or self.insize % 8:
@@ -94,7 +102,7 @@ class KeypointNetDetector(object):
         if model is None:
             if weights_file is None:
                 raise cli.UserError('no %s weights file given' % self.arch)
-            model = load_keypoint_net(self.arch, weights_file)
+            model = load_keypoint_net(self.arch, weights_file, backend)
             if self.device >= 0:
                 model.to_gpu(self.device)
         self.model = model
@@ -278,7 +286,8 @@ def keypoint_parser(arch, description):
     """The argparse parser shared by face_detector.py and hand_detector.py."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument('arch', choices=[arch], help='model architecture')
-    p.add_argument('weights', help='weights file (.npz, made by convert_model.py %s)' % arch)
+    p.add_argument('weights', help='weights file (.npz, made by convert_model.py %s; or .onnx '
+                                   'from export_onnx.py with --backend onnx)' % arch)
     p.add_argument('--img', '-i', required=True, help='image file')
     p.add_argument('--box', type=float, nargs=4, metavar=('X', 'Y', 'W', 'H'),
                    help='the %s box in the image (default: the whole image)' % KIND_NAMES[arch])
@@ -289,6 +298,7 @@ def keypoint_parser(arch, description):
                         % params['face_inference_img_size' if arch == 'facenet'
                                  else 'hand_inference_img_size'])
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    onnx_backend.add_backend_argument(p)
     return p
 
 
@@ -307,7 +317,8 @@ def main(argv=None):
     args = keypoint_parser('facenet', 'Face keypoints (70) in a face box.').parse_args(argv)
     img = read_image(args.img)  # fail fast on a bad picture, before loading the net
     box = checked_box(args.box, img)
-    detector = FaceDetector(args.weights, device=args.gpu, insize=args.net_resolution)
+    detector = FaceDetector(args.weights, device=args.gpu, insize=args.net_resolution,
+                            backend=args.backend)
     keypoints = detector(img, box)
     print('Found %d of %d face keypoints' % (int((keypoints[:, 2] > 0).sum()), len(keypoints)))
     drawn = draw_face_keypoints(img, keypoints)

@@ -101,7 +101,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     img = read_image(args.img)  # fail fast on a bad picture, before loading the net
     box = checked_box(args.box, img)
-    detector = HandDetector(args.weights, device=args.gpu, insize=args.net_resolution)
+    detector = HandDetector(args.weights, device=args.gpu, insize=args.net_resolution,
+                            backend=args.backend)
     keypoints = detector(img, box, args.hand)
     print('Found %d of %d %s-hand keypoints'
           % (int((keypoints[:, 2] > 0).sum()), len(keypoints), args.hand))

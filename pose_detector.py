@@ -19,6 +19,7 @@ import zipfile
 import numpy as np
 
 import cli
+import onnx_backend
 import pose_core
 from entity import params
 from pose_core import draw_person_pose, read_image  # noqa: F401  (re-exported API)
@@ -38,15 +39,18 @@ def default_weights(arch):
     return path
 
 
-def load_model(arch, weights_file):
+def load_model(arch, weights_file, backend='chainer'):
     """Build the body net ``arch`` and load ``weights_file`` (a Chainer npz) into it.
 
     Bad files give a one-line ``cli.UserError`` naming the file and, for weights of another
-    network, the first missing layer or mismatching shape.
+    network, the first missing layer or mismatching shape.  ``backend='onnx'``: an
+    ``onnx_backend.OnnxNet`` (same call interface) from the npz or an exported ONNX file.
     """
     import chainer
     from models import get_model_class
 
+    if backend != 'chainer':
+        return onnx_backend.load_net(arch, weights_file, backend)
     if arch not in params['pose_archs']:
         raise cli.UserError('unknown body-pose architecture %r (known: %s)'
                             % (arch, ', '.join(sorted(params['pose_archs']))))
@@ -102,9 +106,11 @@ class PoseDetector(object):
     ``default_pose_arch``); ``weights_file`` defaults to that arch's ``default_weights``.
     ``device`` -1 runs on the CPU, N >= 0 on GPU N (CuPy).  ``scales`` overrides
     ``inference_scales``.  ``model`` may be given instead of weights (an already built net).
+    ``backend`` 'onnx' runs the net with onnxruntime (CPU; see onnx_backend.py).
     """
 
-    def __init__(self, arch=None, weights_file=None, device=-1, scales=None, model=None):
+    def __init__(self, arch=None, weights_file=None, device=-1, scales=None, model=None,
+                 backend='chainer'):
         self.arch = arch or params['default_pose_arch']
         if self.arch not in params['pose_archs']:
             raise cli.UserError('unknown body-pose architecture %r (known: %s)'
@@ -113,9 +119,12 @@ class PoseDetector(object):
         if not self.scales or min(self.scales) <= 0:
             raise cli.UserError('scales must be positive numbers, got %s' % self.scales)
         self.device = -1 if device is None else device
+        if backend != 'chainer' and self.device >= 0:
+            raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
+                                '--gpu' % backend)
         self.xp = cli.get_array_module(self.device)
         if model is None:
-            model = load_model(self.arch, weights_file or default_weights(self.arch))
+            model = load_model(self.arch, weights_file or default_weights(self.arch), backend)
         if self.device >= 0:
             model.to_gpu(self.device)
         self.model = model
@@ -197,7 +206,8 @@ def parse_args(argv=None):
                                        params['default_weights'][params['default_pose_arch']]))
     p.add_argument('arch', nargs='?', choices=sorted(params['pose_archs']),
                    help='model architecture (default: %s)' % params['default_pose_arch'])
-    p.add_argument('weights', nargs='?', help="weights file (.npz; default: the arch's own)")
+    p.add_argument('weights', nargs='?', help="weights file (.npz, or .onnx with --backend "
+                                             "onnx; default: the arch's own)")
     p.add_argument('--img', '-i', required=True, help='image file')
     p.add_argument('--out', '-o', default='result.png', help='picture to write (result.png)')
     p.add_argument('--json', '-j', metavar='FILE', help="also write OpenPose-format JSON")
@@ -205,6 +215,7 @@ def parse_args(argv=None):
                    help='inference scales (default: %s)'
                         % ' '.join('%g' % s for s in params['inference_scales']))
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    onnx_backend.add_backend_argument(p)
     p.add_argument('--precise', action='store_true',
                    help="accepted for the original's command lines; the multi-scale "
                         "evaluation is always on")
@@ -229,7 +240,8 @@ def main(argv=None):
     args = parse_args(argv)
     check_outputs(args.out, args.json)
     img = read_image(args.img)  # before loading the model: fail fast on a bad picture
-    detector = PoseDetector(args.arch, args.weights, device=args.gpu, scales=args.scales)
+    detector = PoseDetector(args.arch, args.weights, device=args.gpu, scales=args.scales,
+                            backend=args.backend)
     poses, _ = detector(img)
     n = len(poses)
     print('Found %d %s in %s' % (n, 'person' if n == 1 else 'people', args.img))

@@ -147,3 +147,44 @@ def test_missing_onnxruntime_names_the_install_command(tmp_path):
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().count('\n') == 0 and 'make onnx' in r.stderr, r.stderr
+
+
+def _cli_json(script, args, tmp_path, name):
+    out_json = tmp_path / (name + '.json')
+    r = subprocess.run([sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
+                       + ['--out', str(tmp_path / (name + '.png')), '--json', str(out_json)],
+                       capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+    with open(out_json) as f:
+        return json.load(f)
+
+
+def test_pose_detector_backend_onnx_finds_the_same_people(tmp_path):
+    """``pose_detector.py --backend onnx`` (embedded model, exported in memory) gives the
+    Chainer backend's keypoints; an exported file works as WEIGHTS too."""
+    img = shared_path('images', 'people.png')
+    base = ['--img', img, '--scales', '1']
+    ref = _cli_json('pose_detector.py', base, tmp_path, 'chainer')
+    onnx_file = tmp_path / 'mobilenet.onnx'
+    export_onnx.export('mobilenet', MOBILENET_NPZ, str(onnx_file))
+    ours = _cli_json('pose_detector.py', ['mobilenet', onnx_file] + base + ['--backend', 'onnx'],
+                     tmp_path, 'onnx')
+    assert len(ref['people']) >= 2 and len(ours['people']) == len(ref['people'])
+    a = np.array([p['pose_keypoints_2d'] for p in ours['people']]).reshape(-1, 3)
+    b = np.array([p['pose_keypoints_2d'] for p in ref['people']]).reshape(-1, 3)
+    assert np.array_equal(a[:, 2] > 0, b[:, 2] > 0)
+    assert np.abs(a[:, :2] - b[:, :2]).max() <= 0.05  # pixels
+    assert np.abs(a[:, 2] - b[:, 2]).max() <= 1e-3
+
+
+def test_backend_flag_on_every_detector_and_demo():
+    """Every detector and demo takes --backend chainer|onnx; onnx with --gpu is refused."""
+    for script in ['pose_detector.py', 'face_detector.py', 'hand_detector.py', 'demo.py',
+                   'camera_pose_demo.py', 'camera_face_demo.py', 'evaluate_coco.py']:
+        r = subprocess.run([sys.executable, os.path.join(REPO, script), '--help'],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and '--backend {chainer,onnx}' in r.stdout, script
+    import pose_detector
+    with pytest.raises(cli.UserError, match='onnx backend runs on the CPU'):
+        pose_detector.PoseDetector(device=0, backend='onnx')
