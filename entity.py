@@ -101,6 +101,9 @@ params = {
     'n_integ_points': 10,
     'n_integ_points_thresh': 8,
     'heatmap_peak_thresh': 0.05,
+    # Peaks kept per part (the strongest): bounds grouping time and memory on noisy maps
+    # (OpenPose keeps at most POSE_MAX_PEOPLE = 127 per part).
+    'max_peaks_per_part': 127,
     'inner_product_thresh': 0.05,
     'limb_length_ratio': 1.0,
     'length_penalty_value': 1,

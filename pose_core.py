@@ -325,10 +325,12 @@ def find_peaks(heatmaps, thresh=None):
     between neighbours (a maximum halfway between two pixels) keep the upper/left pixel:
     strictly greater than the up and left neighbours, at least the down and right ones.  (The
     original's strict test everywhere loses such a joint altogether.)
+    At most ``max_peaks_per_part`` peaks per map are kept (the highest).
     Returns (N, 5) float64: joint type, x, y, score, peak id (= row), ordered by joint type,
     then row-major position.
     """
     thresh = params['heatmap_peak_thresh'] if thresh is None else thresh
+    max_peaks = params['max_peaks_per_part']
     hm = np.asarray(heatmaps, np.float32)
     c_h = hm.shape[1]
     # Only the rows holding values above thresh (plus one on each side, for the neighbours)
@@ -350,7 +352,13 @@ def find_peaks(heatmaps, thresh=None):
         if nz is None:
             continue
         x, y = nz.reshape(-1, 2).T
-        found.append((np.full(len(x), c), x, y + y0, m[y, x]))
+        score = m[y, x]
+        if len(x) > max_peaks:
+            # Noisy maps (e.g. untrained weights) can hold thousands of maxima, and limb
+            # scoring is quadratic in them: keep the strongest, as OpenPose does.
+            keep = np.sort(np.argsort(-score, kind='stable')[:max_peaks])
+            x, y, score = x[keep], y[keep], score[keep]
+        found.append((np.full(len(x), c), x, y + y0, score))
     c, x, y, score = (np.concatenate(v) for v in zip(*found))
     peaks = np.empty((len(c), 5))
     peaks[:, 0] = c

@@ -160,6 +160,24 @@ def test_find_peaks_matches_brute_force():
     np.testing.assert_array_equal(peaks[:, 4], np.arange(len(expected)))
 
 
+def test_find_peaks_keeps_only_the_strongest_per_part(monkeypatch):
+    # noise with hundreds of local maxima (as untrained nets give): only the strongest
+    # max_peaks_per_part survive, still in row-major order, ids renumbered
+    rng = np.random.RandomState(3)
+    hm = rng.rand(2, 60, 60).astype(np.float32)
+    monkeypatch.setitem(params, 'max_peaks_per_part', 10 ** 6)
+    full = pose_core.find_peaks(hm, thresh=0.05)
+    monkeypatch.setitem(params, 'max_peaks_per_part', 20)
+    capped = pose_core.find_peaks(hm, thresh=0.05)
+    for c in range(2):
+        all_c = full[full[:, 0] == c]
+        got = capped[capped[:, 0] == c]
+        assert len(all_c) > 200 and len(got) == 20
+        strongest = all_c[np.sort(np.argsort(-all_c[:, 3], kind='stable')[:20])]
+        np.testing.assert_array_equal(got[:, 1:4], strongest[:, 1:4])
+    np.testing.assert_array_equal(capped[:, 4], np.arange(40))
+
+
 def test_limb_scores_match_a_per_pair_loop():
     rng = np.random.RandomState(1)
     px, py = rng.randn(2, 60, 80).astype(np.float32)
