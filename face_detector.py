@@ -21,7 +21,6 @@ below it are 0, 0, 0.  The face weights come from CMU's caffemodel:
 """
 import argparse
 import os
-import zipfile
 
 import cv2
 import numpy as np
@@ -45,33 +44,14 @@ def load_keypoint_net(arch, weights_file, backend='chainer'):
     """Build ``FaceNet``/``HandNet`` (``arch`` 'facenet'/'handnet') and load a Chainer npz.
 
     A missing file names the ``convert_model.py`` command that makes it; weights of another
-    net name the first missing layer or mismatching shape (``pose_detector.check_weights``).
+    net name the first missing layer or mismatching shape (``models.load_model``).
     """
-    import chainer
-    from models import get_model_class
-    from pose_detector import check_weights
+    from models import load_model
 
     if backend != 'chainer':  # onnxruntime (onnx_backend.py): the .npz or an ONNX file
         return onnx_backend.load_net(arch, weights_file, backend)
     path = os.fspath(weights_file)
-    if not os.path.exists(path):
-        raise cli.UserError('%s: no such weights file (make it with: %s)'
-                            % (path, convert_hint(arch, path)))
-    if os.path.isdir(path):
-        raise cli.UserError('%s: is a directory, not a weights file' % path)
-    if not zipfile.is_zipfile(path):
-        raise cli.UserError('%s: not a Chainer .npz weights file (not a zip archive)' % path)
-    model = get_model_class(arch)()
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            check_weights(model, dict((k, npz[k].shape) for k in npz.files), path, arch)
-        chainer.serializers.load_npz(path, model)
-    except cli.UserError:
-        raise
-    except (zipfile.BadZipFile, EOFError, KeyError, ValueError, OSError) as e:
-        raise cli.UserError('%s: cannot load %s weights (%s)'
-                            % (path, arch, str(e).splitlines()[0] if str(e) else type(e).__name__))
-    return model
+    return load_model(arch, path, ' (make it with: %s)' % convert_hint(arch, path))
 
 
 class KeypointNetDetector(object):

@@ -14,7 +14,6 @@ Writes the picture with the skeletons drawn (``result.png`` unless ``--out``) an
 import argparse
 import json
 import os
-import zipfile
 
 import numpy as np
 
@@ -46,57 +45,18 @@ def load_model(arch, weights_file, backend='chainer'):
     network, the first missing layer or mismatching shape.  ``backend='onnx'``: an
     ``onnx_backend.OnnxNet`` (same call interface) from the npz or an exported ONNX file.
     """
-    import chainer
-    from models import get_model_class
+    from models import load_model as load_npz_model
 
     if backend != 'chainer':
         return onnx_backend.load_net(arch, weights_file, backend)
     if arch not in params['pose_archs']:
         raise cli.UserError('unknown body-pose architecture %r (known: %s)'
                             % (arch, ', '.join(sorted(params['pose_archs']))))
-    if not os.path.exists(weights_file):
-        hint = ''
-        if arch == 'posenet':
-            hint = (' (make it from CMU\'s caffemodel with: python convert_model.py posenet %s %s)'
-                    % (params['pose_caffemodel'], weights_file))
-        raise cli.UserError('%s: no such weights file%s' % (weights_file, hint))
-    if os.path.isdir(weights_file):
-        raise cli.UserError('%s: is a directory, not a weights file' % weights_file)
-    if not zipfile.is_zipfile(weights_file):
-        raise cli.UserError('%s: not a Chainer .npz weights file (not a zip archive)'
-                            % weights_file)
-    model = get_model_class(arch)()
-    try:
-        with np.load(weights_file, allow_pickle=False) as npz:
-            check_weights(model, dict((k, npz[k].shape) for k in npz.files), weights_file, arch)
-        chainer.serializers.load_npz(weights_file, model)
-    except cli.UserError:
-        raise
-    except (zipfile.BadZipFile, EOFError) as e:
-        raise cli.UserError('%s: not a Chainer .npz weights file (%s)' % (weights_file, e))
-    except KeyError as e:
-        raise cli.UserError('%s: not %s weights (missing %s)' % (weights_file, arch, e.args[0]))
-    except (ValueError, OSError) as e:
-        raise cli.UserError('%s: cannot load %s weights (%s)'
-                            % (weights_file, arch, str(e).splitlines()[0] if str(e) else e))
-    return model
-
-
-def check_weights(model, shapes, weights_file, arch):
-    """Compare the npz's arrays (name -> shape) with the model's parameters."""
-    if not shapes:
-        raise cli.UserError('%s: empty weights file' % weights_file)
-    params_ = sorted((name.lstrip('/'), param) for name, param in model.namedparams())
-    missing = [key for key, _ in params_ if key not in shapes]
-    if missing:
-        raise cli.UserError('%s: not %s weights: %d of the network\'s %d arrays missing '
-                            '(first: %s)' % (weights_file, arch, len(missing), len(params_),
-                                             missing[0]))
-    for key, param in params_:
-        if param.array is not None and tuple(param.shape) != tuple(shapes[key]):
-            raise cli.UserError('%s: not %s weights: %s has shape %s, the network needs %s'
-                                % (weights_file, arch, key, tuple(shapes[key]),
-                                   tuple(param.shape)))
+    hint = ''
+    if arch == 'posenet':
+        hint = (' (make it from CMU\'s caffemodel with: python convert_model.py posenet %s %s)'
+                % (params['pose_caffemodel'], weights_file))
+    return load_npz_model(arch, weights_file, hint)
 
 
 class PoseDetector(object):

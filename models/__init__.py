@@ -20,3 +20,60 @@ def get_model_class(arch):
                          % (arch, ', '.join(sorted(params['archs']))))
     module_name, class_name = spec.split(':')
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def check_weights(model, shapes, weights_file, arch):
+    """Compare an npz's arrays (``shapes``: name -> shape) with ``model``'s parameters.
+
+    Raises ``cli.UserError`` naming the file and the first missing layer or wrong shape.
+    """
+    from cli import UserError
+    if not shapes:
+        raise UserError('%s: empty weights file' % weights_file)
+    params_ = sorted((name.lstrip('/'), param) for name, param in model.namedparams())
+    missing = [key for key, _ in params_ if key not in shapes]
+    if missing:
+        raise UserError('%s: not %s weights: %d of the network\'s %d arrays missing '
+                        '(first: %s)' % (weights_file, arch, len(missing), len(params_),
+                                         missing[0]))
+    for key, param in params_:
+        if param.array is not None and tuple(param.shape) != tuple(shapes[key]):
+            raise UserError('%s: not %s weights: %s has shape %s, the network needs %s'
+                            % (weights_file, arch, key, tuple(shapes[key]),
+                               tuple(param.shape)))
+
+
+def load_model(arch, weights_file, missing_hint=''):
+    """Build the net ``arch`` and load the Chainer npz ``weights_file`` into it.
+
+    Every bad file is a one-line ``cli.UserError`` naming it: missing (followed by
+    ``missing_hint``, e.g. the command that makes it), a directory, not an npz, or the
+    weights of another network (the first missing layer or mismatching shape).
+    """
+    import os
+    import zipfile
+
+    import chainer
+    import numpy as np
+    from cli import UserError
+
+    path = os.fspath(weights_file)
+    if not os.path.exists(path):
+        raise UserError('%s: no such weights file%s' % (path, missing_hint))
+    if os.path.isdir(path):
+        raise UserError('%s: is a directory, not a weights file' % path)
+    if not zipfile.is_zipfile(path):
+        raise UserError('%s: not a Chainer .npz weights file (not a zip archive)' % path)
+    model = get_model_class(arch)()
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            check_weights(model, dict((k, npz[k].shape) for k in npz.files), path, arch)
+        chainer.serializers.load_npz(path, model)
+    except UserError:
+        raise
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise UserError('%s: not a Chainer .npz weights file (%s)' % (path, e))
+    except (KeyError, ValueError, OSError) as e:
+        raise UserError('%s: cannot load %s weights (%s)'
+                        % (path, arch, str(e).splitlines()[0] if str(e) else type(e).__name__))
+    return model
