@@ -2,6 +2,7 @@
 import os
 import sys
 
+import cv2
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,3 +25,17 @@ def shared_path(*parts):
 @pytest.fixture
 def shared():
     return shared_path
+
+
+def read_video(path):
+    """Every frame of a video file (BGR arrays); fails if the file does not open."""
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), path
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import REPO, read_video, shared_path
 import camera_face_demo
 
 SCRIPT = os.path.join(REPO, 'camera_face_demo.py')
@@ -20,16 +20,6 @@ def run_demo(*args):
     return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
-
-def video_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    return frames
 
 
 @pytest.fixture(scope='module')
@@ -66,8 +56,8 @@ def test_video_headless_one_face_per_frame(face_weights, face_video, tmp_path):
     assert r.stdout.strip().splitlines()[-1].startswith('done: 2 frames, 0 skipped, mean ')
     assert '2 faces found' in r.stdout
 
-    frames = video_frames(face_video)
-    out_frames = video_frames(out)
+    frames = read_video(face_video)
+    out_frames = read_video(out)
     assert len(out_frames) == 2 and out_frames[0].shape == (FRAME_SIZE[1], FRAME_SIZE[0], 3)
     cascade = camera_face_demo.load_cascade()
     names = sorted(os.listdir(str(jdir)))

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import REPO, read_video, shared_path
 from entity import params
 
 SCRIPT = os.path.join(REPO, 'camera_pose_demo.py')
@@ -24,17 +24,6 @@ def run_demo(*args, cwd=None):
     return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=cwd or REPO,
                           capture_output=True, text=True, timeout=300)
 
-
-def video_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), path
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    return frames
 
 
 def coco_images():
@@ -90,8 +79,8 @@ def test_video_headless(coco_video, tmp_path):
     assert summary.startswith('done: 4 frames, 0 skipped, mean ') and 'people found' in summary
     n_people = int(summary.split(' people found')[0].rsplit(' ', 1)[1])
 
-    frames = video_frames(out)
-    assert len(frames) == len(video_frames(coco_video)) == 4
+    frames = read_video(out)
+    assert len(frames) == len(read_video(coco_video)) == 4
     assert frames[0].shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)
     names = sorted(os.listdir(str(jdir)))
     assert names == ['coco_%012d_keypoints.json' % i for i in range(4)]
@@ -119,7 +108,7 @@ def test_folder_headless_without_display(tmp_path):
     assert 'note: no display ($DISPLAY is not set); running headless' in r.stderr
     assert 'readme.txt: not a readable image, skipped' in r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith('done: 4 frames, 1 skipped, mean ')
-    frames = video_frames(out)
+    frames = read_video(out)
     # the video takes the first image's size (640x425, padded to an even 640x426)
     assert len(frames) == 4 and frames[0].shape == (426, 640, 3)
     assert sorted(os.listdir(str(jdir))) == sorted(
@@ -170,7 +159,7 @@ def test_bad_model_options(coco_video, tmp_path):
 
 def test_ctrl_c_mid_run_leaves_a_playable_video(coco_video, tmp_path):
     long_video = tmp_path / 'long.mp4'
-    frames = video_frames(coco_video)
+    frames = read_video(coco_video)
     vw = cv2.VideoWriter(str(long_video), cv2.VideoWriter_fourcc(*'mp4v'), 5.0, VIDEO_SIZE)
     for _ in range(10):
         for f in frames:
@@ -190,6 +179,6 @@ def test_ctrl_c_mid_run_leaves_a_playable_video(coco_video, tmp_path):
     written = len(json_files(jdir))
     assert written == len(os.listdir(str(jdir)))  # no temporary file left behind
     assert 3 <= written < 40
-    got = video_frames(out)
+    got = read_video(out)
     assert written <= len(got) <= written + 1 and got[0].shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)
     assert [n for n in os.listdir(str(tmp_path)) if n.startswith('.')] == []

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, read_video
 from cli import UserError
 import frame_loop as fl
 
@@ -24,18 +24,6 @@ def make_video(path, frames, fps=10.0):
         vw.write(f)
     vw.release()
 
-
-def read_video(path):
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), path
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
-    return frames
 
 
 def grey_frames(n, w=64, h=48):
