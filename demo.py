@@ -153,9 +153,6 @@ def main(argv=None):
             [dict((k, p.get(k)) for k in ('pose', 'face', 'hand_left', 'hand_right'))
              for p in people])
     pose_detector.write_outputs(args.out, draw_people(img, people), args.json, json_obj)
-    print('Saving result into %s...' % args.out)
-    if args.json:
-        print('Keypoints written to %s' % args.json)
     return 0
 
 

@@ -288,9 +288,6 @@ def write_result(args, img, json_people):
     from pose_detector import write_outputs
     write_outputs(args.out, img, args.json,
                   frame_loop.openpose_people(json_people) if args.json else None)
-    print('Saving result into %s...' % args.out)
-    if args.json:
-        print('Keypoints written to %s' % args.json)
 
 
 def main(argv=None):

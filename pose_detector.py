@@ -147,7 +147,8 @@ def encode_image(path, img):
 
 def write_outputs(out_path, img, json_path=None, json_obj=None):
     """Write the picture (and the JSON): everything is encoded first, then each file goes
-    through cli.atomic_output, so a failure leaves no partial file."""
+    through cli.atomic_output, so a failure leaves no partial file.  Says where
+    each file went."""
     data = encode_image(out_path, img)
     text = json.dumps(json_obj) if json_path else None
     with cli.atomic_output(out_path) as tmp_img:
@@ -157,6 +158,9 @@ def write_outputs(out_path, img, json_path=None, json_obj=None):
             with cli.atomic_output(json_path) as tmp_json:
                 with open(tmp_json, 'w') as f:
                     f.write(text)
+    print('Saving result into %s...' % out_path)
+    if json_path:
+        print('Keypoints written to %s' % json_path)
 
 
 def parse_args(argv=None):
@@ -207,9 +211,6 @@ def main(argv=None):
     print('Found %d %s in %s' % (n, 'person' if n == 1 else 'people', args.img))
     write_outputs(args.out, draw_person_pose(img, poses), args.json,
                   poses_to_openpose_json(poses) if args.json else None)
-    print('Saving result into %s...' % args.out)
-    if args.json:
-        print('Keypoints written to %s' % args.json)
     return 0
 
 
