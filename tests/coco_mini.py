@@ -45,3 +45,12 @@ def make_coco_dir(root, data=None, splits=(('train', ALL_IDS), ('val', VAL_IDS))
                   'w') as f:
             json.dump(sub, f)
     return str(root)
+
+
+def make_coco_dir_with_masks(root, **kw):
+    """``make_coco_dir`` plus the ignore masks of both splits (gen_ignore_mask.py)."""
+    import gen_ignore_mask
+    root = make_coco_dir(root, **kw)
+    for split in ('train', 'val'):
+        gen_ignore_mask.process_split(root, split, progress=False)
+    return root

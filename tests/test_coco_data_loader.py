@@ -10,7 +10,7 @@ import pytest
 import cli
 import coco_data_loader as cdl
 from conftest import REPO
-from coco_mini import make_coco_dir
+from coco_mini import make_coco_dir, make_coco_dir_with_masks
 from entity import JointType, params
 import gen_ignore_mask
 
@@ -20,10 +20,7 @@ INSIZE = 184
 
 @pytest.fixture(scope='module')
 def coco_dir(tmp_path_factory):
-    root = make_coco_dir(str(tmp_path_factory.mktemp('coco')))
-    for split in ('train', 'val'):
-        gen_ignore_mask.process_split(root, split, progress=False)
-    return root
+    return make_coco_dir_with_masks(str(tmp_path_factory.mktemp('coco')))
 
 
 @pytest.fixture(scope='module')

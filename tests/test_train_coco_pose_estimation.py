@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_path
-from coco_mini import make_coco_dir
-import gen_ignore_mask
+from coco_mini import make_coco_dir, make_coco_dir_with_masks
 
 TRAIN = os.path.join(REPO, 'train_coco_pose_estimation.py')
 SMALL = ['--insize', '64', '--batchsize', '4', '--valbatchsize', '2', '--val-samples', '2',
@@ -21,10 +20,7 @@ SMALL = ['--insize', '64', '--batchsize', '4', '--valbatchsize', '2', '--val-sam
 
 @pytest.fixture(scope='module')
 def coco_dir(tmp_path_factory):
-    root = make_coco_dir(str(tmp_path_factory.mktemp('coco')))
-    for split in ('train', 'val'):
-        gen_ignore_mask.process_split(root, split, progress=False)
-    return root
+    return make_coco_dir_with_masks(str(tmp_path_factory.mktemp('coco')))
 
 
 def train(*args, **kw):
@@ -45,9 +41,7 @@ def load_all(path):
 
 def test_loss_falls_and_undecodable_images_are_skipped(tmp_path, coco_dir):
     # a copy of the COCO dir whose 196141 image cannot be decoded
-    root = make_coco_dir(str(tmp_path / 'coco'))
-    for split in ('train', 'val'):
-        gen_ignore_mask.process_split(root, split, progress=False)
+    root = make_coco_dir_with_masks(str(tmp_path / 'coco'))
     bad = os.path.join(root, 'train2017', '000000196141.jpg')
     os.remove(bad)  # (a symlink to the shared file)
     with open(bad, 'wb') as f:

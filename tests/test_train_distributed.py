@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from coco_mini import make_coco_dir
-import gen_ignore_mask
+from coco_mini import make_coco_dir_with_masks
 
 TRAIN = os.path.join(REPO, 'train_coco_pose_estimation.py')
 MPIEXEC = ['mpiexec', '--allow-run-as-root', '--oversubscribe', '-n', '2']
@@ -55,10 +54,7 @@ def mpi():
 
 @pytest.fixture(scope='module')
 def coco_dir(tmp_path_factory):
-    root = make_coco_dir(str(tmp_path_factory.mktemp('coco')))
-    for split in ('train', 'val'):
-        gen_ignore_mask.process_split(root, split, progress=False)
-    return root
+    return make_coco_dir_with_masks(str(tmp_path_factory.mktemp('coco')))
 
 
 def mpirun(*args, timeout=300):
