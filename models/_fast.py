@@ -12,18 +12,34 @@ Why hand-written (measured on the 2-core CI machine, bench/run_all.py): stock
 Chainer convolves with im2col + ``tensordot`` + a transposed copy back to NCHW,
 materialising a (C*k*k, H*W) column matrix per layer (2.2 GB for conv1_2 at
 scale 2 of a 368x656 image) and copying the output twice; that is ~94 % of the
-body net's time and most of its peak memory.  Here the column matrix is built
-in row bands of a few MB (so it stays in cache between being written and being
-read by the GEMM), straight from the unpadded input (the zero border is
-written, not copied from a padded image), and one GEMM per band writes the
-output rows in NCHW directly.  For large kernels (7x7 on 128-185 channels) the
-band holds only the kx shifts (k times the input, not k*k times) and the k row
-shifts become k GEMMs on offset views of the same buffer, accumulated; see
-``_use_row_split``.  Wide 3x3 layers (256+ input channels) use Winograd's F(2x2, 3x3)
-(``_conv_winograd``): 2.25x fewer multiplies, measured 8-15 % off the whole body and face
-nets' time (bench/run_all.py, /tmp A/B runs interleaved on the 2-core machine).
+body net's time and most of its peak memory.  Here:
+
+* ``_conv_taps`` (most layers; needs the BLAS of ``_blas.py``): no column matrix at
+  all.  The input is copied once into a zero-padded (C, H+2p, W+2p) buffer (band by
+  band); with
+  the output laid out at the padded width, kernel tap (ky, kx) is one GEMM
+  (O x C) @ (C x pixels) reading that buffer in place at offset ky*(W+2p)+kx,
+  and BLAS adds the k*k products into the same output rows (beta = 1).  The
+  k-1 columns of each output row that fall on the padding are computed and
+  dropped when the band is copied out (with bias and ReLU, while in cache).
+  Measured per layer, interleaved, vs the row-split im2col below: 7x7 on
+  128-185 channels 54 -> 40 ms and 84 -> 57 ms at 46x82, 3x3 64 -> 128
+  channels at 184x328 98 -> 75 ms.
+* Without that BLAS: im2col in row bands of a few MB (so it stays in cache
+  between being written and being read by the GEMM), straight from the
+  unpadded input, one GEMM per band writing the output rows in NCHW directly;
+  for large kernels the band holds only the kx shifts and the k row shifts
+  become k GEMMs on offset views of the same buffer (``_conv_row_split``).
+* Few input channels (the RGB layer): one GEMM over the full k*k columns of a
+  band (``_conv_full``), where per-tap GEMMs with K = 3 would be inefficient.
+* Wide 3x3 layers (256+ channels in and out) use Winograd's F(2x2, 3x3)
+  (``_conv_winograd``): 2.25x fewer multiplies, measured 8-15 % off the whole
+  body and face nets' time, and faster than ``_conv_taps`` there (512 -> 512 at
+  46x82: 85 vs 104 ms), but not for 256 -> 128 (20 vs 15 ms).
 """
 import numpy
+
+from models import _blas
 
 # Column-band budget in bytes: small enough to stay in the L2/L3 caches between
 # the copy that writes it and the GEMM that reads it, large enough for
@@ -71,8 +87,11 @@ def conv2d(x, W, b, pad, relu):
     out = numpy.empty((n, o, oh, ow), dtype=numpy.float32)
     if k == 1 and pad == 0:
         numpy.matmul(W.reshape(o, c), x.reshape(n, c, h * w), out=out.reshape(n, o, oh * ow))
-    elif k == 3 and pad == 1 and c >= WINOGRAD_MIN_CHANNELS and o >= 128:
+    elif k == 3 and pad == 1 and c >= WINOGRAD_MIN_CHANNELS and o >= WINOGRAD_MIN_CHANNELS:
         _conv_winograd(x, W, out)
+    elif c >= TAPS_MIN_CHANNELS and _blas.sgemm() is not None:
+        _conv_taps(x, W, b, pad, relu, out)
+        return out
     elif _use_row_split(c, k):
         _conv_row_split(x, W, pad, out)
     else:
@@ -84,8 +103,55 @@ def conv2d(x, W, b, pad, relu):
     return out
 
 
-def _band_rows(bytes_per_row, total):
-    return max(1, min(total, BAND_BYTES // max(1, bytes_per_row)))
+# Input channels from which one GEMM per kernel tap beats im2col (K = C per GEMM).
+TAPS_MIN_CHANNELS = 16
+# Output band of ``_conv_taps`` in bytes (measured: 2 MB best for the large front
+# layers; the 7x7 stage layers, ~2 MB at 368x656, run as one band).
+TAPS_BAND_BYTES = 2 << 20
+
+
+def _conv_taps(x, W, b, pad, relu, out):
+    """Stride-1 convolution as k*k accumulating GEMMs on the zero-padded input, in row
+    bands of the output at the padded width; bias and ReLU applied as each band is
+    copied out (see the module docstring)."""
+    n, c, h, w = x.shape
+    o, _, k, _ = W.shape
+    oh, ow = out.shape[2:]
+    wp = w + 2 * pad
+    taps = numpy.ascontiguousarray(W.transpose(2, 3, 0, 1))  # (k, k, O, C)
+    # A band of r output rows reads r + k - 1 padded input rows: only those are copied
+    # (the whole padded input would add ~250 MB at scale 2 of a 368x656 image).
+    rows = _band_rows(max(o, c) * wp * 4, oh, TAPS_BAND_BYTES)
+    xp = numpy.empty((c, (rows + k - 1) * wp), numpy.float32)
+    acc = numpy.empty((o, rows * wp), numpy.float32)
+    bias = None if b is None else b.reshape(o, 1, 1)
+    for i in range(n):
+        for y0 in range(0, oh, rows):
+            r = min(rows, oh - y0)
+            src = xp[:, :(r + k - 1) * wp]
+            _fill_shift(src.reshape(c, r + k - 1, wp), x[i], y0 - pad, -pad)
+            # Output pixel (y0 + y, j) of the band is column y * wp + j; the last row
+            # stops at its ow-th column, so every read stays inside the band's rows.
+            cols = (r - 1) * wp + ow
+            dst = acc[:, :cols]
+            for ky in range(k):
+                for kx in range(k):
+                    off = ky * wp + kx
+                    _blas.gemm(taps[ky, kx], src[:, off:off + cols], dst,
+                               beta=0.0 if ky == kx == 0 else 1.0)
+            band = acc.reshape(o, rows, wp)[:, :r, :ow]
+            res = out[i, :, y0:y0 + r]
+            if bias is None:
+                res[...] = band
+            else:
+                numpy.add(band, bias, out=res)
+            if relu:
+                numpy.maximum(res, 0, out=res)
+
+
+def _band_rows(bytes_per_row, total, budget=None):
+    budget = BAND_BYTES if budget is None else budget
+    return max(1, min(total, budget // max(1, bytes_per_row)))
 
 
 def _conv_full(x, W, pad, out):
@@ -164,8 +230,8 @@ def max_pool_2x2(x):
 # channels: each 2x2 output tile costs 16 multiplies per (in, out) channel pair instead of
 # 36, i.e. 16 GEMMs (O x C) @ (C x tiles) replace one (O x 9C) @ (9C x pixels).  The
 # transforms only add and halve (float rounding only; tests compare with Chainer within
-# 1e-5).  Used where the GEMMs dominate the transforms: C >= WINOGRAD_MIN_CHANNELS
-# (measured: from 128 channels the transforms eat the gain).
+# 1e-5).  Used where the GEMMs dominate the transforms: C and O >= WINOGRAD_MIN_CHANNELS
+# (measured: with 128 channels in or out the transforms eat the gain).
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_BAND_BYTES = 16 << 20  # larger than BAND_BYTES: 16 GEMMs per band want wide ones
 # G (4x3) of F(2x2, 3x3); U = G g G^T is one product with kron(G, G) (16 x 9).

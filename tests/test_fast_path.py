@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import weights_io
-from models import _fast
+from models import _blas, _fast
 from models.CocoPoseNet import CocoPoseNet
 from models.FaceNet import FaceNet
 from models.HandNet import HandNet
@@ -94,19 +94,25 @@ def test_max_pool_matches_chainer_cover_all(shape):
     assert np.array_equal(_fast.max_pool_2x2(x), ref)
 
 
+@pytest.mark.parametrize('blas', [True, False], ids=['taps', 'no-blas'])
 @pytest.mark.parametrize('c,o,k,h,w,band', [
     (3, 8, 3, 11, 9, 1 << 20),      # few channels: one GEMM over the full columns
-    (20, 6, 3, 13, 10, 2000),       # row split, bands of 1-2 rows, partial last band
-    (17, 5, 7, 9, 12, 30000),       # 7x7 row split, kernel larger than some bands
+    (20, 6, 3, 13, 10, 2000),       # taps / row split, bands of 1-2 rows, partial last band
+    (17, 5, 7, 9, 12, 30000),       # 7x7, kernel larger than some bands
     (16, 4, 7, 3, 4, 1 << 20),      # map smaller than the kernel
+    (16, 4, 7, 1, 1, 1 << 20),      # 1x1 map, 7x7 kernel: every tap but one on the padding
     (9, 7, 1, 5, 6, 1 << 20),       # 1x1
-    (256, 128, 3, 9, 7, 200000),    # Winograd: odd sizes, bands of 1-2 tile rows
-    (260, 130, 3, 1, 1, 1 << 20),   # Winograd on a 1x1 map
-    (256, 128, 3, 8, 12, 1 << 24),  # Winograd, even sizes, one band
+    (256, 128, 3, 9, 7, 200000),    # 3x3, 128 out: taps, not Winograd
+    (256, 256, 3, 9, 7, 400000),    # Winograd: odd sizes, bands of 1-2 tile rows
+    (260, 256, 3, 1, 1, 1 << 20),   # Winograd on a 1x1 map
+    (256, 256, 3, 8, 12, 1 << 24),  # Winograd, even sizes, one band
 ])
-def test_conv2d_matches_chainer(monkeypatch, c, o, k, h, w, band):
+def test_conv2d_matches_chainer(monkeypatch, blas, c, o, k, h, w, band):
     monkeypatch.setattr(_fast, 'BAND_BYTES', band)
+    monkeypatch.setattr(_fast, 'TAPS_BAND_BYTES', band)
     monkeypatch.setattr(_fast, 'WINOGRAD_BAND_BYTES', band)
+    if not blas:  # as with a NumPy built without OpenBLAS
+        monkeypatch.setattr(_blas, '_LIB', [None])
     rng = np.random.default_rng(c + k)
     x = rng.standard_normal((2, c, h, w)).astype(np.float32)
     W = rng.standard_normal((o, c, k, k)).astype(np.float32)
@@ -134,3 +140,28 @@ def test_training_keeps_the_differentiable_path():
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         out = model(chainer.Variable(x))
     assert all(isinstance(m, chainer.Variable) and m.creator is None for m in out)
+
+
+def test_gemm_on_strided_views_with_and_without_blas(monkeypatch):
+    """``_blas.gemm`` on views with strided rows (as ``_conv_taps`` passes them): overwrite
+    and accumulate equal NumPy's product; NumPy's own OpenBLAS is found on this platform."""
+    import glob
+    import os
+    if glob.glob(os.path.join(os.path.dirname(np.__file__), '..', 'numpy.libs', '*openblas*')):
+        assert _blas.sgemm() is not None  # else the taps path would silently never run
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 7)).astype(np.float32)
+    big = rng.standard_normal((7, 40)).astype(np.float32)
+    b = big[:, 3:3 + 11]  # rows 40 floats apart
+    for use_blas in (True, False):
+        c = rng.standard_normal((5, 20)).astype(np.float32)
+        c0 = c.copy()
+        _blas.gemm(a, b, c[:, 2:13], beta=1.0, use_blas=use_blas)
+        assert np.allclose(c[:, 2:13], c0[:, 2:13] + a @ b, atol=1e-5)
+        assert np.array_equal(c[:, :2], c0[:, :2]) and np.array_equal(c[:, 13:], c0[:, 13:])
+        _blas.gemm(a, b, c[:, 2:13], use_blas=use_blas)
+        assert np.allclose(c[:, 2:13], a @ b, atol=1e-5)
+    with pytest.raises(ValueError, match='shapes'):
+        _blas.gemm(a, b, np.empty((5, 12), np.float32))
+    with pytest.raises(ValueError, match='contiguous rows'):
+        _blas.gemm(a, big[:, ::2], np.empty((5, 20), np.float32))
