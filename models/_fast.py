@@ -15,9 +15,8 @@ scale 2 of a 368x656 image) and copying the output twice; that is ~94 % of the
 body net's time and most of its peak memory.  Here:
 
 * ``_conv_taps`` (most layers; needs the BLAS of ``_blas.py``): no column matrix at
-  all.  The input is copied once into a zero-padded (C, H+2p, W+2p) buffer (band by
-  band); with
-  the output laid out at the padded width, kernel tap (ky, kx) is one GEMM
+  all.  The input is copied once into a zero-padded (C, H+2p, W+2p) buffer, band
+  by band; with the output laid out at the padded width, kernel tap (ky, kx) is one GEMM
   (O x C) @ (C x pixels) reading that buffer in place at offset ky*(W+2p)+kx,
   and BLAS adds the k*k products into the same output rows (beta = 1).  The
   k-1 columns of each output row that fall on the padding are computed and
