@@ -42,9 +42,11 @@ every link to the graph node it is converted from.
 import chainer
 import chainer.functions as F
 import chainer.links as L
-import cv2
 import numpy
 from chainer import backend
+
+from models import _blas, _mobilenet_fast as _mf
+from models._mobilenet_fast import same_padding  # noqa: F401 (part of this module's API)
 
 BN_EPS = 1e-3  # epsilon of every FusedBatchNorm in the graph
 
@@ -82,13 +84,6 @@ STAGE1_WIDTHS = [64, 64, 64, 256]
 STAGE_WIDTHS = [64, 64, 64, 64]
 
 
-def same_padding(size, ksize, stride):
-    """TensorFlow ``SAME`` padding of one axis: ``(before, after)``."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + ksize - size, 0)
-    return total // 2, total - total // 2
-
-
 def _pad_same(x, ksize, stride):
     """Pad ``x`` (NCHW) for a ``SAME`` convolution; returns the padded input
     (or ``x``) and the symmetric pad the convolution itself should apply."""
@@ -109,126 +104,6 @@ def depthwise_same(x, W, stride=1):
     """``F.depthwise_convolution_2d`` (no bias) with TensorFlow ``SAME`` padding."""
     x, pad = _pad_same(x, W.shape[2], stride)
     return F.depthwise_convolution_2d(x, W, stride=stride, pad=pad)
-
-
-# -- inference fast paths (arrays in, arrays out; no graph, no batch statistics) --
-#
-# Used when ``chainer.config.train`` is False and ``enable_backprop`` is False.
-# They compute the same function as the differentiable path (tests compare the
-# two); they exist because the stock CPU kernels are slow for this network:
-# im2col + tensordot for 1x1 convolutions, im2col + batched matmul for the
-# depthwise ones, several passes per batch norm.  ``bench/bench_mobilenet.py
-# --stock`` (2 cores shared with other jobs, medians of 15 interleaved runs,
-# 432x368 / 656x368): stock functions 5-9x cv2.dnn's time, these fast paths
-# 1.4-1.9x / 1.2-1.5x (at an idle moment, 432x368: ~70 ms vs cv2.dnn's 30 ms:
-# numpy's elementwise work runs on one core, cv2.dnn uses both).  Spreading channel
-# groups or the two branches over threads, chunking channels for the cache, and
-# folding the expand layers' normalisation into their weights were tried and
-# measured no faster here.
-
-def _pointwise_fast(x, W, shift=None):
-    """1x1 convolution ``W`` (O, C) of ``x`` (N, C, H, W) as one matrix product,
-    plus a per-channel ``shift``."""
-    xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    y = xp.matmul(W, x.reshape(n, c, h * w))
-    if shift is not None:
-        y += shift[:, None]
-    return y.reshape(n, W.shape[0], h, w)
-
-
-def _conv_fast(x, W, stride):
-    """A k x k convolution (the stem: 3 -> 16 channels, stride 2), SAME padding,
-    as im2col from strided views + one matrix product into a contiguous output
-    (~2x ``F.convolution_2d``, whose tensordot leaves a transposed view)."""
-    xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    o, _, k, _ = W.shape
-    (top, bottom), (left, right) = same_padding(h, k, stride), same_padding(w, k, stride)
-    oh, ow = -(-h // stride), -(-w // stride)
-    padded = xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    cols = xp.empty((n, c, k, k, oh, ow), dtype=x.dtype)
-    for i in range(k):
-        for j in range(k):
-            cols[:, :, i, j] = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
-    y = xp.matmul(W.reshape(o, c * k * k), cols.reshape(n, c * k * k, oh * ow))
-    return y.reshape(n, o, oh, ow)
-
-
-def _depthwise_fast(x, W, stride):
-    """Multiplier-1 depthwise convolution (``W``: (1, C, k, k)), SAME padding.
-
-    CPU, maps of 1024+ pixels: OpenCV's ``filter2D`` per channel (a correlation,
-    as in TensorFlow; zero border = SAME padding; stride 2 = every other output
-    of the stride-1 result, starting where SAME's asymmetric padding puts the
-    first window).  Otherwise the input is zero-padded once into a flat buffer
-    in which every kernel tap is a strided view at a fixed offset, and the output
-    is the sum of the k*k views scaled per channel (cropped view).  Both beat
-    im2col several times; filter2D beats the views ~2x on large maps and loses on
-    small ones (23x27), hence the threshold.
-    """
-    xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    k = W.shape[2]
-    if k == 1:
-        return x * W.reshape(1, c, 1, 1)
-    (top, bottom), (left, right) = same_padding(h, k, stride), same_padding(w, k, stride)
-    oh, ow = -(-h // stride), -(-w // stride)
-    if xp is numpy and h * w >= 1024 and k % 2 == 1:
-        out = numpy.empty((n, c, oh, ow), dtype=x.dtype)
-        r0, c0 = k // 2 - top, k // 2 - left  # stride-1 output of the first window
-        filter2d, border = cv2.filter2D, cv2.BORDER_CONSTANT  # ~3400 calls a forward
-        for i in range(n):
-            for src, kernel, dst in zip(x[i], W[0], out[i]):
-                if stride == 1:
-                    filter2d(src, -1, kernel, dst, (-1, -1), 0, border)
-                else:
-                    dst[...] = filter2d(src, -1, kernel, None, (-1, -1), 0,
-                                        border)[r0::stride, c0::stride]
-        return out
-    taps = xp.tile(W.reshape(c, k * k), (n, 1))  # (N*C, k*k)
-    width = left + w + right
-    length = oh * width  # outputs per channel, garbage columns included
-    last = (k - 1) * width + (k - 1) + stride * (length - 1)  # furthest index read
-    rows = max(top + h + bottom, last // width + 1)
-    buf = xp.zeros((n * c, rows, width), dtype=x.dtype)
-    buf[:, top:top + h, left:left + w] = x.reshape(n * c, h, w)
-    flat = buf.reshape(n * c, rows * width)
-    y = xp.empty((n * c, length), dtype=x.dtype)
-    tmp = xp.empty_like(y)
-    for t in range(k * k):
-        offset = (t // k) * width + t % k
-        view = flat[:, offset:offset + stride * (length - 1) + 1:stride]
-        if t == 0:
-            xp.multiply(view, taps[:, :1], out=y)
-        else:
-            xp.multiply(view, taps[:, t:t + 1], out=tmp)
-            y += tmp
-    return y.reshape(n, c, oh, width)[:, :, :, :ow]
-
-
-def _instance_norm_fast(x, gamma, beta, eps, relu6):
-    """Per-image, per-channel normalisation (two-pass variance), optionally
-    followed by ReLU6, on a new array."""
-    xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    y = x.reshape(n * c, h * w)  # (a copy when x is a cropped view)
-    y = y - y.mean(axis=1, keepdims=True)
-    var = xp.einsum('ij,ij->i', y, y) / (h * w)
-    y *= (xp.tile(gamma, n) / xp.sqrt(var + eps))[:, None]
-    y += xp.tile(beta, n)[:, None]
-    if relu6:
-        xp.clip(y, 0, 6, out=y)
-    return y.reshape(n, c, h, w)
-
-
-def _resize_fast(x, size):
-    xp = backend.get_array_module(x)
-    n, c, h, w = x.shape
-    mh = xp.asarray(interpolation_matrix_tf_legacy(size[0], h, x.dtype))
-    mw = xp.asarray(interpolation_matrix_tf_legacy(size[1], w, x.dtype))
-    y = xp.matmul(x.reshape(n * c * h, w), mw.T).reshape(n * c, h, size[1])
-    return xp.matmul(mh, y).reshape(n, c, size[0], size[1])
 
 
 def interpolation_matrix_tf_legacy(out_size, in_size, dtype=numpy.float32):
@@ -359,93 +234,138 @@ class MobileNetV2PoseNet(chainer.Chain):
                 or x.dtype != numpy.float32:
             raise ValueError('MobileNetV2PoseNet expects a float32 (N, 3, H, W) BGR batch, '
                              'got %s %s' % (x.dtype, tuple(x.shape)))
-        # Inference without a graph takes the array fast paths (same function).
-        fast = not chainer.config.train and not chainer.config.enable_backprop
-        if fast and isinstance(x, chainer.Variable):
-            x = x.array
-        feature = self.features(x, fast)
+        array = x.array if isinstance(x, chainer.Variable) else x
+        if not chainer.config.train and not chainer.config.enable_backprop \
+                and isinstance(array, numpy.ndarray):
+            return self._forward_fast(array)
+        feature = self.features(x)
         pafs, heatmaps = [], []
         h = feature
         for stage in range(1, N_STAGES + 1):
-            paf = self.branch(stage, 'L1', h, fast)
-            heatmap = self.branch(stage, 'L2', h, fast)
+            paf = self.branch(stage, 'L1', h)
+            heatmap = self.branch(stage, 'L2', h)
             pafs.append(paf)
             heatmaps.append(heatmap)
             if stage < N_STAGES:
-                h = self._concat((paf, heatmap, feature), fast)
-        if fast:
-            pafs = [chainer.Variable(a, requires_grad=False) for a in pafs]
-            heatmaps = [chainer.Variable(a, requires_grad=False) for a in heatmaps]
+                h = F.concat((paf, heatmap, feature), axis=1)
         return pafs, heatmaps
 
-    def features(self, x, fast=False):
+    def features(self, x):
         """The 64-channel stride-8 features: expanded_conv_5's output and
         expanded_conv_12's (stride 16) upsampled to its size, concatenated."""
-        h = self._conv_norm('Conv', x, 2, True, fast)
+        h = self._conv_norm('Conv', x, 2, True)
         fine = None
         for name, has_expand, stride, residual in self._blocks:
             y = h
             if has_expand:
-                y = self._conv_norm(name + '_expand', y, 1, True, fast)
-            y = self._conv_norm(name + '_depthwise', y, stride, True, fast)
-            y = self._conv_norm(name + '_project', y, 1, False, fast)
+                y = self._conv_norm(name + '_expand', y, 1, True)
+            y = self._conv_norm(name + '_depthwise', y, stride, True)
+            y = self._conv_norm(name + '_project', y, 1, False)
             h = h + y if residual else y
             if name == FINE_BLOCK:
                 fine = h
-        if fast:
-            coarse = _resize_fast(h, fine.shape[2:])
-        else:
-            coarse = resize_bilinear_tf_legacy(h, fine.shape[2:])
-        return self._concat((fine, coarse), fast)
+        coarse = resize_bilinear_tf_legacy(h, fine.shape[2:])
+        return F.concat((fine, coarse), axis=1)
 
-    def branch(self, stage, branch, h, fast=False):
+    def branch(self, stage, branch, h):
         """One branch of one stage: 5 x (depthwise, pointwise, batch norm, ReLU),
         no ReLU at the end."""
         for i in range(1, len(STAGE_KSIZES) + 1):
             name = 'MConv_Stage%d_%s_%d' % (stage, branch, i)
-            h = self._separable(name, h, i < len(STAGE_KSIZES), fast)
+            dw, pw, bn = self[name + '_depthwise'], self[name + '_pointwise'], \
+                self[name + '_pointwise_bn']
+            h = bn(conv_same(depthwise_same(h, dw.W), pw.W))
+            if i < len(STAGE_KSIZES):
+                h = F.relu(h)
         return h
 
-    def _conv_norm(self, name, h, stride, relu6, fast):
+    def _conv_norm(self, name, h, stride, relu6):
         """Backbone: convolution or depthwise convolution ``name``, its per-image
         normalisation ``name + '_bn'``, then ReLU6 if asked."""
         conv, norm = self[name], self[name + '_bn']
         depthwise = isinstance(conv, L.DepthwiseConvolution2D)
-        if fast:
-            W, gamma, beta = conv.W.array, norm.gamma.array, norm.beta.array
-            if depthwise:
-                h = _depthwise_fast(h, W, stride)
-            elif W.shape[2:] == (1, 1) and stride == 1:
-                h = _pointwise_fast(h, W.reshape(W.shape[:2]))
-            else:
-                h = _conv_fast(h, W, stride)
-            return _instance_norm_fast(h, gamma, beta, norm.eps, relu6)
-        h = (depthwise_same if depthwise else conv_same)(h, conv.W, stride)
-        h = norm(h)
+        h = norm((depthwise_same if depthwise else conv_same)(h, conv.W, stride))
         return F.clipped_relu(h, 6.0) if relu6 else h
 
-    def _separable(self, name, h, relu, fast):
-        """Refinement: ``name + '_depthwise'``, ``name + '_pointwise'``, its batch
-        norm, then ReLU if asked.  The fast path folds the batch norm's stored
-        statistics (and a 1x1 depthwise kernel) into the pointwise weights."""
-        dw, pw, bn = self[name + '_depthwise'], self[name + '_pointwise'], \
-            self[name + '_pointwise_bn']
-        if fast:
-            xp = backend.get_array_module(h)
-            scale = bn.gamma.array / xp.sqrt(bn.avg_var + bn.eps)
-            shift = bn.beta.array - bn.avg_mean * scale
-            W = pw.W.array.reshape(pw.W.shape[:2]) * scale[:, None]
-            if dw.W.shape[2:] == (1, 1):
-                W = W * dw.W.array.reshape(1, -1)
-            else:
-                h = _depthwise_fast(h, dw.W.array, 1)
-            h = _pointwise_fast(h, W, shift)
-            return xp.maximum(h, 0, out=h) if relu else h
-        h = bn(conv_same(depthwise_same(h, dw.W), pw.W))
-        return F.relu(h) if relu else h
+    # -- CPU inference (models/_mobilenet_fast.py) --
+    def _forward_fast(self, x):
+        """``forward`` on a NumPy batch without a graph, one image at a time."""
+        outs = [self._image_fast(image) for image in x]
+        wrap = lambda arrays: chainer.Variable(numpy.stack(arrays), requires_grad=False)  # noqa
+        return ([wrap([o[0][s] for o in outs]) for s in range(N_STAGES)],
+                [wrap([o[1][s] for o in outs]) for s in range(N_STAGES)])
 
-    @staticmethod
-    def _concat(xs, fast):
-        if fast:
-            return backend.get_array_module(xs[0]).concatenate(xs, axis=1)
-        return F.concat(xs, axis=1)
+    def _image_fast(self, image):
+        """``(pafs, heatmaps)`` of one (3, H, W) image: lists of (C, h, w) arrays."""
+        feature, shape = self._features_fast(image)
+        pafs, heatmaps = [], []
+        h = feature
+        for stage in range(1, N_STAGES + 1):
+            paf = self._branch_fast(stage, 'L1', h, shape)
+            heatmap = self._branch_fast(stage, 'L2', h, shape)
+            pafs.append(paf.reshape((-1,) + shape))
+            heatmaps.append(heatmap.reshape((-1,) + shape))
+            if stage < N_STAGES:
+                h = numpy.concatenate((paf, heatmap, feature))
+        return pafs, heatmaps
+
+    def _features_fast(self, image):
+        """``features`` of one image: ``((64, h * w) array, (h, w))``."""
+        norm = self['Conv_bn']
+        h, shape = _mf.conv_im2col(image, self['Conv'].W.array, 2)
+        _mf.normalise(h, norm.gamma.array, norm.beta.array, norm.eps, True)
+        for name, has_expand, stride, residual in self._blocks:
+            y = h
+            if has_expand:
+                conv, norm = self[name + '_expand'], self[name + '_expand_bn']
+                y = _mf.expand_normalised(y, conv.W.array[:, :, 0, 0], norm.gamma.array,
+                                          norm.beta.array, norm.eps)
+            conv, norm = self[name + '_depthwise'], self[name + '_depthwise_bn']
+            c = y.shape[0]
+            out_shape = (-(-shape[0] // stride), -(-shape[1] // stride))
+            d = numpy.empty((c,) + out_shape, dtype=y.dtype)
+            _mf.depthwise(y.reshape((c,) + shape), conv.W.array[0], stride, d)
+            d = _mf.normalise(d.reshape(c, -1), norm.gamma.array, norm.beta.array, norm.eps, True)
+            conv, norm = self[name + '_project'], self[name + '_project_bn']
+            z = numpy.empty((conv.W.shape[0], d.shape[1]), dtype=y.dtype)
+            _blas.gemm(conv.W.array[:, :, 0, 0], d, z)
+            h = _mf.normalise(z, norm.gamma.array, norm.beta.array, norm.eps, False,
+                              h if residual else None)
+            shape = out_shape
+            if name == FINE_BLOCK:
+                fine, fine_shape = h, shape
+        feature = numpy.empty((self.feature_channels,) + fine_shape, dtype=h.dtype)
+        feature[:fine.shape[0]] = fine.reshape(feature[:fine.shape[0]].shape)
+        _mf.resize_into(h, shape, feature[fine.shape[0]:], interpolation_matrix_tf_legacy)
+        return feature.reshape(self.feature_channels, -1), fine_shape
+
+    def _branch_fast(self, stage, branch, x, shape):
+        """``branch`` on one image's (C, h * w) array.  Every activation but the
+        output carries a row of ones, so the batch norm's shift is a column of
+        the folded 1x1 weights (as are the 1x1 depthwise kernels)."""
+        h = x
+        last = len(STAGE_KSIZES)
+        for i in range(1, last + 1):
+            name = 'MConv_Stage%d_%s_%d' % (stage, branch, i)
+            dw, pw, bn = self[name + '_depthwise'], self[name + '_pointwise'], \
+                self[name + '_pointwise_bn']
+            scale = bn.gamma.array / numpy.sqrt(bn.avg_var + bn.eps)
+            o, c = pw.W.shape[:2]
+            W = numpy.empty((o, c + 1), dtype=x.dtype)
+            W[:, c] = bn.beta.array - bn.avg_mean * scale
+            if dw.W.shape[2:] == (1, 1):  # h already has its row of ones
+                W[:, :c] = pw.W.array[:, :, 0, 0] * scale[:, None] * dw.W.array[0, :, 0, 0]
+            else:
+                W[:, :c] = pw.W.array[:, :, 0, 0] * scale[:, None]
+                d = numpy.empty((c + 1, h.shape[1]), dtype=x.dtype)
+                d[c] = 1
+                _mf.depthwise(h[:c].reshape((c,) + shape), dw.W.array[0], 1,
+                              d[:c].reshape((c,) + shape))
+                h = d
+            out = numpy.empty((o + (i < last), h.shape[1]), dtype=x.dtype)
+            _blas.gemm(W, h, out[:o])
+            if i < last:
+                out[o] = 1
+                _mf.relu_(out)
+            h = out
+        return h

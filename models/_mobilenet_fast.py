@@ -1,0 +1,175 @@
+"""CPU inference kernels of ``MobileNetV2PoseNet`` (NumPy arrays in and out, no graph).
+
+``MobileNetV2PoseNet.forward`` takes them (``_forward_fast``) when the input is a
+NumPy array, ``chainer.config.train`` is False and backprop is disabled; they
+compute the same function as the model's Chainer functions (tests/test_mobilenet.py
+compares the two), one image at a time (the backbone's normalisation is per
+image anyway), on 2-D ``(channels, H * W)`` arrays.  CuPy input takes the
+Chainer functions.
+
+Why not the stock functions: im2col + tensordot for the 1x1 convolutions,
+im2col + batched matmul for the depthwise ones and several NumPy passes per
+normalisation made the stock CPU path 5-9x cv2.dnn's time (bench/bench_mobilenet.py
+--stock).  Measured choices (2-core machine, medians of repeated runs):
+
+* ReLU and ReLU6 are ``cv2.threshold`` calls: NumPy's ``maximum`` / ``clip``
+  run ~8x slower on float32 here (``relu_``).
+* 1x1 *expand* convolutions (few input channels, 6x as many outputs) are
+  followed by a per-image normalisation: the output's per-channel mean and
+  variance follow from the input's mean and covariance, ``mean(Wx) = W
+  mean(x)``, ``var(Wx)_o = w_o^T cov(x) w_o`` (small: computed from the input),
+  so the normalisation's scale is folded into the weights and its shift written
+  into the output before one GEMM adds onto it (``_blas.gemm``, beta = 1), then
+  one ReLU6: ~40 % off GEMM + explicit normalisation (8 -> 48 channels at
+  184x216: 1.65 -> 0.89 ms; 48 -> 288 at 23x27: 0.35 -> 0.31 ms).
+* Other normalisations are explicit (two-pass variance), the mean taken by a
+  BLAS matrix-vector product.
+* Refinement stages: each activation carries one extra row of ones, so the
+  stored-statistics batch norm's shift is one more column of the folded 1x1
+  weights (no pass to add it); the 1x1 depthwise kernels of the last two
+  layers of each branch are folded into the weights too.
+"""
+import cv2
+import numpy
+
+from models import _blas
+
+RELU6 = 6.0
+
+
+def same_padding(size, ksize, stride):
+    """TensorFlow ``SAME`` padding of one axis: ``(before, after)``."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + ksize - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_im2col(x, W, stride):
+    """A k x k convolution of one image ``x`` (C, H, W) (the stem: 3 -> 16
+    channels, stride 2), SAME padding: im2col from strided views + one GEMM.
+    Returns ``(y, (oh, ow))`` with ``y`` (O, oh * ow)."""
+    c, h, w = x.shape
+    o, _, k, _ = W.shape
+    (top, bottom), (left, right) = same_padding(h, k, stride), same_padding(w, k, stride)
+    oh, ow = -(-h // stride), -(-w // stride)
+    padded = numpy.pad(x, ((0, 0), (top, bottom), (left, right)))
+    cols = numpy.empty((c, k, k, oh, ow), dtype=x.dtype)
+    for i in range(k):
+        for j in range(k):
+            cols[:, i, j] = padded[:, i:i + stride * oh:stride, j:j + stride * ow:stride]
+    y = numpy.empty((o, oh * ow), dtype=x.dtype)
+    _blas.gemm(numpy.ascontiguousarray(W.reshape(o, c * k * k)), cols.reshape(c * k * k, oh * ow), y)
+    return y, (oh, ow)
+
+
+def depthwise(x, W, stride, out):
+    """Multiplier-1 depthwise convolution of one image ``x`` (C, H, W) with
+    ``W`` (C, k, k), SAME padding, into ``out`` (C, oh, ow) (rows of a bigger
+    buffer are fine).
+
+    Maps of 512+ pixels: OpenCV's ``filter2D`` per channel (a correlation, as
+    in TensorFlow; zero border = SAME padding; stride 2 = every other output of
+    the stride-1 result, starting where SAME's asymmetric padding puts the
+    first window).  Otherwise the input is zero-padded once into a flat buffer
+    in which every kernel tap is a strided view at a fixed offset, and the
+    output is the sum of the k*k views scaled per channel.  Both beat im2col
+    several times; filter2D beats the views on large maps (23x27, 192 / 288
+    channels: 0.52 / 0.78 vs 0.59 / 1.8 ms) and loses on small ones (12x14,
+    288 channels: 0.62 vs 0.28 ms), hence the threshold.
+    """
+    c, h, w = x.shape
+    k = W.shape[1]
+    (top, bottom), (left, right) = same_padding(h, k, stride), same_padding(w, k, stride)
+    oh, ow = out.shape[1:]
+    if h * w >= 512 and k % 2 == 1:
+        r0, c0 = k // 2 - top, k // 2 - left  # stride-1 output of the first window
+        filter2d, border = cv2.filter2D, cv2.BORDER_CONSTANT
+        for src, kernel, dst in zip(x, W, out):
+            if stride == 1:
+                filter2d(src, -1, kernel, dst, (-1, -1), 0, border)
+            else:
+                dst[...] = filter2d(src, -1, kernel, None, (-1, -1), 0,
+                                    border)[r0::stride, c0::stride]
+        return out
+    taps = W.reshape(c, k * k)
+    width = left + w + right
+    length = oh * width  # outputs per channel, garbage columns included
+    last = (k - 1) * width + (k - 1) + stride * (length - 1)  # furthest index read
+    rows = max(top + h + bottom, last // width + 1)
+    buf = numpy.zeros((c, rows, width), dtype=x.dtype)
+    buf[:, top:top + h, left:left + w] = x
+    flat = buf.reshape(c, rows * width)
+    y = numpy.empty((c, length), dtype=x.dtype)
+    tmp = numpy.empty_like(y)
+    for t in range(k * k):
+        offset = (t // k) * width + t % k
+        view = flat[:, offset:offset + stride * (length - 1) + 1:stride]
+        if t == 0:
+            numpy.multiply(view, taps[:, :1], out=y)
+        else:
+            numpy.multiply(view, taps[:, t:t + 1], out=tmp)
+            y += tmp
+    out[...] = y.reshape(c, oh, width)[:, :, :ow]
+    return out
+
+
+def relu_(y):
+    """ReLU of a 2-D float32 array in place.  ``cv2.threshold`` rather than
+    ``numpy.maximum``/``numpy.clip``, which run ~8x slower here (48 x 39744:
+    0.78 vs 0.10 ms; 64 x 2484: 0.061 vs 0.007 ms)."""
+    return cv2.threshold(y, 0, 0, cv2.THRESH_TOZERO, dst=y)[1]
+
+
+def relu6_(y):
+    """ReLU6 of a 2-D float32 array in place (two ``cv2.threshold``, see ``relu_``)."""
+    cv2.threshold(y, RELU6, RELU6, cv2.THRESH_TRUNC, dst=y)
+    return relu_(y)
+
+
+def _scale_shift(mean, var, gamma, beta, eps):
+    """Per-channel ``(s, b)`` with ``normalised = s * x + b``."""
+    s = gamma / numpy.sqrt(numpy.maximum(var, 0) + eps)
+    return s, beta - mean * s
+
+
+def normalise(y, gamma, beta, eps, relu6, residual=None):
+    """Per-channel normalisation of ``y`` (C, P) in place (two-pass variance),
+    then ReLU6 if asked, plus ``residual``."""
+    # BLAS matrix-vector product: ~5x numpy's mean here (96 x 9936: 0.03 vs 0.2 ms)
+    y -= (y @ numpy.full(y.shape[1], 1 / y.shape[1], dtype=y.dtype))[:, None]
+    var = numpy.einsum('ij,ij->i', y, y) / y.shape[1]
+    y *= (gamma / numpy.sqrt(var + eps))[:, None]
+    y += beta[:, None]
+    if relu6:
+        relu6_(y)
+    if residual is not None:
+        y += residual
+    return y
+
+
+def expand_normalised(x, W, gamma, beta, eps):
+    """``relu6(normalise(W @ x))`` for a 1x1 convolution ``W`` (O, C) of ``x``
+    (C, P) with few input channels: statistics from ``x``'s mean and covariance,
+    scale folded into ``W``, shift written into the output before the GEMM adds
+    onto it, then one clip.  (The covariance of the centred input is summed in
+    float32, without cancellation; the variances in float64.)"""
+    m = x.mean(axis=1)
+    centred = x - m[:, None]
+    cov = (centred @ centred.T).astype(numpy.float64) / x.shape[1]
+    W64 = W.astype(numpy.float64)
+    var = ((W64 @ cov) * W64).sum(axis=1)  # diag(W cov W^T)
+    s, b = _scale_shift(W64 @ m, var, gamma, beta, eps)
+    out = numpy.empty((W.shape[0], x.shape[1]), dtype=x.dtype)
+    out[...] = b.astype(x.dtype)[:, None]
+    _blas.gemm((W * s[:, None]).astype(x.dtype), x, out, 1.0)
+    return relu6_(out)
+
+
+def resize_into(x, shape, out, matrix):
+    """TensorFlow's legacy bilinear resize of ``x`` (C, h * w) from ``shape``
+    (h, w) to ``out`` (C, H, W), as two matrix products (``matrix(out_size,
+    in_size)`` gives each axis' interpolation matrix)."""
+    (h, w), (c, oh, ow) = shape, out.shape
+    rows = x.reshape(c * h, w) @ matrix(ow, w, x.dtype).T  # (C * h, W)
+    numpy.matmul(matrix(oh, h, x.dtype), rows.reshape(c, h, ow), out=out)
+    return out
