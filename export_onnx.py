@@ -16,10 +16,11 @@ the Chainer forward (not traced with onnx-chainer: that package declares chainer
 onnx<1.7, installs only with ``--no-deps``, breaks with onnx>=1.16, and exports the MobileNet
 backbone's per-image batch norm with the export sample's statistics frozen in).  Exactness:
 
-* CMU nets: Conv (+ ReLU; the 7x7 ones as Winograd F(6, 7) along the width, see
-  WINOGRAD_KSIZE: within ~1.5e-5 of the maps' magnitude), 2x2 MaxPool with ``ceil_mode``
-  (Caffe's rounding), Concat (the stages' inputs with zero channels up to a multiple of 16,
-  and zero weights for them: the same sums, in onnxruntime's fast blocked layout).
+* CMU nets: Conv (+ ReLU; the 7x7 ones, and 3x3 ones with 128+ input channels, as
+  Winograd F(6, r) along the width, see WINOGRAD: within ~1.5e-5 of the maps' magnitude),
+  2x2 MaxPool with ``ceil_mode`` (Caffe's rounding), Concat (the stages' inputs with zero
+  channels up to a multiple of 16, and zero weights for them: the same sums, in
+  onnxruntime's fast blocked layout).
 * MobileNet: TensorFlow ``SAME`` padding is ``auto_pad=SAME_UPPER`` (the extra pixel after,
   for any input size); the backbone's training-mode batch norm is ``InstanceNormalization``
   (each image normalised with its own statistics, as TensorFlow did); the refinement batch
@@ -98,8 +99,9 @@ def _cmu_convs(g, chain, layers, h, relu_last=True, zero_inputs=0):
             W = np.concatenate([W, np.zeros((W.shape[0], zero_inputs) + W.shape[2:], W.dtype)], 1)
         k = W.shape[2]
         p = link.pad[0]
-        if k == WINOGRAD_KSIZE:
-            h = _winograd_conv(g, h, W, link.b.array, name)
+        m, min_channels = WINOGRAD.get(k, (0, 0))
+        if m and W.shape[1] >= min_channels:
+            h = _winograd_conv(g, h, W, link.b.array, name, m)
         else:
             h = g.op('Conv', [h, g.const(name + '/W', W), g.const(name + '/b', link.b.array)],
                      name=name, kernel_shape=[k, k], pads=[p, p, p, p])
@@ -108,25 +110,31 @@ def _cmu_convs(g, chain, layers, h, relu_last=True, zero_inputs=0):
     return h
 
 
-# The stages' 7x7 convolutions (pad 3) as one-dimensional Winograd F(6, 7) along the width
-# (Lavin & Gray 2016), direct along the height: each output row of 6 pixels takes 12
-# products per kernel row instead of 42 (3.5x fewer multiplications).  onnxruntime has no
-# Winograd of its own; its direct 7x7 convolution already runs near the two cores' peak
-# (~230 GFLOP/s), so the body net's ~480 GFLOP needed ~2.2 s.  In ONNX operators:
-#   input transform  Conv3d on (N, 1, C, H, W): 12 outputs, kernel 1x1x12, stride 6 along
-#                    W -> (N, 12, C, H, tW), i.e. channels (point, c) once reshaped;
-#   products         grouped Conv (12 groups: one C -> O convolution of kernel 7x1 per
-#                    point, the 7 kernel rows), in onnxruntime's blocked layout;
-#   output transform 1x1 Conv 12 -> 6 on (N, 12, O*H, tW), then the 6 pixels interleaved
+# Convolutions as one-dimensional Winograd F(6, r) (Lavin & Gray 2016) along the width,
+# direct along the height: a row of 6 output pixels takes 6 + r - 1 products per kernel
+# row instead of 6 r (7x7: 12 vs 42, 3.5x fewer multiplications; 3x3: 8 vs 18).
+# onnxruntime has no Winograd of its own; its direct convolutions already run near the two
+# cores' peak (~230 GFLOP/s), so the body net's ~480 GFLOP needed ~2.2 s.  In ONNX operators
+# (a = 6 + r - 1 points):
+#   input transform  Conv3d on (N, 1, C, H, W): a outputs, kernel 1x1xa, stride 6 along
+#                    W -> (N, a, C, H, tW), i.e. channels (point, c) once reshaped;
+#   products         grouped Conv (a groups: one C -> O convolution of kernel r x 1 per
+#                    point, the r kernel rows), in onnxruntime's blocked layout;
+#   output transform 1x1 Conv a -> 6 on (N, a, O*H, tW), then the 6 pixels interleaved
 #                    back along W (Transpose, Reshape) and cropped to W; bias added last.
-# Measured, onnxruntime 1.32, 2 cores, 7x7 128->128 at 46x82: Conv 28.2 ms, this 11.3 ms;
-# body net at 656x368 (5 interleaved rounds): 2.24 -> 1.38 s.  Exactness: points 0, +-1,
-# +-2, +-1/2, +-3, +-1/3 and infinity, kernels transformed in float64; one 7x7 layer
-# ~1.3e-5 of the output's magnitude in float32, the whole nets <= 1.5e-5 vs Chainer
-# (F(4, 7): 13.8 ms; the 2-D F(2x2, 7x7): 24 ms, its transforms move 16x the input).
-WINOGRAD_KSIZE = 7
-WINOGRAD_M = 6
-WINOGRAD_POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2, 3, -3, 1 / 3, -1 / 3)  # and infinity
+# Measured, onnxruntime 1.32, 2 cores, medians of 5 interleaved runs (plain Conv -> this):
+# 7x7 128->128 at 46x82 28.1 -> 11.1 ms, 192->128 42.4 -> 15.6 ms (F(4, 7): 13.3, 19.5 ms;
+# the 2-D F(2x2, 7x7): 24 ms, its transforms move 16x the input); 3x3 at 184x328 128->128
+# 90.6 -> 74.7 ms, 92x164 256->256 84.2 -> 55.2 ms, 46x82 512->512 79.7 -> 43.6 ms, but
+# with 64 input channels 92.8 -> 115.3 ms at 368x656 (the transforms dominate): hence
+# WINOGRAD = {ksize: (m, least input channels)}.  Body net at 656x368: 2.24 s (plain),
+# 1.39 s (7x7 only), 1.21 s (and the 3x3 ones from 128 channels).  Exactness: kernels
+# transformed in float64; in float32 one layer is off by ~1e-5 (F(6, 7)) or ~1e-6
+# (F(6, 3)) of the output's magnitude, the whole nets <= 1.5e-5 from Chainer's maps
+# (F(8, 3): 1e-5 a layer for a few % more speed, not taken).
+WINOGRAD = {7: (6, 0), 3: (6, 128)}
+# the first a - 1 of them (and infinity) for F(m, r), a = m + r - 1
+WINOGRAD_POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2, 3, -3, 1 / 3, -1 / 3)
 
 
 def winograd_matrices(m, r, points):
@@ -144,14 +152,14 @@ def winograd_matrices(m, r, points):
     return vandermonde(m).T, vandermonde(r), np.linalg.inv(vandermonde(a)).T
 
 
-def _winograd_conv(g, x, W, b, name):
-    """``Conv(x, W, b)`` (W: O x C x r x r, stride 1, pad r // 2) by F(WINOGRAD_M, r) along
-    the width (see WINOGRAD_KSIZE)."""
+def _winograd_conv(g, x, W, b, name, m):
+    """``Conv(x, W, b)`` (W: O x C x r x r, stride 1, pad r // 2) by F(m, r) along the width
+    (see WINOGRAD)."""
     i64 = np.int64
     n_out, n_in, r, _ = W.shape
-    m, p = WINOGRAD_M, r // 2
+    p = r // 2
     a = m + r - 1
-    AT, G, BT = winograd_matrices(m, r, WINOGRAD_POINTS)
+    AT, G, BT = winograd_matrices(m, r, WINOGRAD_POINTS[:a - 1])
 
     def dims(shape, start, stop, key):
         return g.op('Slice', [shape, g.const('%s/%s0' % (name, key), [start], i64),
