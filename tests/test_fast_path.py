@@ -98,7 +98,8 @@ def test_max_pool_matches_chainer_cover_all(shape):
 @pytest.mark.parametrize('c,o,k,h,w,band', [
     (3, 8, 3, 11, 9, 1 << 20),      # few channels: one GEMM over the full columns
     (20, 6, 3, 13, 10, 2000),       # taps / row split, bands of 1-2 rows, partial last band
-    (17, 5, 7, 9, 12, 30000),       # 7x7, kernel larger than some bands
+    (17, 5, 7, 9, 12, 30000),       # 7x7 (Winograd along the width), kernel larger than bands
+    (18, 6, 7, 11, 13, 20000),      # 7x7, odd width (a last tile of one pixel), 3 bands
     (16, 4, 7, 3, 4, 1 << 20),      # map smaller than the kernel
     (16, 4, 7, 1, 1, 1 << 20),      # 1x1 map, 7x7 kernel: every tap but one on the padding
     (9, 7, 1, 5, 6, 1 << 20),       # 1x1
@@ -111,6 +112,7 @@ def test_conv2d_matches_chainer(monkeypatch, blas, c, o, k, h, w, band):
     monkeypatch.setattr(_fast, 'BAND_BYTES', band)
     monkeypatch.setattr(_fast, 'TAPS_BAND_BYTES', band)
     monkeypatch.setattr(_fast, 'WINOGRAD_BAND_BYTES', band)
+    monkeypatch.setattr(_fast, 'WINOGRAD_1D_BAND_BYTES', band)
     if not blas:  # as with a NumPy built without OpenBLAS
         monkeypatch.setattr(_blas, '_LIB', [None])
     rng = np.random.default_rng(c + k)
