@@ -327,16 +327,19 @@ class MobileNetV2PoseNet(chainer.Chain):
             _mf.depthwise(y.reshape((c,) + shape), conv.W.array[0], stride, d)
             d = _mf.normalise(d.reshape(c, -1), norm.gamma.array, norm.beta.array, norm.eps, True)
             conv, norm = self[name + '_project'], self[name + '_project_bn']
-            z = numpy.empty((conv.W.shape[0], d.shape[1]), dtype=y.dtype)
-            _blas.gemm(conv.W.array[:, :, 0, 0], d, z)
-            h = _mf.normalise(z, norm.gamma.array, norm.beta.array, norm.eps, False,
-                              h if residual else None)
+            o = conv.W.shape[0]
+            z = numpy.empty((o + 1, d.shape[1]), dtype=y.dtype)  # + ones for the next expand
+            z[o] = 1
+            _blas.gemm(conv.W.array[:, :, 0, 0], d, z[:o])
+            _mf.normalise(z[:o], norm.gamma.array, norm.beta.array, norm.eps, False,
+                          h[:o] if residual else None)
+            h = z
             shape = out_shape
             if name == FINE_BLOCK:
-                fine, fine_shape = h, shape
+                fine, fine_shape = h[:o], shape
         feature = numpy.empty((self.feature_channels,) + fine_shape, dtype=h.dtype)
         feature[:fine.shape[0]] = fine.reshape(feature[:fine.shape[0]].shape)
-        _mf.resize_into(h, shape, feature[fine.shape[0]:], interpolation_matrix_tf_legacy)
+        _mf.resize_into(h[:o], shape, feature[fine.shape[0]:], interpolation_matrix_tf_legacy)
         return feature.reshape(self.feature_channels, -1), fine_shape
 
     def _branch_fast(self, stage, branch, x, shape):
