@@ -10,7 +10,17 @@ Chainer functions.
 Why not the stock functions: im2col + tensordot for the 1x1 convolutions,
 im2col + batched matmul for the depthwise ones and several NumPy passes per
 normalisation made the stock CPU path 5-9x cv2.dnn's time (bench/bench_mobilenet.py
---stock).  Measured choices (2-core machine, medians of repeated runs):
+--stock).  With these kernels (bench/bench_mobilenet.py, 2-core machine at a
+quiet moment, medians of 10 interleaved rounds, three runs): 432x368 52.6-53.7 ms
+vs cv2.dnn's 30.0-31.4 ms (1.69-1.79x), 656x368 67.2-68.8 ms vs 43.9-44.6 ms
+(1.53-1.54x); the previous array path took 67.4-68.5 / 89.1-91.6 ms.  About
+half of the time is the ~3400 per-channel ``filter2D`` calls of the depthwise
+convolutions (single-threaded; Python threads over channels or branches,
+polyphase stride-2 and NumPy shifted-view sums were measured no faster in the
+whole forward), a third the 1x1 GEMMs.  Folding the depthwise layers'
+normalisation into the next 1x1 convolution (``relu6(s y + b) = s clip(y, lo,
+hi) + b``) was slower (``numpy.clip`` with per-channel bounds) and lost float32
+precision (the uncentred ``s y`` summed over channels).  Measured choices (medians of repeated runs):
 
 * ReLU and ReLU6 are ``cv2.threshold`` calls: NumPy's ``maximum`` / ``clip``
   run ~8x slower on float32 here (``relu_``).
