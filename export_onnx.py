@@ -16,7 +16,7 @@ the Chainer forward (not traced with onnx-chainer: that package declares chainer
 onnx<1.7, installs only with ``--no-deps``, breaks with onnx>=1.16, and exports the MobileNet
 backbone's per-image batch norm with the export sample's statistics frozen in).  Exactness:
 
-* CMU nets: Conv (+ ReLU; the 7x7 ones, and 3x3 ones with 128+ input channels, as
+* CMU nets: Conv (+ ReLU; the 7x7 ones, and 3x3 ones with 256+ input channels, as
   Winograd F(6, r) along the width, see WINOGRAD: within ~1.5e-5 of the maps' magnitude),
   2x2 MaxPool with ``ceil_mode`` (Caffe's rounding), Concat (the stages' inputs with zero
   channels up to a multiple of 16, and zero weights for them: the same sums, in
@@ -52,14 +52,18 @@ def import_onnx():
 
 
 class _Graph(object):
-    """Collects nodes and initialisers; every node gets a fresh output name."""
+    """Collects nodes and initialisers; every node gets a fresh output name.  The initialisers
+    go straight into the model (``make_graph`` and ``make_model`` would copy them twice:
+    three copies of the weights at once)."""
 
     def __init__(self):
         self.onnx, self.helper, self.numpy_helper = import_onnx()
-        self.nodes, self.inits, self._n = [], [], 0
+        self.proto = self.onnx.ModelProto()
+        self.nodes, self._n = [], 0
 
     def const(self, name, array, dtype=np.float32):
-        self.inits.append(self.numpy_helper.from_array(np.ascontiguousarray(array, dtype), name))
+        tensor = self.numpy_helper.from_array(np.ascontiguousarray(array, dtype), name)
+        self.proto.graph.initializer.add().CopyFrom(tensor)
         return name
 
     def op(self, op_type, inputs, name=None, **attrs):
@@ -71,13 +75,16 @@ class _Graph(object):
     def model(self, outputs, arch):
         h = self.helper
         tp = self.onnx.TensorProto
-        x = h.make_tensor_value_info('x', tp.FLOAT, ['N', 3, 'H', 'W'])
-        outs = [h.make_tensor_value_info(name, tp.FLOAT, ['N', c, 'h', 'w'])
-                for name, c in outputs]
-        graph = h.make_graph(self.nodes, arch, [x], outs, initializer=self.inits)
-        model = h.make_model(graph, opset_imports=[h.make_opsetid('', OPSET)],
-                             producer_name='export_onnx.py')
-        model.ir_version = min(model.ir_version, 8)  # readable by onnxruntime >= 1.11
+        model = self.proto
+        graph = model.graph
+        graph.name = arch
+        graph.node.extend(self.nodes)
+        graph.input.extend([h.make_tensor_value_info('x', tp.FLOAT, ['N', 3, 'H', 'W'])])
+        graph.output.extend([h.make_tensor_value_info(name, tp.FLOAT, ['N', c, 'h', 'w'])
+                             for name, c in outputs])
+        model.opset_import.extend([h.make_opsetid('', OPSET)])
+        model.producer_name = 'export_onnx.py'
+        model.ir_version = min(self.onnx.IR_VERSION, 8)  # readable by onnxruntime >= 1.11
         h.set_model_props(model, {'arch': arch})
         return model
 
@@ -128,11 +135,13 @@ def _cmu_convs(g, chain, layers, h, relu_last=True, zero_inputs=0):
 # 90.6 -> 74.7 ms, 92x164 256->256 84.2 -> 55.2 ms, 46x82 512->512 79.7 -> 43.6 ms, but
 # with 64 input channels 92.8 -> 115.3 ms at 368x656 (the transforms dominate): hence
 # WINOGRAD = {ksize: (m, least input channels)}.  Body net at 656x368: 2.24 s (plain),
-# 1.39 s (7x7 only), 1.21 s (and the 3x3 ones from 128 channels).  Exactness: kernels
+# 1.39 s (7x7 only), 1.21 s (and the 3x3 ones from 128 channels), 1.28 s (from 256: not
+# conv2_2 at half size, whose transformed maps raised the four-scale inference's peak RSS
+# from 1.33 to 1.53 GB for no gain in its time, 8.7 s either way).  Exactness: kernels
 # transformed in float64; in float32 one layer is off by ~1e-5 (F(6, 7)) or ~1e-6
 # (F(6, 3)) of the output's magnitude, the whole nets <= 1.5e-5 from Chainer's maps
 # (F(8, 3): 1e-5 a layer for a few % more speed, not taken).
-WINOGRAD = {7: (6, 0), 3: (6, 128)}
+WINOGRAD = {7: (6, 0), 3: (6, 256)}
 # the first a - 1 of them (and infinity) for F(m, r), a = m + r - 1
 WINOGRAD_POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2, 3, -3, 1 / 3, -1 / 3)
 
