@@ -139,7 +139,7 @@ def _cmu_convs(g, chain, layers, h, relu_last=True, zero_inputs=0):
 # conv2_2 at half size, whose transformed maps raised the four-scale inference's peak RSS
 # from 1.33 to 1.53 GB for no gain in its time, 8.7 s either way).  Exactness: kernels
 # transformed in float64; in float32 one layer is off by ~1e-5 (F(6, 7)) or ~1e-6
-# (F(6, 3)) of the output's magnitude, the whole nets <= 1.5e-5 from Chainer's maps
+# (F(6, 3)) of the output's magnitude, the whole nets ~1.5e-5 at most from Chainer's maps
 # (F(8, 3): 1e-5 a layer for a few % more speed, not taken).
 WINOGRAD = {7: (6, 0), 3: (6, 256)}
 # the first a - 1 of them (and infinity) for F(m, r), a = m + r - 1
@@ -181,8 +181,8 @@ def _winograd_conv(g, x, W, b, name, m):
     v = g.op('Reshape', [v, g.op('Concat', [dims(v_shape, 0, 1, 'n'),
                                            g.const(name + '/aC', [a * n_in], i64),
                                            dims(v_shape, 3, 5, 'htw')], axis=0)])
-    # U[point, o, c, ky] = sum_kx G[point, kx] W[o, c, ky, kx]
-    U = np.einsum('jx,ocyx->jocy', G, W.astype(np.float64)).reshape(a * n_out, n_in, r, 1)
+    # U[point, o, c, ky] = sum_kx G[point, kx] W[o, c, ky, kx] (a matmul: einsum took 0.7 s)
+    U = np.matmul(W.astype(np.float64), G.T).transpose(3, 0, 1, 2).reshape(a * n_out, n_in, r, 1)
     y = g.op('Conv', [v, g.const(name + '/U', U)], group=a, kernel_shape=[r, 1],
              pads=[p, 0, p, 0])  # N, a * O, H, tW
     y = g.op('Reshape', [y, g.const(name + '/aOHtW', [0, a, -1, 0], i64)])
