@@ -146,21 +146,6 @@ WINOGRAD = {7: (6, 0), 3: (6, 256)}
 WINOGRAD_POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2, 3, -3, 1 / 3, -1 / 3)
 
 
-def winograd_matrices(m, r, points):
-    """A^T (m x a), G (a x r), B^T (a x a) of Winograd's F(m, r) (a = m + r - 1) on the
-    a - 1 finite ``points`` and infinity, in float64: ``y = A^T [(G g) * (B^T d)]`` is the
-    correlation of a length-a input ``d`` with a length-r kernel ``g`` (m outputs)."""
-    a = m + r - 1
-    assert len(points) == a - 1
-
-    def vandermonde(n):  # rows: the powers 0..n-1 of each point; infinity: the top one
-        v = np.zeros((a, n))
-        v[:-1] = np.asarray(points, np.float64)[:, None] ** np.arange(n)
-        v[-1, -1] = 1
-        return v
-    return vandermonde(m).T, vandermonde(r), np.linalg.inv(vandermonde(a)).T
-
-
 def _winograd_conv(g, x, W, b, name, m):
     """``Conv(x, W, b)`` (W: O x C x r x r, stride 1, pad r // 2) by F(m, r) along the width
     (see WINOGRAD)."""
@@ -168,6 +153,7 @@ def _winograd_conv(g, x, W, b, name, m):
     n_out, n_in, r, _ = W.shape
     p = r // 2
     a = m + r - 1
+    from models._fast import winograd_matrices
     AT, G, BT = winograd_matrices(m, r, WINOGRAD_POINTS[:a - 1])
 
     def dims(shape, start, stop, key):
