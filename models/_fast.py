@@ -38,6 +38,8 @@ body net's time and most of its peak memory.  Here:
   body and face nets' time, and faster than ``_conv_taps`` there (512 -> 512 at
   46x82: 85 vs 104 ms), but not for 256 -> 128 (20 vs 15 ms).
 """
+import functools
+
 import numpy
 
 from models import _blas
@@ -129,7 +131,7 @@ def _conv_taps(x, W, b, pad, relu, out):
     rows = _band_rows(max(o, c) * wp * 4, oh, TAPS_BAND_BYTES)
     xp = numpy.empty((c, (rows + k - 1) * wp), numpy.float32)
     acc = numpy.empty((o, rows * wp), numpy.float32)
-    bias = None if b is None else b.reshape(o, 1, 1)
+    bias = _bias(b, o)
     for i in range(n):
         for y0 in range(0, oh, rows):
             r = min(rows, oh - y0)
@@ -144,12 +146,8 @@ def _conv_taps(x, W, b, pad, relu, out):
                     off = ky * wp + kx
                     _blas.gemm(taps[ky, kx], src[:, off:off + cols], dst,
                                beta=0.0 if ky == kx == 0 else 1.0)
-            band = acc.reshape(o, rows, wp)[:, :r, :ow]
             res = out[i, :, y0:y0 + r]
-            if bias is None:
-                res[...] = band
-            else:
-                numpy.add(band, bias, out=res)
+            numpy.add(acc.reshape(o, rows, wp)[:, :r, :ow], bias, out=res)
             if relu:
                 numpy.maximum(res, 0, out=res)
 
@@ -169,10 +167,13 @@ WINOGRAD_1D_POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2)  # and infinity
 WINOGRAD_1D_BAND_BYTES = 8 << 20
 
 
+@functools.lru_cache(maxsize=None)
 def winograd_matrices(m, r, points):
     """A^T (m x a), G (a x r), B^T (a x a) of Winograd's F(m, r), a = m + r - 1, on the
-    a - 1 finite ``points`` and infinity, in float64: ``A^T [(G g) * (B^T d)]`` is the
-    correlation of a length-a input ``d`` with a length-r kernel ``g`` (m outputs)."""
+    a - 1 finite ``points`` (a tuple) and infinity, in float64: ``A^T [(G g) * (B^T d)]``
+    is the correlation of a length-a input ``d`` with a length-r kernel ``g`` (m outputs).
+    Computed once per (m, r, points) (every 7x7 layer of every forward asks for them):
+    the arrays are shared, hence read-only."""
     a = m + r - 1
     if len(points) != a - 1:
         raise ValueError('F(%d, %d) needs %d finite points, got %d' % (m, r, a - 1, len(points)))
@@ -182,7 +183,10 @@ def winograd_matrices(m, r, points):
         v[:-1] = numpy.asarray(points, numpy.float64)[:, None] ** numpy.arange(n)
         v[-1, -1] = 1
         return v
-    return vandermonde(m).T, vandermonde(r), numpy.linalg.inv(vandermonde(a)).T
+    matrices = vandermonde(m).T, vandermonde(r), numpy.linalg.inv(vandermonde(a)).T
+    for matrix in matrices:
+        matrix.flags.writeable = False
+    return matrices
 
 
 def _conv_winograd_1d(x, W, b, relu, out):
@@ -204,7 +208,7 @@ def _conv_winograd_1d(x, W, b, relu, out):
     v_buf = numpy.empty(a * c * (rows + k - 1) * tw, numpy.float32)
     m_buf = numpy.empty(a * o * rows * tw, numpy.float32)
     y_buf = numpy.empty(m * o * rows * tw, numpy.float32)
-    bias = numpy.zeros((o, 1, 1), numpy.float32) if b is None else b.reshape(o, 1, 1)
+    bias = _bias(b, o)
     for i in range(n):
         for y0 in range(0, h, rows):
             r = min(rows, h - y0)
@@ -229,6 +233,11 @@ def _conv_winograd_1d(x, W, b, relu, out):
                 numpy.add(y[j, :, :, :dst.shape[2]], bias, out=dst)
             if relu:
                 numpy.maximum(band, 0, out=band)
+
+
+def _bias(b, o):
+    """The bias as an (O, 1, 1) array to add to an output band (zeros for none)."""
+    return numpy.zeros((o, 1, 1), numpy.float32) if b is None else b.reshape(o, 1, 1)
 
 
 def _band_rows(bytes_per_row, total, budget=None):
@@ -341,13 +350,13 @@ def _conv_winograd(x, W, b, relu, out):
     u = _winograd_weights(W)
     th, tw = -(-h // 2), -(-w // 2)  # output tiles
     pw = 2 * tw + 2
-    rows = max(1, min(th, WINOGRAD_BAND_BYTES // (16 * max(c, o) * tw * 4)))
+    rows = _band_rows(16 * max(c, o) * tw * 4, th, WINOGRAD_BAND_BYTES)
     xb_buf = numpy.empty(c * (2 * rows + 2) * pw, numpy.float32)
     d_buf = numpy.empty(16 * c * rows * tw, numpy.float32)
     v_buf = numpy.empty(16 * c * rows * tw, numpy.float32)
     m_buf = numpy.empty(16 * o * rows * tw, numpy.float32)
     y_buf = numpy.empty(4 * o * rows * tw, numpy.float32)
-    bias = numpy.zeros((o, 1, 1), numpy.float32) if b is None else b.reshape(o, 1, 1)
+    bias = _bias(b, o)
     for i in range(n):
         for t0 in range(0, th, rows):
             r = min(rows, th - t0)
