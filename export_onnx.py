@@ -66,6 +66,13 @@ class _Graph(object):
         self.proto.graph.initializer.add().CopyFrom(tensor)
         return name
 
+    def shape_part(self, shape, start, stop, key):
+        """``shape[start:stop]`` of a ``Shape`` output, as a graph value (``key``: a unique
+        prefix for its two index constants)."""
+        i64 = np.int64
+        return self.op('Slice', [shape, self.const('%s%d' % (key, start), [start], i64),
+                                 self.const('%s%d:' % (key, stop), [stop], i64)])
+
     def op(self, op_type, inputs, name=None, **attrs):
         self._n += 1
         out = name or '%s_%d' % (op_type.lower(), self._n)
@@ -157,8 +164,7 @@ def _winograd_conv(g, x, W, b, name, m):
     AT, G, BT = winograd_matrices(m, r, WINOGRAD_POINTS[:a - 1])
 
     def dims(shape, start, stop, key):
-        return g.op('Slice', [shape, g.const('%s/%s0' % (name, key), [start], i64),
-                              g.const('%s/%s1' % (name, key), [stop], i64)])
+        return g.shape_part(shape, start, stop, '%s/%s' % (name, key))
     x_shape = g.op('Shape', [x])
     v = g.op('Unsqueeze', [x, g.const(name + '/axis1', [1], i64)])  # N, 1, C, H, W
     v = g.op('Conv', [v, g.const(name + '/BT', BT.reshape(a, 1, 1, 1, a))],
@@ -195,11 +201,8 @@ CHANNEL_BLOCK = 16
 def _zero_channels(g, like, n):
     """(N, n, h, w) float32 zeros, with the N, h, w of ``like``."""
     shape = g.op('Shape', [like])
-    size = g.op('Concat', [g.op('Slice', [shape, g.const('zeros/0', [0], np.int64),
-                                          g.const('zeros/1', [1], np.int64)]),
-                           g.const('zeros/c', [n], np.int64),
-                           g.op('Slice', [shape, g.const('zeros/2', [2], np.int64),
-                                          g.const('zeros/4', [4], np.int64)])], axis=0)
+    size = g.op('Concat', [g.shape_part(shape, 0, 1, 'zeros/'), g.const('zeros/c', [n], np.int64),
+                           g.shape_part(shape, 2, 4, 'zeros/')], axis=0)
     return g.op('ConstantOfShape', [size])
 
 
