@@ -39,3 +39,13 @@ def read_video(path):
         frames.append(f)
     cap.release()
     return frames
+
+
+def error_last_line(r, text):
+    """A finished command failed as a CLI should: exit 2, its last stderr line is our
+    one-line ``error:`` naming ``text``, no traceback (warnings may come before it, e.g.
+    the camera demos' "no display" line)."""
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith('error: ') and text in lines[-1], r.stderr
+    assert 'Traceback' not in r.stderr

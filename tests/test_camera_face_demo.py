@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, read_video, shared_path
+from conftest import REPO, error_last_line, read_video, shared_path
 import camera_face_demo
 
 SCRIPT = os.path.join(REPO, 'camera_face_demo.py')
@@ -78,26 +78,19 @@ def test_video_headless_one_face_per_frame(face_weights, face_video, tmp_path):
                 & (found[:, 1] >= y - 1) & (found[:, 1] <= y + h + 1)).all()
 
 
-def one_line_error(r, text):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith('error: ') and text in lines[-1], r.stderr
-    assert 'Traceback' not in r.stderr
-
-
 def test_bad_inputs(tmp_path, face_weights):
-    one_line_error(run_demo('--weights', tmp_path / 'none.npz'),
+    error_last_line(run_demo('--weights', tmp_path / 'none.npz'),
                    'none.npz: face net weights not found (make them with: python convert_model.py')
     bad = tmp_path / 'bad.xml'
     bad.write_text('hello')
-    one_line_error(run_demo('--cascade', bad), 'bad.xml: not an OpenCV cascade file')
-    one_line_error(run_demo('--device', 99, '--weights', face_weights),
+    error_last_line(run_demo('--cascade', bad), 'bad.xml: not an OpenCV cascade file')
+    error_last_line(run_demo('--device', 99, '--weights', face_weights),
                    'cannot open camera --device 99')
-    one_line_error(run_demo('--video', tmp_path / 'missing.mp4', '--weights', face_weights),
+    error_last_line(run_demo('--video', tmp_path / 'missing.mp4', '--weights', face_weights),
                    'missing.mp4: video file not found')
     empty = tmp_path / 'empty'
     empty.mkdir()
-    one_line_error(run_demo('--images', empty, '--weights', face_weights),
+    error_last_line(run_demo('--images', empty, '--weights', face_weights),
                    'empty: folder has no files')
 
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, read_video, shared_path
+from conftest import REPO, error_last_line, read_video, shared_path
 from entity import params
 
 SCRIPT = os.path.join(REPO, 'camera_pose_demo.py')
@@ -123,37 +123,30 @@ def json_files(folder):
     return [n for n in os.listdir(str(folder)) if not n.startswith('.')]
 
 
-def one_line_error(r, text):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith('error: ') and text in lines[-1], r.stderr
-    assert 'Traceback' not in r.stderr
-
-
 def test_bad_inputs(tmp_path):
-    one_line_error(run_demo('--device', 99), 'cannot open camera --device 99')
+    error_last_line(run_demo('--device', 99), 'cannot open camera --device 99')
     # the original's command, verbatim: camera 0 (there is none here)
-    one_line_error(run_demo(), 'cannot open camera --device 0')
-    one_line_error(run_demo('--video', tmp_path / 'missing.mp4'), 'missing.mp4: video file not found')
+    error_last_line(run_demo(), 'cannot open camera --device 0')
+    error_last_line(run_demo('--video', tmp_path / 'missing.mp4'), 'missing.mp4: video file not found')
     empty = tmp_path / 'empty'
     empty.mkdir()
-    one_line_error(run_demo('--images', empty), 'empty: folder has no files')
+    error_last_line(run_demo('--images', empty), 'empty: folder has no files')
     text_only = tmp_path / 'text_only'
     text_only.mkdir()
     (text_only / 'notes.txt').write_text('hello')
     r = run_demo('--images', text_only, '--no-display', '--out', tmp_path / 'o.mp4')
     assert 'notes.txt: not a readable image, skipped' in r.stderr
-    one_line_error(r, 'text_only: no frame could be read (1 skipped)')
+    error_last_line(r, 'text_only: no frame could be read (1 skipped)')
     assert not (tmp_path / 'o.mp4').exists()
-    one_line_error(run_demo('--images', empty, '--out', tmp_path / 'x.gif'),
+    error_last_line(run_demo('--images', empty, '--out', tmp_path / 'x.gif'),
                    "unsupported video type '.gif'")
 
 
 def test_bad_model_options(coco_video, tmp_path):
-    one_line_error(run_demo('--video', coco_video, '--scales', 0, '--no-display'),
+    error_last_line(run_demo('--video', coco_video, '--scales', 0, '--no-display'),
                    'scales must be positive numbers')
-    one_line_error(run_demo('--video', coco_video, '--gpu', 0, '--no-display'), '--gpu 0')
-    one_line_error(run_demo('--video', coco_video, '--weights', tmp_path / 'none.npz',
+    error_last_line(run_demo('--video', coco_video, '--gpu', 0, '--no-display'), '--gpu 0')
+    error_last_line(run_demo('--video', coco_video, '--weights', tmp_path / 'none.npz',
                             '--no-display'), 'none.npz: no such weights file')
 
 

@@ -213,15 +213,19 @@ def one_line_error(r, *words):
         assert w in lines[0], lines[0]
 
 
-@pytest.fixture(scope='module')
-def face_npz(tmp_path_factory):
-    """Random FaceNet weights whose last layer is biased so every map has a peak."""
-    from models.FaceNet import FaceNet
-    net = FaceNet()
+def save_peaked_net(cls, path):
+    """Random ``cls`` (FaceNet or HandNet) weights whose last layer is biased so every map
+    has a peak, saved to ``path``."""
+    net = cls()
     net['Mconv7_stage6'].b.array[:] = 0.5
-    path = tmp_path_factory.mktemp('facenet') / 'facenet.npz'
     chainer.serializers.save_npz(str(path), net, compression=False)
     return path
+
+
+@pytest.fixture(scope='module')
+def face_npz(tmp_path_factory):
+    from models.FaceNet import FaceNet
+    return save_peaked_net(FaceNet, tmp_path_factory.mktemp('facenet') / 'facenet.npz')
 
 
 def test_original_command_verbatim(face_npz, tmp_path):

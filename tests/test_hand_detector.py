@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import chainer
 import cv2
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ from conftest import REPO, shared_path
 import cli
 from entity import JointType, params
 from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
-from test_face_detector import TOL, PeakNet, cells, expected, one_line_error
+from test_face_detector import TOL, PeakNet, cells, expected, one_line_error, save_peaked_net
 
 SCRIPT = os.path.join(REPO, 'hand_detector.py')
 N = params['hand_n_keypoints']
@@ -90,13 +89,8 @@ def run(*args, cwd=REPO):
 
 @pytest.fixture(scope='module')
 def hand_npz(tmp_path_factory):
-    """Random HandNet weights whose last layer is biased so every map has a peak."""
     from models.HandNet import HandNet
-    net = HandNet()
-    net['Mconv7_stage6'].b.array[:] = 0.5
-    path = tmp_path_factory.mktemp('handnet') / 'handnet.npz'
-    chainer.serializers.save_npz(str(path), net, compression=False)
-    return path
+    return save_peaked_net(HandNet, tmp_path_factory.mktemp('handnet') / 'handnet.npz')
 
 
 def test_original_command_verbatim(hand_npz, tmp_path):
