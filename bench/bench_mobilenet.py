@@ -45,14 +45,21 @@ def time_once(fn):
     return time.perf_counter() - start, out
 
 
+def input_and_dnn(image, pb, w, h, tmpdir):
+    """The net input for ``image`` at W x H (BGR, INTER_AREA, NCHW float32) and cv2.dnn's
+    net for that size: a copy of the graph ``pb`` with its resize size fixed, which cv2.dnn
+    cannot evaluate (``tfgraph.fix_resize_size``), written to ``tmpdir``."""
+    x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+    fixed = os.path.join(tmpdir, 'fixed%dx%d.pb' % (w, h))
+    tfgraph.fix_resize_size(pb, fixed, (h, w))
+    return x, cv2.dnn.readNetFromTensorflow(fixed)
+
+
 def bench(model, pb, image, sizes, rounds, tmpdir, stock=False):
     rows = []
     for w, h in sizes:
-        x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
-        fixed = os.path.join(tmpdir, 'fixed%dx%d.pb' % (w, h))
-        tfgraph.fix_resize_size(pb, fixed, (h, w))
-        net = cv2.dnn.readNetFromTensorflow(fixed)
+        x, net = input_and_dnn(image, pb, w, h, tmpdir)
 
         def run_chainer():
             with chainer.using_config('train', False), chainer.no_backprop_mode():

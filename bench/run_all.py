@@ -163,19 +163,15 @@ def forward_rows(tmp, weights, rounds, quick, rows):
 
 
 def mobilenet_row(tmp, rounds, quick, rows):
+    import bench_mobilenet
     import onnx_backend
-    import tfgraph
     from models.MobileNetV2PoseNet import MobileNetV2PoseNet
     from entity import params
     w, h = (96, 80) if quick else (432, 368)
     model = MobileNetV2PoseNet()
     npz = os.path.join(REPO, params['default_weights']['mobilenet'])
     chainer.serializers.load_npz(npz, model)
-    img = cv2.resize(cv2.imread(IMAGE, cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_AREA)
-    x = np.ascontiguousarray(img.transpose(2, 0, 1)[None], dtype=np.float32)
-    fixed = os.path.join(tmp, 'mobilenet_%dx%d.pb' % (w, h))
-    tfgraph.fix_resize_size(PB, fixed, (h, w))
-    net = cv2.dnn.readNetFromTensorflow(fixed)
+    x, net = bench_mobilenet.input_and_dnn(cv2.imread(IMAGE, cv2.IMREAD_COLOR), PB, w, h, tmp)
 
     def run_fast():
         with chainer.using_config('train', False), chainer.no_backprop_mode():
