@@ -1,6 +1,9 @@
 """Shared test fixtures: paths to ../shared data and the repository root."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 import cv2
 import pytest
@@ -12,6 +15,12 @@ FIXTURES = os.path.join(REPO, 'tests', 'fixtures')
 
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+# C kernels (models/_native.py) are built for this run in a temporary cache, not the
+# user's ~/.cache; scripts the tests start inherit it.
+if 'POSE_NATIVE_CACHE' not in os.environ:
+    os.environ['POSE_NATIVE_CACHE'] = tempfile.mkdtemp(prefix='pose-native-')
+    atexit.register(shutil.rmtree, os.environ['POSE_NATIVE_CACHE'], True)
 
 
 def shared_path(*parts):

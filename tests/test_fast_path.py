@@ -1,4 +1,6 @@
-"""The CPU inference kernels (models/_fast.py) compute what stock Chainer computes.
+"""The CPU inference kernels (models/_fast.py; the MobileNet's depthwise convolution of
+models/_mobilenet_fast.py and its C kernel, built by models/_native.py) compute what stock
+Chainer computes.
 
 Inference (``train=False`` + ``no_backprop_mode``, NumPy input) takes the fast
 kernels; any forward that builds a graph takes the Chainer functions.  Both are
@@ -12,10 +14,12 @@ import numpy as np
 import pytest
 
 import weights_io
-from models import _blas, _fast
+from models import _blas, _fast, _native
+from models import _mobilenet_fast as _mf
 from models.CocoPoseNet import CocoPoseNet
 from models.FaceNet import FaceNet
 from models.HandNet import HandNet
+from models.MobileNetV2PoseNet import depthwise_same
 
 TOL = 1e-5
 
@@ -167,3 +171,85 @@ def test_gemm_on_strided_views_with_and_without_blas(monkeypatch):
         _blas.gemm(a, b, np.empty((5, 12), np.float32))
     with pytest.raises(ValueError, match='contiguous rows'):
         _blas.gemm(a, big[:, ::2], np.empty((5, 20), np.float32))
+
+
+def _native_reset(monkeypatch, **env):
+    """Forget the loaded C kernels for this test, with ``env`` set."""
+    monkeypatch.setattr(_native, '_LOADED', {})
+    monkeypatch.setattr(_native, '_REASONS', {})
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+@pytest.mark.parametrize('native', [True, False])
+@pytest.mark.parametrize('c, h, w, k, stride', [
+    (5, 46, 54, 3, 1),    # refinement-sized map (filter2D fallback: >= 512 pixels)
+    (4, 37, 53, 3, 2),    # odd sizes, stride 2: SAME pads only after
+    (3, 38, 52, 3, 2),    # even sizes, stride 2: SAME pads one after, none before
+    (6, 7, 9, 3, 1),      # small map (fallback: shifted views)
+    (6, 7, 9, 3, 2),
+    (3, 1, 1, 3, 2),      # 1x1 map: every tap but one on the padding
+    (4, 23, 29, 5, 1),    # other kernel sizes (generic loop of the C kernel)
+    (4, 23, 29, 5, 2),
+    (4, 11, 6, 1, 1),
+])
+def test_depthwise_matches_chainer(c, h, w, k, stride, native):
+    """``_mobilenet_fast.depthwise`` (C kernel, or its NumPy/OpenCV fallback) equals
+    Chainer's ``depthwise_convolution_2d`` with TensorFlow SAME padding, reading channel
+    planes of a bigger buffer and writing into one."""
+    if native:  # else the C path would silently never run here
+        assert _native.load('_depthwise', _mf._DEPTHWISE_C) is not None, \
+            _native.reason('_depthwise')
+    rng = np.random.default_rng(c * h + k)
+    buf = rng.standard_normal((c + 2, h, w)).astype(np.float32)
+    x = buf[1:c + 1]  # planes of a bigger buffer, as the model passes them
+    W = rng.standard_normal((c, k, k)).astype(np.float32)
+    ref = depthwise_same(x[None], W[None], stride).array[0]
+    out = np.full((c + 1,) + ref.shape[1:], np.nan, np.float32)
+    got = _mf.depthwise(x, W, stride, out[1:], native=native)
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert np.isnan(out[0]).all()  # nothing written outside the output planes
+
+
+def test_depthwise_rejects_mismatched_shapes():
+    x = np.zeros((4, 9, 9), np.float32)
+    with pytest.raises(ValueError, match='depthwise shapes'):
+        _mf.depthwise(x, np.zeros((4, 3, 3), np.float32), 2, np.zeros((4, 9, 9), np.float32))
+
+
+def test_native_kernel_built_once_into_the_cache(monkeypatch, tmp_path):
+    """First use compiles models/_depthwise.c into the cache directory (no temp files
+    left); later processes find it there and compile nothing."""
+    _native_reset(monkeypatch, POSE_NATIVE_CACHE=str(tmp_path))
+    lib = _native.load('_depthwise', _mf._DEPTHWISE_C)
+    assert lib is not None, _native.reason('_depthwise')
+    built = sorted(p.name for p in tmp_path.iterdir())
+    assert len(built) == 1 and built[0].startswith('_depthwise-') and built[0].endswith('.so')
+    _native_reset(monkeypatch)
+
+    def no_compiler(*args):
+        raise AssertionError('compiled again')
+    monkeypatch.setattr(_native, '_compile', no_compiler)
+    assert _native.load('_depthwise', _mf._DEPTHWISE_C) is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == built
+
+
+def test_native_kernel_without_compiler_warns_and_falls_back(monkeypatch, tmp_path):
+    """No working C compiler: one warning naming the kernel and the reason, then the
+    NumPy/OpenCV path with the same results; POSE_NATIVE=0 turns it off quietly."""
+    _native_reset(monkeypatch, POSE_NATIVE_CACHE=str(tmp_path), CC=str(tmp_path / 'no-cc'))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 30, 31)).astype(np.float32)
+    W = rng.standard_normal((3, 3, 3)).astype(np.float32)
+    ref = depthwise_same(x[None], W[None], 2).array[0]
+    with pytest.warns(RuntimeWarning, match=r'_depthwise\.c unavailable \(.*no-cc'):
+        got = _mf.depthwise(x, W, 2, np.empty_like(ref))
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert list(tmp_path.iterdir()) == []  # no half-built library left behind
+    _native_reset(monkeypatch, POSE_NATIVE='0')
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert _native.load('_depthwise', _mf._DEPTHWISE_C) is None
+    assert _native.reason('_depthwise') == 'disabled by POSE_NATIVE=0'

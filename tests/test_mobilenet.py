@@ -15,7 +15,7 @@ import pytest
 
 from conftest import FIXTURES, REPO, shared_path
 from entity import params
-from models import get_model_class
+from models import _native, get_model_class
 from models.MobileNetV2PoseNet import (MobileNetV2PoseNet, interpolation_matrix_tf_legacy,
                                        resize_bilinear_tf_legacy, same_padding)
 
@@ -92,11 +92,15 @@ def test_every_stage_matches_tensorflow(model, reference):
             assert np.abs(out.array[0] - ref).max() <= TOL, (stage + 1, branch)
 
 
-def test_differentiable_path_equals_fast_path(model, reference):
+@pytest.mark.parametrize('native', [True, False])
+def test_differentiable_path_equals_fast_path(model, reference, monkeypatch, native):
     """The stock-Chainer path (used for training / gradients) computes the same
-    function as the inference fast path, and matches TensorFlow too."""
+    function as the inference fast path, with its C depthwise kernel or without
+    (no C compiler), and matches TensorFlow too."""
+    monkeypatch.setattr(_native, '_LOADED', {} if native else {'_depthwise': None})
     _, x = load_input('000000040083', (321, 241))
     fast = infer(model, x, fast=True)
+    assert (_native._LOADED['_depthwise'] is not None) == native
     slow = infer(model, x, fast=False)
     for a, b in zip(fast[0] + fast[1], slow[0] + slow[1]):
         assert np.abs(a.array - b.array).max() <= PATH_TOL

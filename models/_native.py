@@ -1,0 +1,122 @@
+"""C kernels of ``models/*.c``, compiled on first use with the system C compiler and loaded
+with ctypes.
+
+Only where a measurement showed that no library call does the job fast enough (see the
+comment at the top of each ``.c`` file).  Each caller keeps a NumPy/OpenCV fallback: with
+no working compiler (or ``POSE_NATIVE=0``), ``load`` returns None, warns once, and the
+results stay the same (slower).
+
+The library is built once per source text, compiler, flags and CPU into a cache directory
+(``$POSE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/chainer-pose``, else
+``~/.cache/chainer-pose``), written to a temporary name and renamed, so concurrent first
+runs do not see half-written files.  ``$CC`` picks the compiler (default ``cc``).
+"""
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Tried in order: -march=native vectorises for this CPU (the cache key names the CPU).
+FLAG_SETS = (['-O3', '-march=native'], ['-O3'])
+_LOADED = {}  # name -> CDLL or None
+_REASONS = {}  # name -> why it is None
+
+
+def cache_dir():
+    explicit = os.environ.get('POSE_NATIVE_CACHE')
+    if explicit:
+        return explicit
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'chainer-pose')
+
+
+def _cpu_id():
+    """What ``-march=native`` depends on: the machine type and, on Linux, the CPU model
+    and flags."""
+    ident = [platform.machine(), platform.processor()]
+    try:
+        with open('/proc/cpuinfo') as f:
+            ident += [line for line in f.read().splitlines()
+                      if line.startswith(('model name', 'flags'))][:2]
+    except OSError:
+        pass
+    return '\n'.join(ident)
+
+
+def _compile(source, compiler, flags, target):
+    """Compile ``source`` into the shared library ``target`` (atomically); the compiler's
+    last error line, or None on success."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        try:
+            run = subprocess.run([compiler] + flags + ['-shared', '-fPIC', source, '-o', tmp],
+                                 capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.SubprocessError) as e:
+            return '%s: %s' % (compiler, e)
+        if run.returncode != 0:
+            lines = (run.stderr or run.stdout).strip().splitlines()
+            return lines[-1] if lines else '%s exited with %d' % (compiler, run.returncode)
+        os.replace(tmp, target)
+        return None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _build(name):
+    """``(path of the built library, None)`` or ``(None, reason)``."""
+    if os.environ.get('POSE_NATIVE', '1') == '0':
+        return None, 'disabled by POSE_NATIVE=0'
+    source = os.path.join(HERE, name + '.c')
+    with open(source, 'rb') as f:
+        text = f.read()
+    compiler = os.environ.get('CC', 'cc')
+    targets = []
+    for flags in FLAG_SETS:
+        key = hashlib.sha256(b'\0'.join([text, compiler.encode(), ' '.join(flags).encode(),
+                                         _cpu_id().encode()])).hexdigest()[:16]
+        targets.append((flags, os.path.join(cache_dir(), '%s-%s.so' % (name, key))))
+    for _, target in targets:
+        if os.path.exists(target):
+            return target, None
+    reason = None
+    for flags, target in targets:
+        try:
+            reason = _compile(source, compiler, flags, target)
+        except OSError as e:  # cache directory not writable
+            return None, 'cannot write %s: %s' % (cache_dir(), e.strerror or e)
+        if reason is None:
+            return target, None
+    return None, reason
+
+
+def load(name, signatures):
+    """The ``ctypes.CDLL`` of ``models/<name>.c`` with ``signatures`` ({function: (restype,
+    [argtypes])}) set, or None (with one warning per process) where it cannot be built."""
+    if name not in _LOADED:
+        path, reason = _build(name)
+        lib = None
+        if path is not None:
+            try:
+                lib = ctypes.CDLL(path)
+                for fn, (restype, argtypes) in signatures.items():
+                    getattr(lib, fn).restype = restype
+                    getattr(lib, fn).argtypes = argtypes
+            except (OSError, AttributeError) as e:
+                lib, reason = None, '%s: %s' % (path, e)
+        _LOADED[name], _REASONS[name] = lib, reason
+        if lib is None and reason != 'disabled by POSE_NATIVE=0':
+            warnings.warn('C kernel %s.c unavailable (%s): using the slower NumPy/OpenCV '
+                          'path' % (name, reason), RuntimeWarning, stacklevel=2)
+    return _LOADED[name]
+
+
+def reason(name):
+    """Why ``load(name)`` gave None (None if it did not)."""
+    return _REASONS.get(name)
