@@ -238,6 +238,11 @@ class MobileNetV2PoseNet(chainer.Chain):
         if not chainer.config.train and not chainer.config.enable_backprop \
                 and isinstance(array, numpy.ndarray):
             return self._forward_fast(array)
+        return self.forward_functions(x)
+
+    def forward_functions(self, x):
+        """``forward`` with Chainer's functions (differentiable, any device; the model
+        in float64 too, for accuracy checks), without ``forward``'s input checks."""
         feature = self.features(x)
         pafs, heatmaps = [], []
         h = feature
