@@ -31,6 +31,7 @@ import cv2  # noqa: E402
 
 import tfgraph  # noqa: E402
 from entity import params  # noqa: E402
+from models import _mobilenet_fast as _mf  # noqa: E402
 from models.MobileNetV2PoseNet import MobileNetV2PoseNet  # noqa: E402
 
 # ../shared/data beside the clone, or $POSE_SHARED_DIR/data (as tests/conftest.py)
@@ -116,8 +117,9 @@ def main(argv=None):
         raise SystemExit('error: cannot read image %s' % args.image)
     sizes = SIZES[:1] if args.quick else SIZES
     rounds = 2 if args.quick else args.rounds
-    print('chainer %s, numpy %s, opencv %s, %d rounds, medians'
-          % (chainer.__version__, np.__version__, cv2.__version__, rounds))
+    print('chainer %s, numpy %s, opencv %s, %d rounds, medians; depthwise: %s'
+          % (chainer.__version__, np.__version__, cv2.__version__, rounds,
+             _mf.depthwise_kernel()))
     with tempfile.TemporaryDirectory() as tmpdir:
         bench(model, args.pb, image, sizes, rounds, tmpdir, stock=args.stock)
 

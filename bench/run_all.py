@@ -44,6 +44,7 @@ import cv2  # noqa: E402
 import bench_convert  # noqa: E402
 import convert_model  # noqa: E402
 import weights_io  # noqa: E402
+from models import _mobilenet_fast as _mf  # noqa: E402
 
 SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
 PROTOTXT = os.path.join(SHARED_DATA, 'prototxt')
@@ -333,11 +334,12 @@ def main(argv=None):
     rounds = 1 if args.quick else args.rounds
     env, core = openblas_info()
     print('bench/run_all.py%s: %d CPU(s), load average %.1f, OPENBLAS_CORETYPE=%s (OpenBLAS '
-          'core %s), numpy %s, chainer %s, opencv %s, onnxruntime %s, %d rounds'
+          'core %s), numpy %s, chainer %s, opencv %s, onnxruntime %s, %d rounds; MobileNet '
+          'depthwise: %s'
           % (' --quick' if args.quick else '', os.cpu_count(), os.getloadavg()[0], env, core,
              np.__version__, chainer.__version__, cv2.__version__,
              __import__('onnxruntime').__version__ if have_onnxruntime() else 'not installed',
-             rounds), flush=True)
+             rounds, _mf.depthwise_kernel()), flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix='bench_all.') as tmp:
         archs = ['posenet'] if args.quick else ['posenet', 'facenet', 'handnet']

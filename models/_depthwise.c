@@ -4,7 +4,7 @@
  * Why C: the net has ~40 depthwise layers, ~4,800 channels per forward.  One OpenCV
  * filter2D call per channel costs ~1.7 us of Python binding overhead plus the pixels:
  * ~25 ms of a ~53 ms forward at 432x368 (cv2.dnn: ~31 ms for the whole net).  This loop,
- * one call per layer, takes ~9 ms for the same layers (bench/bench_mobilenet.py and
+ * one call per layer, takes ~8 ms for the same layers (bench/bench_mobilenet.py and
  * the figures in models/_mobilenet_fast.py).  Single-threaded on purpose: an OpenMP
  * version was 2x faster alone but its spinning workers starved OpenBLAS's threads in
  * the GEMMs between the depthwise layers (5x slower forward).

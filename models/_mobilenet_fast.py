@@ -10,14 +10,16 @@ Chainer functions.
 Why not the stock functions: im2col + tensordot for the 1x1 convolutions,
 im2col + batched matmul for the depthwise ones and several NumPy passes per
 normalisation made the stock CPU path 5-9x cv2.dnn's time (bench/bench_mobilenet.py
---stock).  With these kernels (bench/bench_mobilenet.py, 2-core machine at a
-quiet moment, medians of 10 interleaved rounds, three runs): 432x368 52.6-53.7 ms
-vs cv2.dnn's 30.0-31.4 ms (1.69-1.79x), 656x368 67.2-68.8 ms vs 43.9-44.6 ms
-(1.53-1.54x); the previous array path took 67.4-68.5 / 89.1-91.6 ms.  About
-half of the time is the ~3400 per-channel ``filter2D`` calls of the depthwise
-convolutions (single-threaded; Python threads over channels or branches,
-polyphase stride-2 and NumPy shifted-view sums were measured no faster in the
-whole forward), a third the 1x1 GEMMs.  Folding the depthwise layers'
+--stock).  With these kernels the forward takes ~1.0-1.2x cv2.dnn's time
+(bench/bench_mobilenet.py, 432x368 and 656x368).  The depthwise convolutions
+are one call per layer of the C kernel ``models/_depthwise.c`` (~8 ms of a ~35 ms
+forward at 432x368); they were ~4,800 per-channel OpenCV ``filter2D`` calls
+(~25 ms of ~53 ms; 1.7x cv2.dnn), which stay as the fallback where no C
+compiler works.  Before the C kernel, Python threads over channels or
+branches, polyphase stride-2 and NumPy shifted-view sums were measured no
+faster in the whole forward; an OpenMP version of the C kernel made the whole
+forward 5x slower (its idle workers spin against OpenBLAS's threads).  The
+1x1 GEMMs take most of the rest.  Folding the depthwise layers'
 normalisation into the next 1x1 convolution (``relu6(s y + b) = s clip(y, lo,
 hi) + b``) was slower (``numpy.clip`` with per-channel bounds) and lost float32
 precision (the uncentred ``s y`` summed over channels).  Measured choices (medians of repeated runs):
@@ -86,6 +88,13 @@ def _planes(a):
             or a.strides[0] < 0 or a.strides[0] % 4:
         return None
     return a.strides[0] // 4
+
+
+def depthwise_kernel():
+    """Which depthwise convolution ``depthwise`` runs here, in words (bench output)."""
+    if _native.load('_depthwise', _DEPTHWISE_C) is not None:
+        return 'C kernel (models/_depthwise.c)'
+    return 'OpenCV filter2D per channel (%s)' % _native.reason('_depthwise')
 
 
 def depthwise(x, W, stride, out, native=True):

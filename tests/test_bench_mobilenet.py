@@ -18,3 +18,4 @@ def test_quick_bench_runs_and_agrees_with_cv2_dnn():
     ratio = float(re.search(r'ratio ([\d.]+)x', row).group(1))
     diff = float(re.search(r'max\|diff\| ([\d.]+)', row).group(1))
     assert ratio > 0 and diff <= 0.25  # the same network ran on both sides
+    assert 'depthwise: C kernel' in r.stdout  # the kernel the figures are about
