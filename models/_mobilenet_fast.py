@@ -84,10 +84,17 @@ _DEPTHWISE_C = {'depthwise_conv2d_same': (_I, [_P, _L, _I, _I, _I, _P, _I, _I, _
 def _planes(a):
     """Float32 (C, H, W) view whose planes have contiguous rows: its plane stride in
     elements, else None."""
-    if a.dtype != numpy.float32 or a.strides[2] != 4 or a.strides[1] != 4 * a.shape[2] \
-            or a.strides[0] < 0 or a.strides[0] % 4:
+    c, h, w = a.shape
+    if c == 1:
+        plane = h * w  # (NumPy may give length-1 axes any stride)
+    elif a.strides[0] < 0 or a.strides[0] % 4:
         return None
-    return a.strides[0] // 4
+    else:
+        plane = a.strides[0] // 4
+    if a.dtype != numpy.float32 or (w > 1 and a.strides[2] != 4) \
+            or (h > 1 and a.strides[1] != 4 * w):
+        return None
+    return plane
 
 
 def depthwise_kernel():

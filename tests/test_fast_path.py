@@ -253,3 +253,22 @@ def test_native_kernel_without_compiler_warns_and_falls_back(monkeypatch, tmp_pa
         warnings.simplefilter('error')
         assert _native.load('_depthwise', _mf._DEPTHWISE_C) is None
     assert _native.reason('_depthwise') == 'disabled by POSE_NATIVE=0'
+
+
+def test_depthwise_accepts_any_stride_on_length_one_axes():
+    """NumPy gives length-1 axes arbitrary strides (views, reshapes): one-row and
+    one-channel planes still go to the C kernel, read and written correctly."""
+    rng = np.random.default_rng(5)
+    for shape in ((3, 1, 9), (1, 5, 1), (1, 1, 1)):
+        x = np.lib.stride_tricks.as_strided(
+            rng.standard_normal(shape).astype(np.float32), shape,
+            tuple(4 * 1000 if n == 1 else st for n, st in
+                  zip(shape, np.empty(shape, np.float32).strides)))
+        W = rng.standard_normal((shape[0], 3, 3)).astype(np.float32)
+        ref = depthwise_same(np.ascontiguousarray(x)[None], W[None], 1).array[0]
+        out = np.empty_like(ref)
+        out = np.lib.stride_tricks.as_strided(out, out.shape, tuple(
+            4 * 777 if n == 1 else st for n, st in zip(out.shape, out.strides)))
+        assert _mf._planes(out) is not None
+        got = _mf.depthwise(x, W, 1, out)
+        assert np.abs(got - ref).max() <= 1e-5 * max(np.abs(ref).max(), 1e-30), shape
