@@ -113,8 +113,7 @@ class KeypointNetDetector(object):
         net_in = pose_core.resize(canvas, (self.insize, self.insize))
         if mirror:
             net_in = net_in[:, ::-1]
-        x = net_in.astype(np.float32).transpose(2, 0, 1)[None] / 256.0 - 0.5
-        maps = self.forward(np.ascontiguousarray(x))[:self.n_keypoints]
+        maps = self.forward(pose_core.to_net_input(net_in, 'caffe'))[:self.n_keypoints]
         if mirror:
             maps = maps[:, :, ::-1]
         stride = self.insize // maps.shape[-1]

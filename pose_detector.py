@@ -100,12 +100,11 @@ class PoseDetector(object):
             pafs, heatmaps = to_cpu(pafs), to_cpu(heatmaps)
         return pafs, heatmaps
 
-    def compute_maps(self, img, smooth=True, lazy_pafs=False):
+    def compute_maps(self, img, smooth=True, lazy=False):
         """(heatmaps, pafs, scale_yx) averaged over ``self.scales``; heatmaps smoothed unless
-        ``smooth`` is False, PAFs a ``pose_core.LazyMaps`` with ``lazy_pafs`` (see
+        ``smooth`` is False; both ``pose_core.LazyMaps`` with ``lazy`` (see
         pose_core.compute_maps)."""
-        return pose_core.compute_maps(img, self.forward, self.arch, self.scales, smooth,
-                                      lazy_pafs)
+        return pose_core.compute_maps(img, self.forward, self.arch, self.scales, smooth, lazy)
 
     def __call__(self, img):
         """BGR uint8 image -> (poses (N, 18, 3): x, y, score, missing joints 0, 0, 0;
@@ -115,7 +114,7 @@ class PoseDetector(object):
             raise cli.UserError('empty image of shape %s' % (img.shape,))
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             img = pose_core.to_bgr8(img)
-        heatmaps, pafs, scale_yx = self.compute_maps(img, lazy_pafs=True)  # smoothed
+        heatmaps, pafs, scale_yx = self.compute_maps(img, lazy=True)  # smoothed
         poses, scores = pose_core.group_people(heatmaps, pafs, smooth=False)
         return pose_core.to_image_coords(poses, scale_yx), scores
 

@@ -38,9 +38,9 @@ def one_run(det, img, scales):
 
     t0 = time.perf_counter()
     heat, pafs, _ = pose_core.compute_maps(img, timed_forward, det.arch, scales, smooth=True,
-                                           lazy_pafs=True)
+                                           lazy=True)
     t1 = time.perf_counter()
-    peaks = pose_core.find_peaks(heat[:pose_core.N_JOINTS])
+    peaks = pose_core.find_peaks(heat.select(pose_core.N_JOINTS))
     t2 = time.perf_counter()
     people = pose_core.assemble_people(
         pose_core.compute_connections(pafs, peaks, heat.shape[2]), peaks)

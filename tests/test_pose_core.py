@@ -231,9 +231,10 @@ def test_upsample_maps_equals_two_cv2_resizes():
     np.testing.assert_allclose(smoothed, pose_core.smooth_heatmaps(np.array(ref)), atol=2e-5)
 
 
-def test_compute_maps_scales_and_lazy_pafs():
+def test_compute_maps_scales_and_lazy_maps():
     """A fake net whose maps are smooth functions of the input position: the multi-scale
-    average, the padding crop and the lazily sampled PAFs must agree with dense upsampling."""
+    average, the padding crop, the lazily sampled PAFs and the lazy heatmap rows must agree
+    with dense upsampling, and the lazy row bounds must bound the dense rows."""
     seen = []
 
     def forward(x):
@@ -248,13 +249,65 @@ def test_compute_maps_scales_and_lazy_pafs():
     heat, paf, scale = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1])
     assert seen == [(1, 3, 192, 272), (1, 3, 368, 528)]  # 184x258 / 368x515 padded to 16
     assert heat.shape == (19, 50, 70) and paf.shape == (38, 50, 70) and scale == (1.0, 1.0)
-    _, lazy, _ = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1], lazy_pafs=True)
+    lazy_heat, lazy, _ = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1], lazy=True)
     np.testing.assert_allclose(lazy.dense(), paf, atol=1e-5)
+    np.testing.assert_allclose(lazy_heat.dense(), heat, atol=1e-5)
+    np.testing.assert_allclose(lazy_heat.rows(5, 7, 20), heat[5, 7:20], atol=1e-5)
+    stacked = lazy_heat.stacked_rows([5, 2], [7, 0], [20, 3], [1, 15], 19)
+    np.testing.assert_allclose(stacked[1:14], heat[5, 7:20], atol=1e-5)
+    np.testing.assert_allclose(stacked[15:18], heat[2, 0:3], atol=1e-5)
+    assert not stacked[[0, 14, 18]].any()
+    np.testing.assert_allclose(lazy_heat.stacked_rows([4], [3], [9], [0], 6, 20, 31),
+                               heat[4, 3:9, 20:31], atol=1e-5)
+    rows, cols = lazy_heat.bounds()
+    assert rows.shape == (19, 50) and (rows >= np.abs(heat).max(axis=2)).all()
+    assert cols.shape == (19, 70) and (cols >= np.abs(heat).max(axis=1)).all()
+    assert (rows <= np.abs(heat).max(axis=2) + 1).all()  # bounds, but not useless ones
+    assert (cols <= np.abs(heat).max(axis=1) + 1).all()
+    lazy_peaks, peaks = pose_core.find_peaks(lazy_heat, 0.05), pose_core.find_peaks(heat, 0.05)
+    assert len(peaks) > 19  # several per map: several row runs per map
+    np.testing.assert_array_equal(lazy_peaks[:, [0, 1, 2, 4]], peaks[:, [0, 1, 2, 4]])
+    np.testing.assert_allclose(lazy_peaks[:, 3], peaks[:, 3], atol=1e-5)
     ys, xs = np.array([[0, 49], [13, 27]]), np.array([[0, 69], [55, 3]])
     for c in (0, 17, 37):
-        np.testing.assert_allclose(lazy[c][ys, xs], paf[c][ys, xs], atol=1e-5)
+        np.testing.assert_allclose(lazy.sample(c, ys, xs), paf[c][ys, xs], atol=1e-5)
+    cs = np.array([[3, 36], [0, 12]])  # a channel per sample
+    np.testing.assert_allclose(lazy.sample(cs, ys, xs), paf[cs, ys, xs], atol=1e-5)
     raw, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1], smooth=False)
     np.testing.assert_allclose(heat, pose_core.smooth_heatmaps(raw), atol=1e-5)
+
+
+@pytest.mark.parametrize('where', ['edges', 'middle'])
+def test_lazy_peaks_equal_dense_peaks_for_small_blobs(where):
+    """Lazy heatmaps compute only the runs of rows (and the range of columns) that can hold
+    peaks: blobs at the map's corners and edges, two far apart in one map, one per map
+    elsewhere, and empty maps give the same peaks as the dense maps."""
+    def forward(x):
+        _, _, h, w = x.shape
+        yy, xx = np.mgrid[0:h // 8, 0:w // 8].astype(np.float32)
+        heat = np.zeros((19, h // 8, w // 8), np.float32)
+        if where == 'edges':
+            blobs = {0: [(0, 0)], 1: [(h // 8 - 1, w // 8 - 1)], 2: [(3, w // 8 - 1), (20, 2)],
+                     5: [(10, 30)], 9: [(h // 8 - 1, 0)], 13: [(15, 15), (16, 40)]}
+        else:  # a few columns in the middle: a narrow column range
+            blobs = {0: [(5, 20)], 4: [(10, 24), (30, 21)], 7: [(0, 22)], 17: [(h // 8 - 1, 23)]}
+        for c, centres in blobs.items():
+            for cy, cx in centres:
+                heat[c] += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 2.0)
+        paf = np.zeros((38, h // 8, w // 8), np.float32)
+        return paf[None], heat[None]
+
+    img = np.zeros((300, 470, 3), np.uint8)
+    for scales in ([1], [0.5, 1, 1.5]):
+        dense, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales)
+        lazy, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales, lazy=True)
+        want = pose_core.find_peaks(dense[:18])
+        got = pose_core.find_peaks(lazy.select(18))
+        assert len(want) >= 5
+        np.testing.assert_array_equal(got[:, [0, 1, 2, 4]], want[:, [0, 1, 2, 4]])
+        np.testing.assert_allclose(got[:, 3], want[:, 3], atol=1e-5)
+        rows, cols = lazy.select(18).bounds()
+        assert (rows[3] <= 0.1).all() and (cols[3] <= 0.1).all()  # empty maps are skipped
 
 
 def test_sizes_and_padding():
