@@ -389,14 +389,33 @@ def _runs(bounds, thresh):
     return c, start, stop
 
 
+# Pixels of one stacked image in find_peaks (~16 MB of float32): bounds the transient memory
+# when a huge image's maps are noisy everywhere (a normal image fits in one).
+PEAK_STACK_PIXELS = 1 << 22
+
+
+def _stack_maxima(stack, thresh):
+    """(row, x) of the local maxima above ``thresh`` of a stacked image, row-major."""
+    before = cv2.dilate(stack, _BEFORE, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    after = cv2.dilate(stack, _AFTER, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    ok = cv2.compare(stack, before, cv2.CMP_GT)
+    cv2.bitwise_and(ok, cv2.compare(stack, after, cv2.CMP_GE), dst=ok)
+    cv2.bitwise_and(ok, cv2.compare(stack, float(thresh), cv2.CMP_GT), dst=ok)
+    # the rows holding any first: NumPy's nonzero (and cv2.findNonZero) over the whole mask
+    # cost ~1 ms for ~700k pixels
+    hit = np.flatnonzero(ok.any(axis=1))
+    yy, x = np.nonzero(ok[hit])
+    return hit[yy], x
+
+
 def find_peaks(heatmaps, thresh=None):
     """Local maxima of each heatmap above ``thresh`` (``heatmap_peak_thresh``).
 
-    ``heatmaps``: a (C, H, W) array, or a ``LazyMaps`` (only the rows that can hold peaks
-    are computed).  A peak is greater than its four neighbours (outside the map counts as
-    0).  Exact ties between neighbours (a maximum halfway between two pixels) keep the
-    upper/left pixel: strictly greater than the up and left neighbours, at least the down and
-    right ones.  (The original's strict test everywhere loses such a joint altogether.)
+    ``heatmaps``: a (C, H, W) array, or a ``LazyMaps`` (only the rows and columns that can
+    hold peaks are computed).  A peak is greater than its four neighbours (outside the map
+    counts as 0).  Exact ties between neighbours (a maximum halfway between two pixels) keep
+    the upper/left pixel: strictly greater than the up and left neighbours, at least the down
+    and right ones.  (The original's strict test everywhere loses such a joint altogether.)
     At most ``max_peaks_per_part`` peaks per map are kept (the highest).
     Returns (N, 5) float64: joint type, x, y, score, peak id (= row), ordered by joint type,
     then row-major position.
@@ -404,48 +423,46 @@ def find_peaks(heatmaps, thresh=None):
     thresh = params['heatmap_peak_thresh'] if thresh is None else thresh
     max_peaks = params['max_peaks_per_part']
     lazy = isinstance(heatmaps, LazyMaps)
-    x0 = 0
+    none = np.zeros((0, 5))
     if lazy:
         n_maps = len(heatmaps)
         bounds, col_bounds = heatmaps.bounds()
         # and only the columns some map may have above thresh (one range for all maps)
         _, x0s, x1s = _runs(col_bounds.max(axis=0, keepdims=True), thresh)
         if len(x0s) == 0:
-            return np.zeros((0, 5))
+            return none
         x0, x1 = x0s[0], x1s[-1]
     else:
         hm = np.asarray(heatmaps, np.float32)
-        n_maps, bounds = hm.shape[0], hm.max(axis=2)
-    # Only the runs of rows holding values above thresh (plus a row on each side, so that
-    # it is exact for any thresh) can have peaks (and, lazily, only a range of columns).  They are stacked into one image, a row of
-    # zeros (= the border) after each, so that each cv2 call below runs once for all maps:
-    # per-map calls cost ~100 us of call overhead per map (measured for one person at
-    # 432x368: upsampling + peak search 6.2 -> ~1 ms with lazy maps).
+        (n_maps, _, width), bounds = hm.shape, hm.max(axis=2)
+        x0, x1 = 0, width
+    # Only the runs of rows holding values above thresh (plus a row on each side, so that it
+    # is exact for any thresh) can have peaks.  They are stacked into one image, a row of
+    # zeros (= the border) after each, so that each cv2 call runs once for all maps: per-map
+    # calls cost ~100 us of call overhead per map (measured for one person at 432x368:
+    # upsampling + peak search 6.2 -> ~1.2 ms with lazy maps).
     seg_c, seg_y0, seg_y1 = _runs(bounds, thresh)
     if len(seg_c) == 0:
-        return np.zeros((0, 5))
-    starts = np.concatenate(([0], np.cumsum(seg_y1 - seg_y0 + 1)))
-    if lazy:
-        stack = heatmaps.stacked_rows(seg_c, seg_y0, seg_y1, starts, starts[-1], x0, x1)
-    else:
-        stack = np.zeros((starts[-1], hm.shape[2]), np.float32)
-        for c, y0, y1, at in zip(seg_c, seg_y0, seg_y1, starts):
-            stack[at:at + y1 - y0] = hm[c, y0:y1]
-    before = cv2.dilate(stack, _BEFORE, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    after = cv2.dilate(stack, _AFTER, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    ok = cv2.compare(stack, before, cv2.CMP_GT)
-    cv2.bitwise_and(ok, cv2.compare(stack, after, cv2.CMP_GE), dst=ok)
-    cv2.bitwise_and(ok, cv2.compare(stack, float(thresh), cv2.CMP_GT), dst=ok)
-    # positions, row-major (by map, then position); the rows holding any first: NumPy's
-    # nonzero (and cv2.findNonZero) over the whole mask cost ~1 ms for ~700k pixels
-    hit = np.flatnonzero(ok.any(axis=1))
-    yy, x = np.nonzero(ok[hit])
-    if len(x) == 0:
-        return np.zeros((0, 5))
-    row = hit[yy]
-    seg = np.searchsorted(starts, row, side='right') - 1
-    c, y, score = seg_c[seg], row - starts[seg] + seg_y0[seg], stack[row, x]
-    x = x + x0
+        return none
+    ends = np.cumsum(seg_y1 - seg_y0 + 1)
+    chunk = (ends - 1) // max(1, PEAK_STACK_PIXELS // (x1 - x0))  # chunks of whole runs
+    found = []
+    for k in np.unique(chunk):
+        runs = np.flatnonzero(chunk == k)
+        c, y0, y1 = seg_c[runs], seg_y0[runs], seg_y1[runs]
+        starts = np.concatenate(([0], np.cumsum(y1 - y0 + 1)))
+        if lazy:
+            stack = heatmaps.stacked_rows(c, y0, y1, starts, starts[-1], x0, x1)
+        else:
+            stack = np.zeros((starts[-1], width), np.float32)
+            for ck, a, b, at in zip(c, y0, y1, starts):
+                stack[at:at + b - a] = hm[ck, a:b]
+        row, x = _stack_maxima(stack, thresh)
+        run = np.searchsorted(starts, row, side='right') - 1
+        found.append((c[run], x + x0, row - starts[run] + y0[run], stack[row, x]))
+    c, x, y, score = (np.concatenate(v) for v in zip(*found))
+    if len(c) == 0:
+        return none
     counts = np.bincount(c, minlength=n_maps)
     if counts.max() > max_peaks:
         # Noisy maps (e.g. untrained weights) can hold thousands of maxima, and limb

@@ -277,8 +277,9 @@ def test_compute_maps_scales_and_lazy_maps():
     np.testing.assert_allclose(heat, pose_core.smooth_heatmaps(raw), atol=1e-5)
 
 
-@pytest.mark.parametrize('where', ['edges', 'middle'])
-def test_lazy_peaks_equal_dense_peaks_for_small_blobs(where):
+@pytest.mark.parametrize('where, stack_pixels', [('edges', None), ('middle', None),
+                                                  ('edges', 64)])
+def test_lazy_peaks_equal_dense_peaks_for_small_blobs(monkeypatch, where, stack_pixels):
     """Lazy heatmaps compute only the runs of rows (and the range of columns) that can hold
     peaks: blobs at the map's corners and edges, two far apart in one map, one per map
     elsewhere, and empty maps give the same peaks as the dense maps."""
@@ -302,7 +303,11 @@ def test_lazy_peaks_equal_dense_peaks_for_small_blobs(where):
         dense, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales)
         lazy, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales, lazy=True)
         want = pose_core.find_peaks(dense[:18])
+        if stack_pixels:  # one stacked image per run of rows (bounded memory on huge maps)
+            monkeypatch.setattr(pose_core, 'PEAK_STACK_PIXELS', stack_pixels)
+            np.testing.assert_array_equal(pose_core.find_peaks(dense[:18]), want)
         got = pose_core.find_peaks(lazy.select(18))
+        monkeypatch.undo()
         assert len(want) >= 5
         np.testing.assert_array_equal(got[:, [0, 1, 2, 4]], want[:, [0, 1, 2, 4]])
         np.testing.assert_allclose(got[:, 3], want[:, 3], atol=1e-5)
