@@ -760,12 +760,13 @@ def _parabola_offset(before, centre, after):
 
 # ----------------------------------------------------------------------------- drawing
 
+@functools.lru_cache(maxsize=8)
 def _hue_colors(n):
     """``n`` BGR colours evenly spaced around the hue circle from red, like OpenPose's."""
     hsv = np.zeros((1, n, 3), np.uint8)
     hsv[0, :, 0] = np.round(np.arange(n) * 180.0 / n).astype(np.uint8)
     hsv[0, :, 1:] = 255
-    return [tuple(int(v) for v in c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0]]
+    return tuple(tuple(int(v) for v in c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0])
 
 
 def draw_person_pose(img, poses):
@@ -780,17 +781,17 @@ def draw_person_pose(img, poses):
     joint_colors = _hue_colors(N_JOINTS)
     thick = max(2, int(round(max(img.shape[:2]) / 240)))
     overlay = canvas.copy()
-    for pose in poses:
+    # pixel positions as Python ints once (round half to even, as round()), not per point
+    points = np.rint(poses[:, :, :2]).astype(np.int64).tolist()
+    present = (poses[:, :, 2] > 0).tolist()
+    for xy, seen in zip(points, present):
         for color, limb in zip(limb_colors, drawn):
             ja, jb = params['limbs_point'][limb]
-            if pose[ja, 2] > 0 and pose[jb, 2] > 0:
-                p1 = tuple(int(round(v)) for v in pose[ja, :2])
-                p2 = tuple(int(round(v)) for v in pose[jb, :2])
-                cv2.line(overlay, p1, p2, color, thick, cv2.LINE_AA)
+            if seen[ja] and seen[jb]:
+                cv2.line(overlay, tuple(xy[ja]), tuple(xy[jb]), color, thick, cv2.LINE_AA)
     cv2.addWeighted(overlay, 0.7, canvas, 0.3, 0, dst=canvas)
-    for pose in poses:
+    for xy, seen in zip(points, present):
         for j in range(N_JOINTS):
-            if pose[j, 2] > 0:
-                centre = tuple(int(round(v)) for v in pose[j, :2])
-                cv2.circle(canvas, centre, thick + 1, joint_colors[j], -1, cv2.LINE_AA)
+            if seen[j]:
+                cv2.circle(canvas, tuple(xy[j]), thick + 1, joint_colors[j], -1, cv2.LINE_AA)
     return canvas
