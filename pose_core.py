@@ -208,7 +208,7 @@ class LazyMaps(object):
     peaks can only lie in the few rows of a heatmap that rise above the threshold, so instead
     of upsampling every channel to the working resolution (after the forward, the largest
     cost: for one person at 432x368, 3.3 ms of upsampling + 2.6 ms of peak search, against
-    ~1.5 ms in all this way) values are computed from the net's low-resolution maps with the
+    ~1.2 ms in all this way) values are computed from the net's low-resolution maps with the
     same interpolation matrices: value(c, y, x) = mean over scales of rh[y] @ maps[c] @
     rw[x].  ``sample`` serves ``score_pairs``; ``bounds`` and ``stacked_rows`` serve
     ``find_peaks``.
