@@ -15,6 +15,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import subprocess
 import tempfile
 import warnings
@@ -40,8 +41,10 @@ def _cpu_id():
     ident = [platform.machine(), platform.processor()]
     try:
         with open('/proc/cpuinfo') as f:
-            ident += [line for line in f.read().splitlines()
-                      if line.startswith(('model name', 'flags'))][:2]
+            lines = f.read().split('\n\n')[0].splitlines()  # the first CPU's block
+        # x86: model name + flags; ARM: implementer, part, features
+        ident += [line for line in lines if line.startswith(
+            ('model name', 'flags', 'CPU implementer', 'CPU part', 'Features'))]
     except OSError:
         pass
     return '\n'.join(ident)
@@ -55,13 +58,15 @@ def _compile(source, compiler, flags, target):
     os.close(fd)
     try:
         try:
-            run = subprocess.run([compiler] + flags + ['-shared', '-fPIC', source, '-o', tmp],
+            run = subprocess.run(shlex.split(compiler) + flags + ['-shared', '-fPIC', source,
+                                                                   '-o', tmp],
                                  capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as e:
             return '%s: %s' % (compiler, e)
         if run.returncode != 0:
             lines = (run.stderr or run.stdout).strip().splitlines()
             return lines[-1] if lines else '%s exited with %d' % (compiler, run.returncode)
+        os.chmod(tmp, 0o755)  # mkstemp made it private; a shared cache must stay loadable
         os.replace(tmp, target)
         return None
     finally:
@@ -69,8 +74,9 @@ def _compile(source, compiler, flags, target):
             os.remove(tmp)
 
 
-def _build(name):
-    """``(path of the built library, None)`` or ``(None, reason)``."""
+def _build(name, stale=None):
+    """``(path of the built library, None)`` or ``(None, reason)``; a cached library at
+    ``stale`` (one that failed to load) is removed and built again."""
     if os.environ.get('POSE_NATIVE', '1') == '0':
         return None, 'disabled by POSE_NATIVE=0'
     source = os.path.join(HERE, name + '.c')
@@ -83,6 +89,11 @@ def _build(name):
                                          _cpu_id().encode()])).hexdigest()[:16]
         targets.append((flags, os.path.join(cache_dir(), '%s-%s.so' % (name, key))))
     for _, target in targets:
+        if target == stale:
+            try:
+                os.remove(target)
+            except OSError:
+                pass
         if os.path.exists(target):
             return target, None
     reason = None
@@ -102,14 +113,21 @@ def load(name, signatures):
     if name not in _LOADED:
         path, reason = _build(name)
         lib = None
-        if path is not None:
+        for attempt in (0, 1):  # a cached library that does not load is rebuilt once
+            if path is None:
+                break
             try:
                 lib = ctypes.CDLL(path)
                 for fn, (restype, argtypes) in signatures.items():
                     getattr(lib, fn).restype = restype
                     getattr(lib, fn).argtypes = argtypes
+                reason = None
+                break
             except (OSError, AttributeError) as e:
                 lib, reason = None, '%s: %s' % (path, e)
+                if attempt == 0:
+                    path, rebuilt_reason = _build(name, stale=path)
+                    reason = rebuilt_reason or reason
         _LOADED[name], _REASONS[name] = lib, reason
         if lib is None and reason != 'disabled by POSE_NATIVE=0':
             warnings.warn('C kernel %s.c unavailable (%s): using the slower NumPy/OpenCV '

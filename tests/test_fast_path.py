@@ -272,3 +272,31 @@ def test_depthwise_accepts_any_stride_on_length_one_axes():
         assert _mf._planes(out) is not None
         got = _mf.depthwise(x, W, 1, out)
         assert np.abs(got - ref).max() <= 1e-5 * max(np.abs(ref).max(), 1e-30), shape
+
+
+def test_native_kernel_rebuilds_a_corrupt_cached_library(monkeypatch, tmp_path):
+    """A cached library that does not load (truncated by a full disk, say) is built again,
+    readable by others (mode 755); ``$CC`` may carry arguments.  (Loads in fresh processes:
+    this one already maps the library under that name.)"""
+    import os
+    import subprocess
+    import sys
+    from conftest import REPO
+    probe = ('import warnings; warnings.simplefilter("error"); '
+             'from models import _native, _mobilenet_fast as m; '
+             'print(_native.load("_depthwise", m._DEPTHWISE_C) is not None, '
+             '_native.reason("_depthwise"))')
+
+    def load_in_child(**env):
+        r = subprocess.run([sys.executable, '-c', probe], cwd=REPO, capture_output=True,
+                           text=True, env=dict(os.environ, POSE_NATIVE_CACHE=str(tmp_path), **env))
+        return r.stdout.strip() or r.stderr.strip().splitlines()[-1]
+
+    assert load_in_child() == 'True None'
+    (built,) = tmp_path.iterdir()
+    built.write_bytes(b'not a library')
+    assert load_in_child() == 'True None'
+    (rebuilt,) = tmp_path.iterdir()
+    assert rebuilt.stat().st_size > 1000 and rebuilt.stat().st_mode & 0o777 == 0o755
+    assert load_in_child(CC='cc -O2') == 'True None'  # another compiler command: its own build
+    assert len(list(tmp_path.iterdir())) == 2

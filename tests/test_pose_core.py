@@ -178,6 +178,30 @@ def test_find_peaks_keeps_only_the_strongest_per_part(monkeypatch):
     np.testing.assert_array_equal(capped[:, 4], np.arange(40))
 
 
+def test_pairs_are_scored_in_bounded_chunks(monkeypatch):
+    """Noisy maps give ~300k candidate pairs: scored chunk by chunk (bounded memory), with
+    the same scores and validity as all at once, on dense and on lazy PAFs."""
+    rng = np.random.RandomState(4)
+    maps = rng.randn(38, 12, 17).astype(np.float32)
+    lazy = pose_core.LazyMaps((90, 130))
+    lazy.add(maps, 8, (90, 130))
+    dense = lazy.dense()
+    limb = rng.randint(0, 19, 50)
+    a, b = rng.rand(50, 2) * [129, 89], rng.rand(50, 2) * [129, 89]
+    for pafs in (dense, lazy):
+        whole = pose_core.score_pairs(pafs, limb, a, b, 130)
+        monkeypatch.setattr(pose_core, 'SCORE_PAIRS_CHUNK', 7)
+        chunked = pose_core.score_pairs(pafs, limb, a, b, 130)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(chunked[0], whole[0])
+        np.testing.assert_array_equal(chunked[1], whole[1])
+    np.testing.assert_allclose(pose_core.score_pairs(lazy, limb, a, b, 130)[0],
+                               pose_core.score_pairs(dense, limb, a, b, 130)[0], atol=1e-5)
+    empty = pose_core.LazyMaps((90, 130))
+    empty.add(np.zeros((0, 12, 17), np.float32), 8, (90, 130))
+    assert pose_core.find_peaks(empty).shape == (0, 5)
+
+
 def test_limb_scores_match_a_per_pair_loop():
     rng = np.random.RandomState(1)
     px, py = rng.randn(2, 60, 80).astype(np.float32)
@@ -330,6 +354,16 @@ def test_preprocess_per_arch():
     assert pose_core.preprocess(img, 'posenet').shape == (1, 3, 2, 3)
     np.testing.assert_allclose(pose_core.preprocess(img, 'posenet'), 200 / 256 - 0.5)
     np.testing.assert_allclose(pose_core.preprocess(img, 'mobilenet'), 200.0)
+    # channels in NCHW order, from any memory layout (flipped views, strided crops)
+    rng = np.random.RandomState(3)
+    img = rng.randint(0, 256, (7, 9, 3)).astype(np.uint8)
+    for view in (img, img[:, ::-1], img[::2, 1::3], img[..., ::-1]):
+        want = view.astype(np.float32).transpose(2, 0, 1)[None] / 256 - 0.5
+        np.testing.assert_array_equal(pose_core.preprocess(view, 'posenet'), want)
+    for bad in (np.zeros((4, 5), np.uint8), np.zeros((4, 5, 1), np.uint8),
+                np.zeros((4, 5, 4), np.uint8)):
+        with pytest.raises(ValueError, match=r'BGR image of shape \(H, W, 3\)'):
+            pose_core.preprocess(bad, 'mobilenet')
 
 
 def test_to_image_coords_keeps_missing_joints_zero():
