@@ -219,6 +219,7 @@ class LazyMaps(object):
     def __init__(self, out_hw):
         self.out_hw = tuple(out_hw)
         self.parts = []  # (maps (C, mh, mw), rh (H, mh), rw (W, mw))
+        self._columns = {}
 
     def add(self, maps, stride, valid_hw, smooth=False):
         """One scale's (C, mh, mw) net output; ``smooth`` folds in the heatmap Gaussian."""
@@ -242,23 +243,40 @@ class LazyMaps(object):
         return self.shape[0]
 
     def sample(self, c, ys, xs):
-        """Values at channels ``c``, rows ``ys``, columns ``xs`` (broadcast together).  Per
-        scale, the maps' columns are upsampled to the requested output columns only
-        (``rw[x] @ maps[c].T``, laid out (x, c, mh) for contiguous gathers), then each value
-        is one dot product with ``rh[y]``."""
-        xs = np.asarray(xs, np.intp)
-        cols, which = np.unique(xs, return_inverse=True)
-        c, ys, which = np.broadcast_arrays(np.asarray(c, np.intp), np.asarray(ys, np.intp),
-                                           which.reshape(xs.shape))
+        """Values at channels ``c``, rows ``ys``, columns ``xs`` (broadcast together).
+
+        A row of an interpolation matrix has its non-zero weights in a few adjacent columns
+        (cubic: 4 to 8; ``_band``), so each value is a small block of the map under them,
+        weighted: sum_ab wh[y, a] ww[x, b] maps[c, i0[y] + a, j0[x] + b].  For many samples
+        it is cheaper to upsample the maps along x once (``columns``, one GEMM) and gather
+        only along y; the cheaper way is picked per scale from the measured costs (~6 ns per
+        gathered element, ~0.01 ns per GEMM multiply-add).  Against upsampling the columns
+        for every call: 0.56 -> 0.3 ms for one person, 2.0 -> ~1 ms for six."""
+        c, ys, xs = np.broadcast_arrays(np.asarray(c, np.intp), np.asarray(ys, np.intp),
+                                        np.asarray(xs, np.intp))
         total = np.zeros(c.shape, np.float32)
-        for m, rh, rw in self.parts:
-            n, mh, mw = m.shape
-            flat = np.ascontiguousarray(m.transpose(2, 0, 1)).reshape(mw, n * mh)
-            at_cols = (rw[cols] @ flat).reshape(len(cols), n, mh)
-            total += np.einsum('...j,...j->...', at_cols[which, c], rh[ys])
+        for i, (m, rh, rw) in enumerate(self.parts):
+            (h0, wh), (w0, ww) = _band(rh), _band(rw)
+            rows = h0[ys][..., None] + np.arange(wh.shape[1])  # (..., Sh)
+            n_blocks = c.size * wh.shape[1] * ww.shape[1]
+            if 6 * n_blocks > 0.01 * m.size * rw.shape[0] + 3 * c.size * wh.shape[1]:
+                block = self.columns(i)[c[..., None], rows, xs[..., None]]  # (..., Sh)
+            else:
+                windows = np.lib.stride_tricks.sliding_window_view(m, ww.shape[1], axis=2)
+                block = np.einsum('...ab,...b->...a', windows[c[..., None], rows,
+                                                              w0[xs][..., None]], ww[xs])
+            total += np.einsum('...a,...a->...', block, wh[ys])
         if len(self.parts) > 1:
             total /= len(self.parts)
         return total
+
+    def columns(self, i):
+        """Scale ``i``'s maps upsampled along x only, (C, mh, W) = maps @ rw.T (kept)."""
+        if self._columns.get(i) is None:
+            m, _, rw = self.parts[i]
+            self._columns[i] = (np.ascontiguousarray(m).reshape(-1, m.shape[2]) @ rw.T) \
+                .reshape(m.shape[0], m.shape[1], -1)
+        return self._columns[i]
 
     def rows(self, c, y0, y1):
         """Rows ``y0:y1`` of channel ``c``, (y1 - y0, W) float32, as ``dense()`` has them."""
@@ -300,6 +318,31 @@ class LazyMaps(object):
     def dense(self):
         """The full (C, H, W) array (what ``compute_maps(lazy=False)`` returns)."""
         return np.stack([self.rows(c, 0, self.out_hw[0]) for c in range(len(self))])
+
+
+def _band(matrix):
+    """A (n_out, n_in) matrix whose rows have their non-zeros within a few adjacent columns,
+    as ``(start (n_out,), weights (n_out, S))``: row y is ``weights[y]`` at columns
+    ``start[y]:start[y] + S`` and exact zeros elsewhere.  Cached per matrix (the
+    ``interpolation_matrix`` cache keeps them alive, so ids are not reused meanwhile)."""
+    key = id(matrix)
+    hit = _BANDS.get(key)
+    if hit is not None and hit[0] is matrix:
+        return hit[1]
+    nz = matrix != 0
+    n_out, n_in = matrix.shape
+    first = np.where(nz.any(axis=1), nz.argmax(axis=1), 0)
+    last = np.where(nz.any(axis=1), n_in - 1 - nz[:, ::-1].argmax(axis=1), 0)
+    width = max(1, int((last - first).max()) + 1)
+    start = np.clip(first, 0, n_in - width)
+    weights = matrix[np.arange(n_out)[:, None], start[:, None] + np.arange(width)]
+    if len(_BANDS) > 256:
+        _BANDS.clear()
+    _BANDS[key] = (matrix, (start, np.ascontiguousarray(weights)))
+    return _BANDS[key][1]
+
+
+_BANDS = {}
 
 
 @functools.lru_cache(maxsize=64)
