@@ -219,20 +219,22 @@ class LazyMaps(object):
     def __init__(self, out_hw):
         self.out_hw = tuple(out_hw)
         self.parts = []  # (maps (C, mh, mw), rh (H, mh), rw (W, mw))
+        self.bands = []  # per part, the bands of rh and rw (interpolation_band)
         self._columns = {}
 
     def add(self, maps, stride, valid_hw, smooth=False):
         """One scale's (C, mh, mw) net output; ``smooth`` folds in the heatmap Gaussian."""
         c, mh, mw = maps.shape
-        self.parts.append((maps, interpolation_matrix(mh, stride, valid_hw[0], self.out_hw[0],
-                                                      smooth),
-                           interpolation_matrix(mw, stride, valid_hw[1], self.out_hw[1],
-                                                smooth)))
+        axes = [(n, stride, valid, out, smooth)
+                for n, valid, out in zip((mh, mw), valid_hw, self.out_hw)]
+        self.parts.append((maps,) + tuple(interpolation_matrix(*a) for a in axes))
+        self.bands.append(tuple(interpolation_band(*a) for a in axes))
 
     def select(self, n):
         """The first ``n`` channels, as a LazyMaps (views, nothing computed)."""
         out = LazyMaps(self.out_hw)
         out.parts = [(m[:n], rh, rw) for m, rh, rw in self.parts]
+        out.bands = self.bands
         return out
 
     @property
@@ -246,17 +248,16 @@ class LazyMaps(object):
         """Values at channels ``c``, rows ``ys``, columns ``xs`` (broadcast together).
 
         A row of an interpolation matrix has its non-zero weights in a few adjacent columns
-        (cubic: 4 to 8; ``_band``), so each value is a small block of the map under them,
-        weighted: sum_ab wh[y, a] ww[x, b] maps[c, i0[y] + a, j0[x] + b].  For many samples
-        it is cheaper to upsample the maps along x once (``columns``, one GEMM) and gather
-        only along y; the cheaper way is picked per scale from the measured costs (~6 ns per
-        gathered element, ~0.01 ns per GEMM multiply-add).  Against upsampling the columns
-        for every call: 0.56 -> 0.3 ms for one person, 2.0 -> ~1 ms for six."""
+        (cubic: 4 to 8; ``interpolation_band``), so each value is a small block of the map
+        under them, weighted: sum_ab wh[y, a] ww[x, b] maps[c, i0[y] + a, j0[x] + b].  For
+        many samples it is cheaper to upsample the maps along x once (``columns``, one GEMM)
+        and gather only along y; the cheaper way is picked per scale from the measured costs
+        (~6 ns per gathered element, ~0.01 ns per GEMM multiply-add).  Against upsampling the
+        columns for every call: 0.56 -> 0.3 ms for one person, 2.0 -> ~1.5 ms for six."""
         c, ys, xs = np.broadcast_arrays(np.asarray(c, np.intp), np.asarray(ys, np.intp),
                                         np.asarray(xs, np.intp))
         total = np.zeros(c.shape, np.float32)
-        for i, (m, rh, rw) in enumerate(self.parts):
-            (h0, wh), (w0, ww) = _band(rh), _band(rw)
+        for i, ((m, _, rw), ((h0, wh), (w0, ww))) in enumerate(zip(self.parts, self.bands)):
             rows = h0[ys][..., None] + np.arange(wh.shape[1])  # (..., Sh)
             n_blocks = c.size * wh.shape[1] * ww.shape[1]
             if 6 * n_blocks > 0.01 * m.size * rw.shape[0] + 3 * c.size * wh.shape[1]:
@@ -320,29 +321,20 @@ class LazyMaps(object):
         return np.stack([self.rows(c, 0, self.out_hw[0]) for c in range(len(self))])
 
 
-def _band(matrix):
-    """A (n_out, n_in) matrix whose rows have their non-zeros within a few adjacent columns,
-    as ``(start (n_out,), weights (n_out, S))``: row y is ``weights[y]`` at columns
-    ``start[y]:start[y] + S`` and exact zeros elsewhere.  Cached per matrix (the
-    ``interpolation_matrix`` cache keeps them alive, so ids are not reused meanwhile)."""
-    key = id(matrix)
-    hit = _BANDS.get(key)
-    if hit is not None and hit[0] is matrix:
-        return hit[1]
+@functools.lru_cache(maxsize=64)
+def interpolation_band(n_map, stride, n_valid, n_out, smooth=False):
+    """``interpolation_matrix`` (same arguments), whose rows have their non-zeros within a
+    few adjacent columns, as ``(start (n_out,), weights (n_out, S))``: row y is
+    ``weights[y]`` at columns ``start[y]:start[y] + S`` and exact zeros elsewhere."""
+    matrix = interpolation_matrix(n_map, stride, n_valid, n_out, smooth)
     nz = matrix != 0
-    n_out, n_in = matrix.shape
+    n_in = matrix.shape[1]
     first = np.where(nz.any(axis=1), nz.argmax(axis=1), 0)
     last = np.where(nz.any(axis=1), n_in - 1 - nz[:, ::-1].argmax(axis=1), 0)
     width = max(1, int((last - first).max()) + 1)
     start = np.clip(first, 0, n_in - width)
     weights = matrix[np.arange(n_out)[:, None], start[:, None] + np.arange(width)]
-    if len(_BANDS) > 256:
-        _BANDS.clear()
-    _BANDS[key] = (matrix, (start, np.ascontiguousarray(weights)))
-    return _BANDS[key][1]
-
-
-_BANDS = {}
+    return start, np.ascontiguousarray(weights)
 
 
 @functools.lru_cache(maxsize=64)
@@ -581,16 +573,6 @@ def score_pairs(pafs, limb, pos_a, pos_b, img_len):
     n_good = (proj > params['inner_product_thresh']).sum(-1)
     valid = (norm > 0) & (n_good >= params['n_integ_points_thresh']) & (score > 0)
     return score, valid
-
-
-def score_limb_candidates(paf_x, paf_y, cand_a, cand_b, img_len):
-    """``score_pairs`` for every (a, b) pair of ``cand_a`` (na, 2) and ``cand_b`` (nb, 2) on
-    one limb's two PAF maps: (score (na, nb), valid (na, nb))."""
-    a, b = np.asarray(cand_a, np.float64), np.asarray(cand_b, np.float64)
-    pos_a, pos_b = np.repeat(a, len(b), axis=0), np.tile(b, (len(a), 1))
-    score, valid = score_pairs(np.stack([paf_x, paf_y]), np.zeros(len(pos_a), np.intp),
-                               pos_a, pos_b, img_len)
-    return score.reshape(len(a), len(b)), valid.reshape(len(a), len(b))
 
 
 def compute_connections(pafs, peaks, img_len):

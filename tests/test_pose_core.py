@@ -225,7 +225,10 @@ def test_limb_scores_match_a_per_pair_loop():
     a = rng.rand(4, 2) * [79, 59]
     b = rng.rand(5, 2) * [79, 59]
     b[0] = a[0]  # zero-length pair is never valid
-    score, valid = pose_core.score_limb_candidates(px, py, a, b, img_len=30)
+    # every (a, b) pair, a-major, on one limb whose two PAF maps are px, py
+    score, valid = pose_core.score_pairs(np.stack([px, py]), np.zeros(20, np.intp),
+                                         np.repeat(a, 5, axis=0), np.tile(b, (4, 1)), 30)
+    score, valid = score.reshape(4, 5), valid.reshape(4, 5)
     n = params['n_integ_points']
     for i, j in itertools.product(range(4), range(5)):
         v = b[j] - a[i]
