@@ -10,7 +10,7 @@ Chainer functions.
 Why not the stock functions: im2col + tensordot for the 1x1 convolutions,
 im2col + batched matmul for the depthwise ones and several NumPy passes per
 normalisation made the stock CPU path 5-9x cv2.dnn's time (bench/bench_mobilenet.py
---stock).  With these kernels the forward takes ~1.0-1.2x cv2.dnn's time
+--stock).  With these kernels the forward takes ~1.0-1.3x cv2.dnn's time
 (bench/bench_mobilenet.py, 432x368 and 656x368).  The depthwise convolutions
 are one call per layer of the C kernel ``models/_depthwise.c`` (~8 ms of a ~35 ms
 forward at 432x368); they were ~4,800 per-channel OpenCV ``filter2D`` calls
@@ -22,7 +22,8 @@ forward 5x slower (its idle workers spin against OpenBLAS's threads).  The
 1x1 GEMMs take most of the rest.  Folding the depthwise layers'
 normalisation into the next 1x1 convolution (``relu6(s y + b) = s clip(y, lo,
 hi) + b``) was slower (``numpy.clip`` with per-channel bounds) and lost float32
-precision (the uncentred ``s y`` summed over channels).  Measured choices (medians of repeated runs):
+precision (the uncentred ``s y`` summed over channels).  Measured choices (medians of
+repeated runs):
 
 * ReLU and ReLU6 are ``cv2.threshold`` calls: NumPy's ``maximum`` / ``clip``
   run ~8x slower on float32 here (``relu_``).
@@ -72,7 +73,8 @@ def conv_im2col(x, W, stride):
         for j in range(k):
             cols[:, i, j] = padded[:, i:i + stride * oh:stride, j:j + stride * ow:stride]
     y = numpy.empty((o, oh * ow), dtype=x.dtype)
-    _blas.gemm(numpy.ascontiguousarray(W.reshape(o, c * k * k)), cols.reshape(c * k * k, oh * ow), y)
+    _blas.gemm(numpy.ascontiguousarray(W.reshape(o, c * k * k)),
+               cols.reshape(c * k * k, oh * ow), y)
     return y, (oh, ow)
 
 

@@ -82,12 +82,12 @@ def _build(name, stale=None):
     source = os.path.join(HERE, name + '.c')
     with open(source, 'rb') as f:
         text = f.read()
-    compiler = os.environ.get('CC', 'cc')
+    compiler, cpu, cache = os.environ.get('CC', 'cc'), _cpu_id().encode(), cache_dir()
     targets = []
     for flags in FLAG_SETS:
         key = hashlib.sha256(b'\0'.join([text, compiler.encode(), ' '.join(flags).encode(),
-                                         _cpu_id().encode()])).hexdigest()[:16]
-        targets.append((flags, os.path.join(cache_dir(), '%s-%s.so' % (name, key))))
+                                         cpu])).hexdigest()[:16]
+        targets.append((flags, os.path.join(cache, '%s-%s.so' % (name, key))))
     for _, target in targets:
         if target == stale:
             try:
@@ -101,7 +101,7 @@ def _build(name, stale=None):
         try:
             reason = _compile(source, compiler, flags, target)
         except OSError as e:  # cache directory not writable
-            return None, 'cannot write %s: %s' % (cache_dir(), e.strerror or e)
+            return None, 'cannot write %s: %s' % (cache, e.strerror or e)
         if reason is None:
             return target, None
     return None, reason
