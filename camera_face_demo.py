@@ -8,6 +8,7 @@ shipped with OpenCV in ``cv2.data.haarcascades``); each box, enlarged by
 ``face_crop_scale``, goes through the face net (70 keypoints).  Same inputs,
 outputs and flags as camera_pose_demo.py (the loop is ``frame_loop.py``).
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import os
 

@@ -8,6 +8,7 @@ Defaults to the embedded MobileNet model at a single scale (``demo_scales``) for
 speed; ``--arch posenet --weights models/coco_posenet.npz`` runs the CMU net.
 The frame loop (sources, display, outputs, summary) is ``frame_loop.py``.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 
 import cli

@@ -27,6 +27,7 @@ shared between loader processes (``skipped_images``).
 Run as a script it writes the augmented crops with their PAFs, heatmaps and ignore masks
 overlaid, for a visual check of the generator.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import json
 import multiprocessing

@@ -13,6 +13,7 @@ a frozen tf-pose-estimation TensorFlow graph (``.pb``).  The output loads with
 ImageNet layers conv1_1 .. conv4_2 that initialise CocoPoseNet for training
 (``train_coco_pose_estimation.py --initmodel``).
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import collections
 import time

@@ -8,6 +8,7 @@ person to COCO's 17 keypoints (``entity.params['coco_joint_indices']``), writes 
 in COCO's result format (``--out``) and prints COCOeval's keypoint table.  ``evaluate()``
 returns the ten COCOeval statistics (AP, AP50, AP75, APm, APl, AR, ...).
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import contextlib
 import io

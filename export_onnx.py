@@ -30,6 +30,7 @@ backbone's per-image batch norm with the export sample's statistics frozen in). 
 
 tests/test_onnx_backend.py checks onnxruntime's outputs against the Chainer nets.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import os
 

@@ -19,6 +19,7 @@ is the map's highest peak above ``face_heatmap_peak_thresh`` (sub-pixel refined)
 below it are 0, 0, 0.  The face weights come from CMU's caffemodel:
 ``python convert_model.py facenet pose_iter_116000.caffemodel models/facenet.npz``.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import os
 

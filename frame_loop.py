@@ -15,6 +15,7 @@ Robustness rules:
 - Ctrl-C (SIGINT) or SIGTERM stops the loop cleanly: the output video is
   closed (playable) and renamed into place, the summary is printed, exit 130.
 """
+import compat
 import contextlib
 import json
 import os
@@ -48,11 +49,11 @@ def warn(msg):
 @contextlib.contextmanager
 def _opencv_quiet():
     """Silence OpenCV's own log lines (e.g. V4L2 'can't open camera by index')."""
-    old = cv2.setLogLevel(0)
+    old = compat.opencv_log_level(0)
     try:
         yield
     finally:
-        cv2.setLogLevel(old)
+        compat.opencv_log_level(old)
 
 
 def _natural_key(name):

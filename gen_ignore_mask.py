@@ -12,6 +12,7 @@ one for every image (also empty ones), each written atomically: a rerun skips fi
 ``--vis`` also writes overlays (annotations | mask) to ``ignore_mask_{split}2017_vis/`` and
 shows them when a display is available.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import os
 import sys

@@ -19,6 +19,7 @@ maps are mirrored back (``hand_mirrored_side``, as OpenPose).  Otherwise as face
 The weights come from CMU's caffemodel: ``python convert_model.py handnet
 pose_iter_102000.caffemodel models/handnet.npz``.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import cv2
 import numpy as np
 

@@ -5,6 +5,7 @@
 One panel per group: total loss, PAF loss, heatmap loss; training and validation curves
 against the iteration, log-scaled y.  Written atomically.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import json
 import os

@@ -11,6 +11,7 @@ Writes the picture with the skeletons drawn (``result.png`` unless ``--out``) an
     poses, scores = detector(bgr_image)             # (N, 18, 3) x, y, score; (N,)
     cv2.imwrite('out.png', draw_person_pose(bgr_image, poses))
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import json
 import os

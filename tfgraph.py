@@ -11,6 +11,7 @@ graph fails with ``cli.UserError`` naming the file and the node.
 
 Used by ``python convert_model.py mobilenet IN.pb OUT.npz``.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import numpy
 
 import protowire as pw

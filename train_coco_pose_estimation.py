@@ -28,6 +28,7 @@ broadcast, so every rank starts from the same state.  ``pure_nccl`` puts rank r 
 on its GPU r; ``naive`` works on CPUs.  ChainerMN and mpi4py are imported only with
 ``--communicator``.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import functools
 import json

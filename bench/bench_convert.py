@@ -29,6 +29,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import weights_io  # noqa: E402
 from models.CocoPoseNet import VGG19_FRONT  # noqa: E402

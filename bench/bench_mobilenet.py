@@ -25,6 +25,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import chainer  # noqa: E402
 import cv2  # noqa: E402

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import pose_core  # noqa: E402
 from entity import params  # noqa: E402

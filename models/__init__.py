@@ -3,6 +3,7 @@
 ``get_model_class('posenet')`` resolves an architecture name from
 ``entity.params['archs']`` lazily, so that importing ``entity`` stays cheap.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import importlib
 
 from entity import params

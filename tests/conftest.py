@@ -1,4 +1,5 @@
 """Shared test fixtures: paths to ../shared data and the repository root."""
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import atexit
 import os
 import shutil
