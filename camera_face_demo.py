@@ -37,6 +37,7 @@ def build_parser():
                         'faster)' % params['face_inference_img_size'])
     parser.add_argument('--gpu', '-g', type=int, default=-1,
                         help='GPU ID (negative value indicates CPU)')
+    cli.add_precision_argument(parser)
     onnx_backend.add_backend_argument(parser)
     return parser
 

@@ -28,6 +28,7 @@ def build_parser():
                         help="weights of --arch (default: the arch's file in models/)")
     parser.add_argument('--gpu', '-g', type=int, default=-1,
                         help='GPU ID (negative value indicates CPU)')
+    cli.add_precision_argument(parser)
     onnx_backend.add_backend_argument(parser)
     parser.add_argument('--scales', type=float, nargs='+', default=None, metavar='S',
                         help='inference scales (default: %s; the still-image default is %s)'

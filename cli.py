@@ -4,6 +4,7 @@ Every script is a thin argparse CLI over importable functions.  Functions raise
 ``UserError`` for bad input (naming the file, layer or shape); ``run_main``
 turns it into one line on stderr and exit status 2, never a traceback.
 """
+import argparse
 import contextlib
 import os
 import sys
@@ -96,3 +97,22 @@ def get_array_module(device):
         raise UserError('--gpu %d: only %d CUDA device(s) found' % (device, n))
     cupy.cuda.Device(device).use()
     return cupy
+
+
+class _PrecisionAction(argparse.Action):
+    """``--precision`` goes to ``$POSE_GPU_PRECISION``, read by models/_gpu.py wherever the
+    convolutions run (detectors, demos, training), so no constructor has to pass it on."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        os.environ['POSE_GPU_PRECISION'] = values
+
+
+def add_precision_argument(parser):
+    """``--precision``, beside ``--gpu``: the GPU convolutions' GEMM precision."""
+    from entity import params
+    parser.add_argument('--precision', choices=params['gpu_precisions'], default=None,
+                        action=_PrecisionAction,
+                        help='GPU convolution precision: fp32 exact, tf32 tensor cores, '
+                        'bf16/fp16 16-bit operands with float32 accumulation (default %s, '
+                        'or $POSE_GPU_PRECISION)' % params['gpu_precision'])

@@ -67,6 +67,7 @@ def parse_args(argv=None):
                    help='hand net input side, multiple of 8 (default %d)'
                         % params['hand_inference_img_size'])
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    cli.add_precision_argument(p)
     onnx_backend.add_backend_argument(p)
     return p.parse_args(argv)
 

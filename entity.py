@@ -92,6 +92,12 @@ params = {
     # this file exists (convert_model.py vgg19 VGG_ILSVRC_19_layers.caffemodel models/vgg19.npz)
     'vgg19_weights': 'models/vgg19.npz',
 
+    # GPU convolutions (models/_gpu.py): the precision of their GEMMs, --precision on the
+    # scripts with --gpu (fp32 exact; tf32 tensor cores; bf16/fp16 16-bit operands, float32
+    # accumulation)
+    'gpu_precisions': ('fp32', 'tf32', 'bf16', 'fp16'),
+    'gpu_precision': 'tf32',
+
     # inference params
     'inference_img_size': 368,
     'inference_scales': [0.5, 1, 1.5, 2],

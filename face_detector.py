@@ -278,6 +278,7 @@ def keypoint_parser(arch, description):
                         % params['face_inference_img_size' if arch == 'facenet'
                                  else 'hand_inference_img_size'])
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    cli.add_precision_argument(p)
     onnx_backend.add_backend_argument(p)
     return p
 

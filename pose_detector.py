@@ -179,6 +179,7 @@ def parse_args(argv=None):
                    help='inference scales (default: %s)'
                         % ' '.join('%g' % s for s in params['inference_scales']))
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    cli.add_precision_argument(p)
     onnx_backend.add_backend_argument(p)
     p.add_argument('--precise', action='store_true',
                    help="accepted for the original's command lines; the multi-scale "

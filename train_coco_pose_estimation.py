@@ -532,6 +532,7 @@ def parse_args(argv=None):
     p.add_argument('--gpu', '-g', type=int, default=-1,
                    help='GPU id (negative: CPU); with --communicator naive rank r of a machine '
                    'uses GPU id + r, with the GPU communicators GPU r')
+    cli.add_precision_argument(p)
     p.add_argument('--batchsize', '-B', type=int, default=params['train_batchsize'])
     p.add_argument('--valbatchsize', '-b', type=int, default=params['val_batchsize'])
     p.add_argument('--val-samples', type=int, default=params['val_samples'],

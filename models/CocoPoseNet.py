@@ -16,7 +16,7 @@ import chainer.links as L
 import numpy as np
 
 from entity import params
-from models import _fast
+from models import _fast, _gpu
 
 N_PAFS = 38
 N_HEATMAPS = 19
@@ -88,8 +88,10 @@ def run_convs(chain, layers, h, relu_last=True, fast=False):
     """Apply ``layers`` in order (ReLU after each, except the last unless asked).
 
     ``fast``: ``h`` is a NumPy array and the result is one (see ``use_fast_path``);
-    each layer's input is released as soon as its output exists.
+    each layer's input is released as soon as its output exists.  CuPy input takes the
+    GPU kernels of ``models/_gpu.py`` (training and inference).
     """
+    gpu = not fast and _gpu.is_gpu_array(h)
     for i, layer in enumerate(layers):
         relu = relu_last or i < len(layers) - 1
         if fast:
@@ -102,6 +104,11 @@ def run_convs(chain, layers, h, relu_last=True, fast=False):
             continue
         if layer == POOL:
             h = F.max_pooling_2d(h, ksize=2, stride=2)  # cover_all = Caffe's ceil mode
+            continue
+        if gpu:
+            link = getattr(chain, layer[0])
+            h = _gpu.convolution_2d(h, link.W, link.b, link.pad[0],
+                                    act=_gpu.ACT_RELU if relu else _gpu.ACT_NONE)
             continue
         h = getattr(chain, layer[0])(h)
         if relu:

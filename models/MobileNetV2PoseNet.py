@@ -45,7 +45,7 @@ import chainer.links as L
 import numpy
 from chainer import backend
 
-from models import _blas, _mobilenet_fast as _mf
+from models import _blas, _gpu, _mobilenet_fast as _mf
 from models._mobilenet_fast import same_padding  # noqa: F401 (part of this module's API)
 
 BN_EPS = 1e-3  # epsilon of every FusedBatchNorm in the graph
@@ -238,6 +238,9 @@ class MobileNetV2PoseNet(chainer.Chain):
         if not chainer.config.train and not chainer.config.enable_backprop \
                 and isinstance(array, numpy.ndarray):
             return self._forward_fast(array)
+        if not chainer.config.train and not chainer.config.enable_backprop \
+                and _gpu.is_gpu_array(array):  # GPU inference kernels (models/_gpu.py)
+            return _gpu.mobilenet_inference(self, array)
         return self.forward_functions(x)
 
     def forward_functions(self, x):
