@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +37,7 @@ import chainer.functions as F  # noqa: E402
 from models import _gpu  # noqa: E402
 
 RESULTS = {}
-TORCH_DEFAULT = [os.path.join(REPO, '.gpu', 'gpu_anchor_torch.py'),
+TORCH_DEFAULT = [os.path.join(REPO, '.gpu', 'shared', 'tools', 'gpu_anchor_torch.py'),
                  os.path.join(os.path.dirname(REPO), 'shared', 'tools', 'gpu_anchor_torch.py')]
 
 
@@ -326,12 +327,22 @@ def main(argv=None):
     os.makedirs(work, exist_ok=True)
     sections = [('body_forward', lambda: body_forward(dev, args)),
                 ('train_step', lambda: train_step(dev, args)),
+                ('torch_anchor', lambda: torch_anchor(dev, args)),
                 ('mobilenet', lambda: mobilenet(dev, args)),
                 ('maps_and_poses', lambda: maps_and_poses(dev, args)),
                 ('camera_demo', lambda: camera_demo(dev, args, work)),
-                ('training_script', lambda: training_script(dev, args, work)),
-                ('torch_anchor', lambda: torch_anchor(dev, args))]
+                ('training_script', lambda: training_script(dev, args, work))]
     failed = []
+
+    def finish(*_):  # also on SIGTERM (a session's time limit): the figures so far
+        os.environ.pop(_gpu.PRECISION_ENV, None)
+        RESULTS['failed_sections'] = failed
+        table(args)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(RESULTS, f, indent=1)
+        say('GPU_JSON ' + json.dumps(RESULTS))
+    signal.signal(signal.SIGTERM, lambda *_: (finish(), os._exit(124)))
     for name, run in sections:
         if args.only and name not in args.only:
             continue
@@ -344,13 +355,8 @@ def main(argv=None):
             failed.append(name)
             say('SECTION %s FAILED: %s: %s' % (name, type(e).__name__, str(e)[:300]))
         say('# %s: %.1f s' % (name, time.perf_counter() - t))
-    os.environ.pop(_gpu.PRECISION_ENV, None)
-    RESULTS['failed_sections'] = failed
-    table(args)
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(RESULTS, f, indent=1)
-    say('GPU_JSON ' + json.dumps(RESULTS))
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    finish()
     return 1 if failed else 0
 
 
