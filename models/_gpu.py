@@ -567,11 +567,18 @@ def _conv_same(be, model, name, x, stride):
     return y
 
 
-@functools.lru_cache(maxsize=32)
-def _resize_matrices(out_h, in_h, out_w, in_w):
+_resize_cache = {}
+
+
+def _resize_matrices(xp, out_h, in_h, out_w, in_w):
+    """The two interpolation matrices of the features' resize, on ``xp``'s current device,
+    made once: a host-to-device copy inside a CUDA-graph capture would break it."""
     from models.MobileNetV2PoseNet import interpolation_matrix_tf_legacy
-    return (interpolation_matrix_tf_legacy(out_h, in_h), interpolation_matrix_tf_legacy(out_w,
-                                                                                         in_w))
+    key = (xp.__name__, xp.cuda.Device().id if xp is not numpy else -1, out_h, in_h, out_w, in_w)
+    if key not in _resize_cache:
+        _resize_cache[key] = (xp.asarray(interpolation_matrix_tf_legacy(out_h, in_h)),
+                              xp.asarray(interpolation_matrix_tf_legacy(out_w, in_w)))
+    return _resize_cache[key]
 
 
 def mobilenet_forward(model, x, be=None):
@@ -598,8 +605,7 @@ def mobilenet_forward(model, x, be=None):
         if name == M.FINE_BLOCK:
             fine = h
     n, c, fh, fw = fine.shape
-    mh, mw = _resize_matrices(fh, h.shape[2], fw, h.shape[3])
-    mh, mw = xp.asarray(mh), xp.asarray(mw)
+    mh, mw = _resize_matrices(xp, fh, h.shape[2], fw, h.shape[3])
     cc = h.shape[1]
     rows = xp.matmul(h.reshape(n * cc * h.shape[2], h.shape[3]), mw.T)
     coarse = xp.matmul(mh, rows.reshape(n * cc, h.shape[2], fw))
