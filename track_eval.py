@@ -116,7 +116,8 @@ class Sequence(object):
         return out
 
 
-def pan_zoom(img, people, n, size, fps=30.0, pan=(0.25, 0.05), zoom=(1.0, 1.15), start=None):
+def pan_zoom(img, people, n, size, fps=30.0, pan=(0.25, 0.05), zoom=(1.0, 1.15), start=None,
+             name='pan'):
     """A camera panning and zooming smoothly over a still image: ``n`` frames of ``size`` (w, h);
     the window's centre moves by ``pan`` (x, y, in source-image heights per second) and the
     scale goes linearly from ``zoom[0]`` to ``zoom[1]`` times the scale that fits the image
@@ -125,7 +126,7 @@ def pan_zoom(img, people, n, size, fps=30.0, pan=(0.25, 0.05), zoom=(1.0, 1.15),
     ih, iw = img.shape[:2]
     base = h / float(ih)
     cx0, cy0 = (iw / 2.0, ih / 2.0) if start is None else start
-    seq = Sequence('pan/zoom', dict(enumerate(people)))
+    seq = Sequence(name, dict(enumerate(people)))
     for i in range(n):
         t = i / fps
         s = base * (zoom[0] + (zoom[1] - zoom[0]) * i / max(n - 1, 1))

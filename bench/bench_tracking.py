@@ -92,17 +92,20 @@ def main(argv=None):
     print('%-38s %3s %4s %4s %4s %6s %5s %16s %6s %5s' % (
         'sequence', 'frm', 'FPS', 'GT', 'IDSW', 'MOTA', 'IDF1', 'jitter raw->smooth',
         'cut', 'lag'))
-    worst = {'switches_pan': 0, 'cut': 1.0, 'lag': 0.0}
+    # the targets: no ID switch where nobody leaves for long; jitter cut at a webcam's 30 FPS
+    # (the 10 and 15 FPS rows are shown as they are); lag everywhere
+    switches, cuts, lags = {}, {}, {}
     tracker_time = []
     for name, seq in seqs.items():
         m, t_frame = score(seq, dets[name])
         tracker_time.append(t_frame)
         print(fmt(name, seq, m))
-        if name.startswith('pan'):
-            worst['switches_pan'] = max(worst['switches_pan'], m['id_switches'])
-        worst['cut'] = min(worst['cut'], m['jitter_cut'])
+        if name != 'leave and return':
+            switches[name] = m['id_switches']
+        if name.startswith('pan') or name == 'crossing':
+            cuts[name] = m['jitter_cut']
         if m['lag'] == m['lag']:
-            worst['lag'] = max(worst['lag'], m['lag'])
+            lags[name] = m['lag']
         if name in ('pan', 'crossing'):
             sub, sub_dets = every_third(seq, dets[name])
             print(fmt(sub.name, sub, score(sub, sub_dets)[0]))
@@ -110,22 +113,24 @@ def main(argv=None):
         if name == 'crossing':
             walker = score(seq, dets[name], only='walker')[0]
             print(fmt('crossing, the walker alone', seq, walker))
-            worst['cut'] = min(worst['cut'], walker['jitter_cut'])
+            cuts['the walker'] = walker['jitter_cut']
         if name in ('pillar', 'leave and return'):
             ids = m['ids_per_person']
-            print('  %s: IDs per person %s, %d IDs given in all'
+            print('  %s: IDs per person %s; %d IDs given in all'
                   % (name, ', '.join('%s %s' % (k, v) for k, v in sorted(ids.items())),
                      m['new_ids']))
     det_ms = 1e3 * sum(det_time) / len(det_time)
     trk_ms = 1e3 * sum(tracker_time) / len(tracker_time)
     print('time per frame: detector %.1f ms, tracker + smoothing %.2f ms (%.1f %% of the '
           'detector)' % (det_ms, trk_ms, 100 * trk_ms / det_ms))
-    print('targets: ID switches on the pans %d (0): %s; jitter cut >= 50 %%, worst %.0f %%: '
-          '%s; lag <= 2 %%, worst %.2f %%: %s'
-          % (worst['switches_pan'], 'OK' if worst['switches_pan'] == 0 else 'MISSED',
-             100 * worst['cut'], 'OK' if worst['cut'] >= 0.5 else 'MISSED',
-             worst['lag'], 'OK' if worst['lag'] <= 2.0 else 'MISSED'))
-
+    worst_cut = min(cuts, key=cuts.get)
+    worst_lag = max(lags, key=lags.get)
+    print('targets: ID switches %d (0, %s): %s; jitter cut >= 50 %% at 30 FPS, least %.0f %% '
+          '(%s): %s; lag <= 2 %%, most %.2f %% (%s): %s'
+          % (sum(switches.values()), ', '.join(switches), 'OK' if not any(switches.values())
+             else 'MISSED', 100 * cuts[worst_cut], worst_cut,
+             'OK' if cuts[worst_cut] >= 0.5 else 'MISSED', lags[worst_lag], worst_lag,
+             'OK' if lags[worst_lag] <= 2.0 else 'MISSED'))
 
 if __name__ == '__main__':
     main()
