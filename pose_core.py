@@ -849,8 +849,8 @@ def id_color(person_id):
 
 
 def draw_person_ids(img, poses, ids):
-    """Draw each person's tracking ID (``ids``; negative: none) in place, above the person's
-    highest keypoint on a label of the ID's colour.  ``poses``: (N, K, 3), any K."""
+    """Draw each person's tracking ID (``ids``; negative: none) in place, centred above the
+    person's highest keypoint on a label of the ID's colour.  ``poses``: (N, K, 3), any K."""
     poses = np.asarray(poses, np.float64)
     scale = min(1.0, max(0.4, max(img.shape[:2]) / 900.0))
     thick = max(1, int(round(2 * scale)))
@@ -860,8 +860,9 @@ def draw_person_ids(img, poses, ids):
             continue
         text = str(pid)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        x = int(np.clip(pose[seen, 0].min(), 0, max(img.shape[1] - tw - 4, 0)))
-        y = int(np.clip(pose[seen, 1].min() - 6, th + base + 4, img.shape[0]))
+        top = pose[seen][np.argmin(pose[seen, 1])]
+        x = int(np.clip(top[0] - tw / 2 - 2, 0, max(img.shape[1] - tw - 4, 0)))
+        y = int(np.clip(top[1] - 6, th + base + 4, img.shape[0]))
         cv2.rectangle(img, (x, y - th - base - 4), (x + tw + 4, y), id_color(pid), -1)
         cv2.putText(img, text, (x + 2, y - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (0, 0, 0), thick, cv2.LINE_AA)

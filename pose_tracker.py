@@ -128,20 +128,20 @@ def _assign(sim, gate):
 class PoseTracker(object):
     """Frame-to-frame person identities and One-Euro smoothed keypoints (see the module).
 
-    ``n_joints``/``sigmas``: the keypoint layout (default: the 18 body joints and their OKS
-    sigmas; camera_face_demo.py tracks face boxes as 2 corner points).  ``smooth=False``
-    returns the raw keypoints (the tracks still follow them for matching).
+    ``sigmas``: one OKS sigma per keypoint, which sets the layout (default: the 18 body joints';
+    camera_face_demo.py tracks face boxes as 2 corner points).  ``smooth=False`` returns the
+    raw keypoints (the tracks still follow them for matching).
     """
 
-    def __init__(self, n_joints=None, sigmas=None, smooth=True, min_oks=None,
+    def __init__(self, sigmas=None, smooth=True, min_oks=None,
                  max_lost_s=None, max_people=None, min_cutoff=None, beta=None,
                  d_cutoff=None, person_min_cutoff=None, person_beta=None, fallback_dt=None):
         p = params
         self.sigmas = np.asarray(p['track_oks_sigmas'] if sigmas is None else sigmas,
                                  np.float64)
-        self.n_joints = len(self.sigmas) if n_joints is None else int(n_joints)
-        if self.sigmas.shape != (self.n_joints,):
-            raise ValueError('%d OKS sigmas for %d joints' % (len(self.sigmas), self.n_joints))
+        if self.sigmas.ndim != 1 or not len(self.sigmas) or not (self.sigmas > 0).all():
+            raise ValueError('sigmas must be positive numbers, one per keypoint')
+        self.n_joints = len(self.sigmas)
         self.smooth = smooth
         self.min_oks = p['track_min_oks'] if min_oks is None else min_oks
         self.confirm_frames = p['track_confirm_frames']
@@ -195,9 +195,10 @@ class PoseTracker(object):
         """One frame: ``poses`` (N, K, 3), its timestamp ``t`` (seconds), optional ``scores``
         (N,) ranking people when more than ``track_max_people`` come.
 
-        Returns ``(ids, smoothed)``: (N,) int IDs in the order of ``poses`` (-1 for people
-        past ``track_max_people``) and (N, K, 3) keypoints, smoothed where ``smooth``, with
-        each detection's own confidences and its missing joints 0, 0, 0.
+        Returns ``(ids, smoothed)``: (N,) int IDs in the order of ``poses`` (-1: none, for a
+        person not yet confirmed, one past ``track_max_people`` or one without a joint) and
+        (N, K, 3) keypoints, smoothed where ``smooth``, with each detection's own confidences
+        and its missing joints 0, 0, 0.
         """
         poses = np.asarray(poses, np.float64)
         k = self.n_joints

@@ -394,3 +394,19 @@ def test_walker_away_longer_than_tracks_are_kept_gets_a_new_id(video):
     first, again = ids['walker']
     assert again > max(ids['bg0'] + ids['bg1'] + [first])  # new, not reused
     assert len(ids['bg0']) == 1 and len(ids['bg1']) == 1
+
+
+def test_id_labels_drawn_in_a_stable_colour_per_id():
+    from pose_core import draw_person_ids, id_color
+    assert id_color(3) == id_color(3)
+    colours = [id_color(i) for i in range(8)]
+    assert len(set(colours)) == 8
+    for a, b in zip(colours, colours[1:]):  # consecutive IDs far apart
+        assert sum(abs(x - y) for x, y in zip(a, b)) > 100
+    img = np.zeros((300, 400, 3), np.uint8)
+    poses = np.array([person(100, 150), person(300, 150)])
+    draw_person_ids(img, poses, [5, -1])
+    top = int(poses[0, :, 1].min())
+    label = img[:top, 80:120].reshape(-1, 3)
+    assert (label == id_color(5)).all(1).sum() > 50  # the label, above the head
+    assert not img[:, 220:].any()                    # no ID: nothing drawn
