@@ -27,6 +27,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         description='Face keypoint detection on a camera, a video file or a folder of images.')
     frame_loop.add_arguments(parser)
+    frame_loop.add_tracking_arguments(parser, 'faces')
     parser.add_argument('--weights', metavar='NPZ', default=None,
                         help='face net weights (default: %s)' % params['default_weights']['facenet'])
     parser.add_argument('--cascade', metavar='XML', default=None,
@@ -79,18 +80,40 @@ def face_crop_box(rect):
     return (cx - w * s / 2.0, cy - h * s / 2.0, w * s, h * s)
 
 
-def face_process(cascade, detector):
-    """The frame callback: face boxes and keypoints drawn, OpenPose JSON (one entry per face)."""
-    from face_detector import draw_box, draw_face_keypoints
+def face_process(cascade, detector, track=True, smooth=True):
+    """The frame callback: face boxes and keypoints drawn, OpenPose JSON (one entry per face).
 
-    def process(frame):
+    ``track``: each face's ID drawn and written as ``person_id``; ``smooth``: the cascade's
+    boxes smoothed over time (the face net then sees a steady crop).  Boxes are tracked as
+    their two corners by the body tracker (pose_tracker.PoseTracker).
+    """
+    from face_detector import draw_box, draw_face_keypoints
+    from pose_core import draw_person_ids
+
+    tracker = None
+    if track or smooth:
+        from pose_tracker import PoseTracker
+        tracker = PoseTracker(sigmas=[params['track_face_box_sigma']] * 2, smooth=smooth)
+
+    def process(frame, t):
         annotated = frame.copy()
         people = []
-        for rect in detect_face_rects(cascade, frame):
+        rects = detect_face_rects(cascade, frame).astype(np.float64)
+        ids = np.full(len(rects), -1)
+        if tracker is not None:
+            corners = np.ones((len(rects), 2, 3))
+            corners[:, 0, :2], corners[:, 1, :2] = rects[:, :2], rects[:, :2] + rects[:, 2:]
+            ids, corners = tracker.update(corners, t)
+            rects = np.concatenate([corners[:, 0, :2], corners[:, 1, :2] - corners[:, 0, :2]], 1)
+            if not track:
+                ids[:] = -1
+        for rect, face_id in zip(rects, ids.tolist()):
             keypoints = detector(frame, face_crop_box(rect))
             draw_box(annotated, rect)  # the cascade's box, white, as the original
             annotated = draw_face_keypoints(annotated, keypoints)
-            people.append({'face': keypoints})
+            people.append({'face': keypoints, 'id': face_id})
+        # the ID above each box's top-left corner
+        draw_person_ids(annotated, np.c_[rects[:, :2], np.ones(len(rects))][:, None, :], ids)
         return annotated, frame_loop.openpose_people(people)
     return process
 
@@ -118,7 +141,7 @@ def main(argv=None):
         from face_detector import FaceDetector
         return face_process(cascade, FaceDetector(weights, device=args.gpu,
                                                   insize=args.net_resolution,
-                                                  backend=args.backend))
+                                                  backend=args.backend), args.track, args.smooth)
 
     return frame_loop.run_from_args(args, make_process, label='faces')
 

@@ -21,6 +21,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         description='Body pose detection on a camera, a video file or a folder of images.')
     frame_loop.add_arguments(parser)
+    frame_loop.add_tracking_arguments(parser)
     parser.add_argument('--arch', choices=sorted(params['pose_archs']), default=None,
                         help='body network (default: %s, the embedded model)'
                         % params['default_pose_arch'])
@@ -37,14 +38,34 @@ def build_parser():
     return parser
 
 
-def pose_process(detector):
-    """The frame callback: poses drawn on the frame, and OpenPose JSON (one entry per person)."""
-    from pose_core import draw_person_pose
+def pose_process(detector, track=True, smooth=True):
+    """The frame callback: poses drawn on the frame, and OpenPose JSON (one entry per person).
+
+    ``track``: each person's ID drawn and written as ``person_id``; ``smooth``: the drawn and
+    written keypoints are smoothed over time, the raw ones written as
+    ``pose_keypoints_2d_raw`` (both need the tracker, which follows people from frame to
+    frame by the frames' timestamps).
+    """
+    from pose_core import draw_person_ids, draw_person_pose
     from pose_detector import poses_to_openpose_json
 
-    def process(frame):
-        poses, _scores = detector(frame)
-        return draw_person_pose(frame, poses), poses_to_openpose_json(poses)
+    if not (track or smooth):
+        def process(frame):
+            poses, _scores = detector(frame)
+            return draw_person_pose(frame, poses), poses_to_openpose_json(poses)
+        return process
+
+    from pose_tracker import PoseTracker
+    tracker = PoseTracker(smooth=smooth)
+
+    def process(frame, t):
+        poses, scores = detector(frame)
+        ids, shown = tracker.update(poses, t, scores)
+        canvas = draw_person_pose(frame, shown)
+        if track:
+            draw_person_ids(canvas, shown, ids)
+        return canvas, poses_to_openpose_json(shown, ids if track else None,
+                                              raw=poses if smooth else None)
     return process
 
 
@@ -55,7 +76,7 @@ def main(argv=None):
         from pose_detector import PoseDetector
         scales = args.scales if args.scales is not None else params['demo_scales']
         return pose_process(PoseDetector(args.arch, args.weights, device=args.gpu, scales=scales,
-                                         backend=args.backend))
+                                         backend=args.backend), args.track, args.smooth)
 
     return frame_loop.run_from_args(args, make_process, label='people')
 

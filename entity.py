@@ -248,4 +248,45 @@ params = {
     'face_cascade_scale_factor': 1.2,
     'face_cascade_min_neighbors': 3,
     'face_cascade_min_size': (1, 1),
+
+    # Video: persistent person IDs and keypoint smoothing (pose_tracker.py; the camera demos'
+    # --track/--smooth).
+    # COCO's per-keypoint OKS sigmas (pycocotools' kpt_oks_sigmas) in our joint order; the
+    # Neck, which COCO lacks, takes the shoulders'.
+    'track_oks_sigmas': [0.026, 0.079, 0.079, 0.072, 0.062, 0.079, 0.072, 0.062, 0.107,
+                         0.087, 0.089, 0.107, 0.087, 0.089, 0.025, 0.025, 0.035, 0.035],
+    # A detection continues a track only with at least this OKS against the track's predicted
+    # keypoints (the person's area taken as the square of its keypoint box's longer side).
+    'track_min_oks': 0.3,
+    # A new person gets an ID once seen in this many frames (at once in a run's first frames):
+    # a false detection of a frame or two gets none, and a person coming back from an
+    # occlusion, often seen in pieces at first, is recognised before an ID is given.
+    'track_confirm_frames': 3,
+    # A track not matched for longer than this (seconds of video or camera time) is ended:
+    # occlusions shorter than this keep their ID.  IDs are never reused.
+    'track_max_lost_s': 1.0,
+    # Where a lost track is looked for is less certain the longer it has been lost: the
+    # person's size in the OKS grows by this fraction per second since last seen.  (At 1.0 a
+    # walker re-emerging from 0.9 s behind a pillar in track_eval's 'pillar' scored OKS 0.34,
+    # at 1.5 0.45, against track_min_oks 0.3.)
+    'track_lost_growth': 1.5,
+    # At most this many people per frame are tracked (the strongest; OpenPose's
+    # POSE_MAX_PEOPLE); the rest keep person_id -1 and their raw keypoints.
+    'track_max_people': 127,
+    # One-Euro filter (Casiez et al., CHI 2012) per keypoint: cutoff = min_cutoff + beta *
+    # speed, in Hz, the speed in person sizes (keypoint box's longer side) per second.  Chosen
+    # on bench/bench_tracking.py's sequences: a lower beta cuts more jitter, but limbs moving
+    # fast relative to the body lag more (this filter alone follows them).  The d_cutoff is
+    # the paper's.
+    'smooth_min_cutoff': 0.5,
+    'smooth_beta': 2.5,
+    'smooth_d_cutoff': 1.0,
+    # The same for the person's own motion (its joints' median displacement), which moves all
+    # its joints: the joints' filters above then smooth only their motion relative to it.
+    'smooth_person_min_cutoff': 1.0,
+    'smooth_person_beta': 10.0,
+    # Frame interval assumed when a timestamp does not increase (repeated or backwards clock).
+    'smooth_fallback_dt': 1 / 30.0,
+    # Face boxes (camera_face_demo.py) are tracked as their two corners with this OKS sigma.
+    'track_face_box_sigma': 0.1,
 }

@@ -2,7 +2,8 @@
 
 Frames come from a camera (``--device N``), a video file (``--video FILE``) or a
 folder of images (``--images DIR``, natural sort order).  Each frame goes
-through a callback ``process(frame) -> (annotated_frame, openpose_dict)``; the
+through a callback ``process(frame, t) -> (annotated_frame, openpose_dict)`` (``t``: the
+frame's time in seconds, for tracking; callbacks may take the frame alone); the
 loop adds the frame rate, shows the result (``q`` or Esc quits), writes an
 annotated video (``--out``) and one OpenPose-style JSON per frame
 (``--json-dir``), and prints one summary line at the end.
@@ -16,8 +17,11 @@ Robustness rules:
   closed (playable) and renamed into place, the summary is printed, exit 130.
 """
 import compat
+import argparse
 import contextlib
+import inspect
 import json
+import math
 import os
 import re
 import signal
@@ -335,11 +339,12 @@ def openpose_people(people):
     """OpenPose's per-frame JSON: ``{"version": 1.3, "people": [...]}``.
 
     ``people`` is a list of dicts with any of ``pose``, ``face``, ``hand_left``,
-    ``hand_right``: (K, 3) arrays of x, y, confidence (missing points all 0).
+    ``hand_right``: (K, 3) arrays of x, y, confidence (missing points all 0), and ``id``, the
+    person's tracking ID (default -1: none).
     """
     out = []
     for person in people:
-        entry = {'person_id': [-1]}
+        entry = {'person_id': [int(person.get('id', -1))]}
         for key in ('pose', 'face', 'hand_left', 'hand_right'):
             pts = person.get(key)
             entry['%s_keypoints_2d' % key] = (
@@ -358,6 +363,66 @@ def draw_fps(img, fps):
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
     return img
+
+
+# ---------------------------------------------------------------------------
+# Tracking (pose_tracker.py): each frame's timestamp for the callbacks that follow people
+# over time, and the demos' --track/--smooth flags
+
+def frame_time(source, frame_no, rate):
+    """Seconds: the camera's clock at capture, the video's own timestamp, else (image
+    folders, videos without timestamps) the frame number at ``rate`` frames per second, the
+    rate at which --out plays the frames."""
+    kind = getattr(source, 'kind', None)
+    if kind == 'camera':
+        return time.monotonic()
+    if kind == 'video':
+        ms = source.cap.get(cv2.CAP_PROP_POS_MSEC)  # of the frame just read
+        if math.isfinite(ms) and (ms > 0 or frame_no == 0):
+            return ms / 1000.0
+    return frame_no / float(rate)
+
+
+def _takes_time(process):
+    try:
+        sig = inspect.signature(process)
+    except (TypeError, ValueError):
+        return False
+    kinds = [p.kind for p in sig.parameters.values()]
+    return (inspect.Parameter.VAR_POSITIONAL in kinds or
+            sum(k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                for k in kinds) >= 2)
+
+
+def with_frame_time(process, source, rate):
+    """``call(frame, frame_no)``: ``process(frame, t)`` with the frame's time in seconds
+    (``process(frame)`` for callbacks of one argument).  Timestamps that do not increase are
+    passed on as they are (the tracker steps over them) with one warning."""
+    if not _takes_time(process):
+        return lambda frame, frame_no: process(frame)
+    last = [None, False]
+
+    def call(frame, frame_no):
+        t = frame_time(source, frame_no, rate)
+        if last[0] is not None and t <= last[0] and not last[1]:
+            warn('%s: frame %d has timestamp %.3f s, not after the previous frame\'s %.3f s '
+                 '(tracking takes it as one frame interval later)'
+                 % (source.name, frame_no, t, last[0]))
+            last[1] = True
+        last[0] = t
+        return process(frame, t)
+    return call
+
+
+def add_tracking_arguments(parser, what='people'):
+    """--track/--no-track, --smooth/--no-smooth (both on by default)."""
+    parser.add_argument('--track', action=argparse.BooleanOptionalAction, default=True,
+                        help='give each of the %s a persistent ID, drawn and written as '
+                        'person_id (default: on)' % what)
+    parser.add_argument('--smooth', action=argparse.BooleanOptionalAction, default=True,
+                        help='smooth positions over time (One-Euro filter, see README; '
+                        'default: on)')
+    return parser
 
 
 # ---------------------------------------------------------------------------
@@ -388,7 +453,8 @@ def _interrupts_as_keyboard_interrupt():
 def run(source, process, out=None, json_dir=None, display=True, out_fps=None, progress=True):
     """Run ``process`` over every frame of ``source``; returns a summary dict.
 
-    ``process(frame) -> (annotated_frame, openpose_dict)``.  The summary holds
+    ``process(frame, t) -> (annotated_frame, openpose_dict)``, ``t`` the frame's time in
+    seconds (see ``frame_time``; ``process(frame)`` also works).  The summary holds
     frames, skipped, mean_fps (frames processed per second of the loop),
     people (total found), interrupted (Ctrl-C/SIGTERM), quit (q/Esc).
     """
@@ -415,6 +481,7 @@ def run(source, process, out=None, json_dir=None, display=True, out_fps=None, pr
 
     summary = {'frames': 0, 'skipped': 0, 'mean_fps': 0.0, 'people': 0,
                'interrupted': False, 'quit': False, 'out': None}
+    call = with_frame_time(process, source, out_fps or source.fps or params['demo_out_fps'])
     fps_ema = None
     bar = tqdm(total=source.total, unit='frame', dynamic_ncols=True,
                disable=not progress or source.total is None, file=sys.stderr)
@@ -428,7 +495,7 @@ def run(source, process, out=None, json_dir=None, display=True, out_fps=None, pr
                 for frame_no, frame, name in _frames(source):
                     if last is None:
                         start = time.perf_counter()
-                    annotated, people = process(frame)
+                    annotated, people = call(frame, frame_no)
                     now = time.perf_counter()
                     if last is not None:
                         rate = 1.0 / max(now - last, 1e-6)

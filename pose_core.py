@@ -838,3 +838,32 @@ def draw_person_pose(img, poses):
             if seen[j]:
                 cv2.circle(canvas, tuple(xy[j]), thick + 1, joint_colors[j], -1, cv2.LINE_AA)
     return canvas
+
+
+def id_color(person_id):
+    """A BGR colour of its own for each tracking ID, the same in every frame and run: hues
+    stepped by the golden ratio, so that consecutive IDs look far apart."""
+    hue = int(round((person_id * 0.6180339887) % 1.0 * 180)) % 180
+    bgr = cv2.cvtColor(np.array([[[hue, 200, 255]]], np.uint8), cv2.COLOR_HSV2BGR)[0, 0]
+    return tuple(int(v) for v in bgr)
+
+
+def draw_person_ids(img, poses, ids):
+    """Draw each person's tracking ID (``ids``; negative: none) in place, centred above the
+    person's highest keypoint on a label of the ID's colour.  ``poses``: (N, K, 3), any K."""
+    poses = np.asarray(poses, np.float64)
+    scale = min(1.0, max(0.4, max(img.shape[:2]) / 900.0))
+    thick = max(1, int(round(2 * scale)))
+    for pose, pid in zip(poses, np.asarray(ids).tolist()):
+        seen = pose[:, 2] > 0
+        if pid < 0 or not seen.any():
+            continue
+        text = str(pid)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        top = pose[seen][np.argmin(pose[seen, 1])]
+        x = int(np.clip(top[0] - tw / 2 - 2, 0, max(img.shape[1] - tw - 4, 0)))
+        y = int(np.clip(top[1] - 6, th + base + 4, img.shape[0]))
+        cv2.rectangle(img, (x, y - th - base - 4), (x + tw + 4, y), id_color(pid), -1)
+        cv2.putText(img, text, (x + 2, y - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), thick, cv2.LINE_AA)
+    return img

@@ -120,15 +120,22 @@ class PoseDetector(object):
         return pose_core.to_image_coords(poses, scale_yx), scores
 
 
-def poses_to_openpose_json(poses):
+def poses_to_openpose_json(poses, ids=None, raw=None):
     """OpenPose's JSON (version 1.3) for (N, 18, 3) poses: one ``pose_keypoints_2d`` list of
-    18 x, y, confidence triples per person (0, 0, 0 for a missing joint)."""
+    18 x, y, confidence triples per person (0, 0, 0 for a missing joint).  ``ids`` (N,): the
+    tracking IDs written as ``person_id`` (default -1); ``raw`` (N, 18, 3): the detector's
+    keypoints before smoothing, written as ``pose_keypoints_2d_raw``."""
+    poses = np.asarray(poses, np.float64).reshape(-1, pose_core.N_JOINTS, 3)
+    ids = [-1] * len(poses) if ids is None else [int(i) for i in ids]
+    flat = lambda pose: [round(float(v), 3) for v in pose.reshape(-1)]  # noqa: E731
     people = []
-    for pose in np.asarray(poses, np.float64).reshape(-1, pose_core.N_JOINTS, 3):
-        flat = [round(float(v), 3) for v in pose.reshape(-1)]
-        people.append({'person_id': [-1], 'pose_keypoints_2d': flat,
-                       'face_keypoints_2d': [], 'hand_left_keypoints_2d': [],
-                       'hand_right_keypoints_2d': []})
+    for n, pose in enumerate(poses):
+        person = {'person_id': [ids[n]], 'pose_keypoints_2d': flat(pose),
+                  'face_keypoints_2d': [], 'hand_left_keypoints_2d': [],
+                  'hand_right_keypoints_2d': []}
+        if raw is not None:
+            person['pose_keypoints_2d_raw'] = flat(np.asarray(raw, np.float64)[n])
+        people.append(person)
     return {'version': JSON_VERSION, 'people': people}
 
 

@@ -14,11 +14,15 @@ verdict uses a paired measure: the forward is also timed inside each loop run
 the forward time of the very same frames, which other processes' load on a
 shared machine cannot bias.  The loop's overhead beyond the forward splits into the
 detector's own pre/post-processing (pose_core) and the loop's machinery and
-drawing, which are printed on their own.
+drawing, which are printed on their own.  The demo's default loop tracks people and
+smooths their keypoints (pose_tracker.py); the same loop with --no-track --no-smooth runs in
+the same rounds, and the tracker's own time inside the loop is timed too (paired), for the
+target of issue 19: tracking + smoothing <= 2 % of the loop.
 
     python bench/bench_realtime.py [--frames 6] [--rounds 10] [--quick]
 
-Target: loop time per frame <= 1.15 x the forward alone (overhead <= 15 %).
+Targets: loop time per frame <= 1.15 x the forward alone (overhead <= 15 %); tracking and
+smoothing <= 2 % of the loop.
 """
 import argparse
 import os
@@ -37,6 +41,7 @@ import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import frame_loop  # noqa: E402
 import pose_core  # noqa: E402
+import pose_tracker  # noqa: E402
 from camera_pose_demo import pose_process  # noqa: E402
 from entity import params  # noqa: E402
 from pose_detector import PoseDetector  # noqa: E402
@@ -44,6 +49,7 @@ from pose_detector import PoseDetector  # noqa: E402
 SIZE = (432, 368)  # (W, H)
 IMAGE = os.path.join(REPO, 'data', '000000000785.jpg')
 TARGET = 0.15
+TRACK_TARGET = 0.02
 
 
 def make_video(path, n):
@@ -74,9 +80,9 @@ class ForwardClock(object):
         self.forward = forward
         self.total = 0.0
 
-    def __call__(self, x):
+    def __call__(self, *args, **kwargs):
         start = time.perf_counter()
-        out = self.forward(x)
+        out = self.forward(*args, **kwargs)
         self.total += time.perf_counter() - start
         return out
 
@@ -114,8 +120,6 @@ def main(argv=None):
                                                   ap['pad_multiple'], ap['pad_value'])
             inputs.append(pose_core.preprocess(padded, arch))
         assert inputs[0].shape[-2:] == (SIZE[1], SIZE[0]), inputs[0].shape
-        process = pose_process(detector)
-
         def forward_only():
             for x in inputs:
                 detector.forward(x)
@@ -124,7 +128,9 @@ def main(argv=None):
             for f in decoded:
                 detector(f)
 
-        def loop(out=None, json_dir=None, callback=process):
+        def loop(out=None, json_dir=None, callback=None, track=True):
+            # a fresh callback (and tracker) per run: each run starts the video's clock anew
+            callback = callback or pose_process(detector, track=track, smooth=track)
             s = frame_loop.run(frame_loop.open_source(video=video), callback, out=out,
                                json_dir=json_dir, display=False, progress=False)
             assert s['frames'] == len(frames), s
@@ -141,19 +147,25 @@ def main(argv=None):
         loop()
         poses, _ = detector(decoded[0])
         clock = detector.forward = ForwardClock(detector.forward)
+        tracker_clock = ForwardClock(pose_tracker.PoseTracker.update)
+        pose_tracker.PoseTracker.update = lambda self, *a, **k: tracker_clock(self, *a, **k)
         times = {'forward': [], 'detector': [], 'loop': [], 'loop_out': [], 'machinery': [],
-                 'drawing': []}
-        paired = {'detector': [], 'loop': [], 'loop_out': []}  # time / forward inside it
+                 'drawing': [], 'loop_plain': []}
+        paired = {'detector': [], 'loop': [], 'loop_out': [], 'loop_plain': []}  # / forward
+        tracking = []  # the tracker's share of the loop
         for r in range(args.rounds):
             times['machinery'].append(per_frame(machinery, n))
             times['drawing'].append(per_frame(drawing, n))
             times['forward'].append(per_frame(forward_only, n))
             for key, fn in (('loop', loop), ('detector', detector_only),
                             ('loop_out', lambda: loop(os.path.join(tmp, 'out.mp4'),
-                                                      os.path.join(tmp, 'json')))):
-                clock.total = 0.0
+                                                      os.path.join(tmp, 'json'))),
+                            ('loop_plain', lambda: loop(track=False))):
+                clock.total = tracker_clock.total = 0.0
                 times[key].append(per_frame(fn, n))
                 paired[key].append(times[key][-1] / (clock.total / n))
+                if key == 'loop':
+                    tracking.append(tracker_clock.total / n / times[key][-1])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -164,6 +176,7 @@ def main(argv=None):
     rows = [('network forward alone', 'forward'),
             ('detector call (pre + forward + post)', 'detector'),
             ('demo loop (decode, detect, draw, FPS)', 'loop'),
+            ('demo loop --no-track --no-smooth', 'loop_plain'),
             ('demo loop + --out mp4 + --json-dir', 'loop_out'),
             ('  of which: loop machinery alone', 'machinery'),
             ('  of which: drawing the poses', 'drawing')]
@@ -177,10 +190,17 @@ def main(argv=None):
         print('%-38s %7.1f ms %5.2f FPS %+6.1f %% | %7.1f ms %+6.1f %%'
               % (label, 1e3 * med[key], 1 / med[key], 100 * (med[key] / med['forward'] - 1),
                  1e3 * low[key], 100 * (low[key] / low['forward'] - 1)))
+    share = statistics.median(tracking)
+    print('tracking + smoothing (%d person): PoseTracker.update is %.2f %% of the demo loop '
+          '(timed inside it, median over rounds; target <= %d %%): %s; the loop with them vs '
+          'without, each over its own forward: %+.1f %% (noisy)'
+          % (len(poses), 100 * share, 100 * TRACK_TARGET,
+             'OK' if share <= TRACK_TARGET else 'OVER TARGET',
+             100 * (statistics.median(paired['loop']) - statistics.median(paired['loop_plain']))))
     print('frame loop beyond the detector call: median %+.1f %%, min %+.1f %%'
           % (100 * (med['loop'] / med['detector'] - 1), 100 * (low['loop'] / low['detector'] - 1)))
     print("paired (each run's time / the forward inside that same run), median over rounds:")
-    for label, key in rows[1:4]:
+    for label, key in [r for r in rows if r[1] in paired]:
         print('  %-36s %+6.1f %% beyond its forward' % (label, 100 * (statistics.median(paired[key]) - 1)))
     overhead = statistics.median(paired['loop']) - 1
     print('loop overhead beyond the forward (paired): %.1f %% (target <= %d %%): %s'

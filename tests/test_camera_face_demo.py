@@ -100,3 +100,29 @@ def test_face_crop_box_is_the_cascade_box_enlarged_about_its_centre():
     x, y, w, h = camera_face_demo.face_crop_box((10, 20, 40, 40))
     assert (x + w / 2, y + h / 2) == (30.0, 40.0)
     assert (w, h) == (40 * s, 40 * s)
+
+
+def test_face_boxes_tracked_and_smoothed(face_video):
+    """The face net gets the cascade's box enlarged: smoothed over time with --smooth (the
+    second frame's box between the two raw boxes), the raw one with --no-smooth; the ID is
+    person_id with --track, -1 without."""
+    frames = read_video(face_video)
+    cascade = camera_face_demo.load_cascade()
+    raw = [camera_face_demo.face_crop_box(camera_face_demo.detect_face_rects(cascade, f)[0])
+           for f in frames]
+    assert raw[1][0] - raw[0][0] > 10  # the face moved right
+    for track, smooth in ((True, True), (False, False), (True, False), (False, True)):
+        boxes = []
+
+        def detector(img, box):
+            boxes.append(box)
+            return np.zeros((70, 3))
+        process = camera_face_demo.face_process(cascade, detector, track, smooth)
+        ids = [process(f, t)[1]['people'][0]['person_id'] for f, t in zip(frames, (0.0, 0.2))]
+        assert ids == ([[0], [0]] if track else [[-1], [-1]])
+        np.testing.assert_allclose(boxes[0], raw[0])
+        if smooth:
+            assert raw[0][0] < boxes[1][0] < raw[1][0]
+            assert boxes[1][2] == pytest.approx(raw[1][2], abs=abs(raw[1][2] - raw[0][2]) + 1e-6)
+        else:
+            np.testing.assert_allclose(boxes[1], raw[1])

@@ -175,3 +175,79 @@ def test_ctrl_c_mid_run_leaves_a_playable_video(coco_video, tmp_path):
     got = read_video(out)
     assert written <= len(got) <= written + 1 and got[0].shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)
     assert [n for n in os.listdir(str(tmp_path)) if n.startswith('.')] == []
+
+
+def read_people(path):
+    people = json.load(open(str(path)))['people']
+    return ([p['person_id'][0] for p in people],
+            np.array([p['pose_keypoints_2d'] for p in people]).reshape(-1, 18, 3),
+            [p.get('pose_keypoints_2d_raw') for p in people])
+
+
+def test_person_ids_stay_the_same_through_a_60_frame_pan(tmp_path):
+    """Issue 19: each skier keeps one person_id in the JSON through a 60-frame camera pan/zoom
+    over five skiers (track_eval's 'pan', written as a folder of frames played at 30 FPS);
+    the smoothed keypoints are in pose_keypoints_2d, the detector's in
+    pose_keypoints_2d_raw."""
+    import track_eval
+    seq = track_eval.standard_sequences(shared_path('coco_mini'),
+                                        shared_path('coco_mini', 'test_coco.json'),
+                                        which=['pan'])['pan']
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for i, frame in enumerate(seq.frames):
+        cv2.imwrite(str(folder / ('%03d.png' % i)), frame)
+    jdir = tmp_path / 'json'
+    r = run_demo('--images', folder, '--json-dir', jdir, '--no-display', '--out-fps', 30)
+    assert r.returncode == 0, r.stderr
+    ids_of = {}
+    for i in range(len(seq)):
+        ids, smoothed, raw = read_people(jdir / ('%03d_keypoints.json' % i))
+        raw = np.array(raw, np.float64).reshape(-1, 18, 3)
+        assert smoothed.shape == raw.shape
+        # the same joints, the same confidences; smoothed positions near the detector's
+        np.testing.assert_array_equal(smoothed[:, :, 2], raw[:, :, 2])
+        assert (smoothed[raw[:, :, 2] == 0] == 0).all()
+        seen = raw[:, :, 2] > 0
+        assert (np.abs(smoothed - raw)[seen][:, :2] < 40).all()
+        for key in seq.people:
+            truth = seq.truth_pose(i, key)
+            if truth is None or (truth[:, 2] > 0).sum() < 3 or not len(raw):
+                continue
+            area = seq.people[key].area * seq.scale(i, key) ** 2
+            oks = track_eval.coco_oks(truth[None], [area], raw)[0]
+            if oks.max() >= track_eval.MATCH_OKS:
+                ids_of.setdefault(key, []).append(ids[int(np.argmax(oks))])
+    print('person_id per skier:', dict((k, sorted(set(v))) for k, v in ids_of.items()))
+    steady = [k for k, v in ids_of.items() if len(v) >= 50]
+    assert len(steady) >= 3  # the skiers in view and found throughout
+    for key in steady:
+        assert len(set(ids_of[key])) == 1 and ids_of[key][0] >= 0, ids_of[key]
+    assert len(set(ids_of[k][0] for k in steady)) == len(steady)
+
+
+def test_track_and_smooth_flags(coco_video, tmp_path):
+    """--no-track: person_id -1; --no-smooth: no raw field, pose_keypoints_2d is the
+    detector's (the same as with tracking off altogether).  The video's four frames are four
+    different COCO images: IDs come at once in a run's first three frames, the people new in
+    the fourth have none yet (-1)."""
+    runs = {}
+    for name, flags in (('default', []), ('no_track', ['--no-track']),
+                        ('plain', ['--no-track', '--no-smooth']), ('no_smooth', ['--no-smooth'])):
+        jdir = tmp_path / name
+        r = run_demo('--video', coco_video, '--json-dir', jdir, '--no-display', *flags)
+        assert r.returncode == 0, r.stderr
+        runs[name] = [read_people(jdir / ('coco_%012d_keypoints.json' % i)) for i in range(4)]
+    for i in range(4):
+        ids, pose, raw = runs['default'][i]
+        assert all(x >= 0 for x in ids) if i < 3 else all(x >= -1 for x in ids)
+        assert all(x is not None for x in raw)
+        plain_ids, plain_pose, plain_raw = runs['plain'][i]
+        assert plain_ids == [-1] * len(plain_ids) and plain_raw == [None] * len(plain_ids)
+        np.testing.assert_allclose(np.array(raw).reshape(-1, 18, 3), plain_pose)
+        ids2, pose2, raw2 = runs['no_track'][i]
+        assert ids2 == [-1] * len(ids2)
+        np.testing.assert_allclose(pose2, pose)  # the same smoothing
+        ids3, pose3, raw3 = runs['no_smooth'][i]
+        assert ids3 == ids and raw3 == [None] * len(ids3)
+        np.testing.assert_allclose(pose3, plain_pose)

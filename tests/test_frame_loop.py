@@ -304,3 +304,55 @@ def test_camera_source_names_frames_by_number_and_survives_dropped_captures(tmp_
     assert 'camera 3 stopped delivering frames' in err
     assert summary['frames'] == 4 and summary['skipped'] == 3 and fake.released
     assert sorted(os.listdir(str(jdir))) == ['%012d_keypoints.json' % i for i in range(4)]
+
+
+def test_callbacks_get_each_frames_time(tmp_path, capsys):
+    """process(frame, t): a video's own timestamps, a folder's frame numbers at --out-fps (else
+    demo_out_fps); callbacks of one argument still work; the person dict's 'id' becomes
+    person_id."""
+    seen = []
+
+    def timed(frame, t):
+        seen.append(t)
+        return frame, fl.openpose_people([{'pose': np.zeros((18, 3)), 'id': 7}])
+
+    make_video(tmp_path / 'v.avi', grey_frames(4), fps=12.5)
+    fl.run(fl.open_source(video=str(tmp_path / 'v.avi')), timed, json_dir=str(tmp_path / 'j'),
+           display=False, progress=False)
+    assert seen == pytest.approx([0.0, 0.08, 0.16, 0.24])
+    data = json.load(open(str(tmp_path / 'j' / 'v_000000000000_keypoints.json')))
+    assert data['people'][0]['person_id'] == [7]
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for i, f in enumerate(grey_frames(3)):
+        cv2.imwrite(str(folder / ('%d.png' % i)), f)
+    for out_fps, dt in ((None, 1 / fl.params['demo_out_fps']), (25.0, 0.04)):
+        seen.clear()
+        fl.run(fl.open_source(images=str(folder)), timed, display=False, progress=False,
+               out_fps=out_fps)
+        assert seen == pytest.approx([0, dt, 2 * dt])
+    s = fl.run(fl.open_source(images=str(folder)), lambda f: (f, fl.openpose_people([])),
+               display=False, progress=False)
+    assert s['frames'] == 3
+    assert 'warning' not in capsys.readouterr().err
+
+
+def test_timestamps_that_do_not_increase_warn_once(monkeypatch, capsys):
+    class Source(object):
+        kind, name, fps, total, skipped = 'video', 'clip.mp4', 30.0, None, 0
+
+        def __iter__(self):
+            for i in range(5):
+                yield i, np.zeros((8, 8, 3), np.uint8)
+
+        def close(self):
+            pass
+    stamps = iter([0.0, 0.1, 0.1, 0.05, 0.3])
+    monkeypatch.setattr(fl, 'frame_time', lambda source, frame_no, rate: next(stamps))
+    seen = []
+    fl.run(Source(), lambda f, t: (seen.append(t) or f, fl.openpose_people([])),
+           display=False, progress=False)
+    assert seen == [0.0, 0.1, 0.1, 0.05, 0.3]  # passed on as they are (the tracker copes)
+    err = capsys.readouterr().err
+    assert err.count('warning: clip.mp4: frame 2 has timestamp 0.100 s, not after the '
+                     "previous frame's 0.100 s") == 1 and err.count('warning') == 1
