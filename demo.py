@@ -7,7 +7,6 @@
 
 The body poses come from ``pose_detector.PoseDetector`` (default: the embedded MobileNet
 model); each person's face box is derived from the nose, eyes, ears and neck, each hand box
-import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 from the elbow->wrist direction (``face_detector.face_box_from_pose``,
 ``hand_detector.hand_boxes_from_pose``, as OpenPose), and the face and hand nets run on those
 boxes.  Writes ``result.png`` (``--out``) and, with ``--json``, one OpenPose-style JSON:
@@ -19,6 +18,7 @@ Without the default face / hand weights (``models/facenet.npz``, ``models/handne
 by ``convert_model.py`` from CMU's caffemodels) the body part still runs, and one line says
 which file is missing and how to make it.  A weights file given explicitly must exist.
 """
+import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import os
 import sys
