@@ -175,3 +175,18 @@ def test_ctrl_c_mid_run_leaves_a_playable_video(coco_video, tmp_path):
     got = read_video(out)
     assert written <= len(got) <= written + 1 and got[0].shape == (VIDEO_SIZE[1], VIDEO_SIZE[0], 3)
     assert [n for n in os.listdir(str(tmp_path)) if n.startswith('.')] == []
+
+
+def test_out_onto_the_input_video_or_weights_is_refused(coco_video, tmp_path):
+    """--out naming the video being read replaced it with the annotated video at the end of
+    the run; now one line before anything is opened."""
+    import shutil
+    clip = tmp_path / 'clip.mp4'
+    shutil.copy(str(coco_video), str(clip))
+    before = clip.read_bytes()
+    (tmp_path / 'link.mp4').symlink_to(clip)
+    for out in (clip, tmp_path / 'link.mp4'):
+        error_last_line(run_demo('--video', clip, '--out', out, '--no-display'),
+                        '--out %s is the same file as --video %s' % (out, clip))
+    assert clip.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ['clip.mp4', 'link.mp4']
