@@ -348,3 +348,72 @@ def test_size_limits_refused_before_any_work(tmp_path, args, words):
     assert_one_line_error(p, words)
     assert os.listdir(tmp_path) == []
 
+
+@pytest.mark.parametrize('script, args', [
+    ('pose_detector.py', ['posenet', 'PTH', '--img', DEMO_IMAGE]),
+    ('face_detector.py', ['facenet', 'PTH', '--img', DEMO_IMAGE]),
+    ('demo.py', ['--img', DEMO_IMAGE, '--pose-arch', 'posenet', '--pose-weights', 'PTH']),
+    ('export_onnx.py', ['handnet', 'PTH', 'OUT']),
+])
+@pytest.mark.parametrize('pth', ['hand_subset.pth', 'hand_subset_legacy.pth'])
+def test_unconverted_pytorch_weights_say_how_to_convert(tmp_path, script, args, pth):
+    """A pytorch-openpose .pth given as weights (a zip without .npy members, or the legacy
+    pickle format) was a traceback; now one line naming convert_model.py."""
+    from conftest import FIXTURES
+    path = os.path.join(FIXTURES, pth)
+    args = [path if a == 'PTH' else tmp_path / 'x.onnx' if a == 'OUT' else a for a in args]
+    p = subprocess.run([sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
+                       + (['--out', str(tmp_path / 'o.png')] if script != 'export_onnx.py'
+                          else []), cwd=str(tmp_path), capture_output=True, text=True)
+    assert_one_line_error(p, path, 'it is a PyTorch .pth file: convert it first with '
+                                   'python convert_model.py')
+    assert os.listdir(tmp_path) == []
+
+
+def _mobilenet_arrays():
+    src = np.load(os.path.join(REPO, 'models', 'mobilenet_v2_small.npz'))
+    return {k: src[k] for k in src.files}
+
+
+def test_nan_weights_refused_naming_the_array(tmp_path):
+    """A damaged npz (NaN / Inf in one array) loaded silently and found nobody."""
+    for value, name in ((np.nan, 'nan.npz'), (np.inf, 'inf.npz')):
+        arrays = _mobilenet_arrays()
+        arrays['MConv_Stage6_L2_5_pointwise/W'].flat[[3, 7]] = value
+        np.savez(str(tmp_path / name), **arrays)
+        with pytest.raises(cli.UserError, match=r'%s: array MConv_Stage6_L2_5_pointwise/W holds '
+                                                r'2 NaN or infinite values' % name):
+            pose_detector.load_model('mobilenet', str(tmp_path / name))
+    p = run(['mobilenet', tmp_path / 'nan.npz', '--img', DEMO_IMAGE, '--out', tmp_path / 'o.png'],
+            tmp_path)
+    assert_one_line_error(p, 'nan.npz: array MConv_Stage6_L2_5_pointwise/W holds 2 NaN')
+
+
+def test_npz_of_other_dtypes_or_forged_sizes(tmp_path):
+    """Complex or string arrays were a traceback inside Chainer; a header declaring more data
+    than the member holds is refused from the header, before any data is read."""
+    arrays = _mobilenet_arrays()
+    arrays['Conv/W'] = arrays['Conv/W'].astype(np.complex64)
+    np.savez(str(tmp_path / 'complex.npz'), **arrays)
+    arrays = _mobilenet_arrays()
+    arrays['Conv/W'] = np.full(arrays['Conv/W'].shape, 'x')
+    np.savez(str(tmp_path / 'str.npz'), **arrays)
+    for name, words in (('complex.npz', 'array Conv/W has dtype complex64; weights are real'),
+                        ('str.npz', 'array Conv/W has dtype <U1; weights are real')):
+        p = run(['mobilenet', tmp_path / name, '--img', DEMO_IMAGE, '--out',
+                 tmp_path / 'o.png'], tmp_path)
+        assert_one_line_error(p, name, words)
+    # Conv/W declared as 40000 x 40000 x 3 x 3 (57 GB) in a few bytes of a deflated member
+    import zipfile
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.float32))
+    header['shape'] = (40000, 40000, 3, 3)
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    forged = tmp_path / 'forged.npz'
+    with zipfile.ZipFile(forged, 'w', zipfile.ZIP_DEFLATED) as z:
+        z.writestr('Conv/W.npy', buf.getvalue() + bytes(4096))
+    with pytest.raises(cli.UserError, match=r'forged.npz: array Conv/W declares shape '
+                                            r'\(40000, 40000, 3, 3\) \(57600000000 bytes\) but '
+                                            r'holds 4096 bytes'):
+        pose_detector.load_model('mobilenet', str(forged))
