@@ -109,3 +109,14 @@ def jpeg_with_orientation(jpeg, orientation):
     payload = b'Exif\x00\x00' + b'II*\x00' + struct.pack('<I', 8) + ifd
     assert jpeg[:2] == b'\xff\xd8'
     return jpeg[:2] + b'\xff\xe1' + struct.pack('>H', len(payload) + 2) + payload + jpeg[2:]
+
+
+def full_device(path):
+    """A character device node at ``path`` with /dev/full's numbers (1, 7): writing it fails
+    with ENOSPC, replacing it destroys it.  Creating one needs root (CAP_MKNOD)."""
+    import stat
+    try:
+        os.mknod(str(path), stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip('creating a device node needs root')
+    return path

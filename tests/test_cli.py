@@ -70,8 +70,9 @@ def test_outputs_that_are_not_regular_files_are_refused(tmp_path):
     """A device node (here one with /dev/full's numbers), a FIFO, a directory, a symlink to
     a device: refused with one line, left as they were."""
     import stat
+    from conftest import full_device
     dev = tmp_path / 'full'
-    os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    full_device(dev)
     fifo = tmp_path / 'fifo'
     os.mkfifo(fifo)
     (tmp_path / 'link_to_dev').symlink_to(dev)

@@ -198,6 +198,7 @@ def test_out_is_never_the_input_or_a_device(files, tmp_path):
     numbers) turned the device into a 147 MB regular file.  Both refused before reading."""
     import shutil
     import stat
+    from conftest import full_device
     src = tmp_path / 'hand.caffemodel'
     shutil.copy(files['hand'], src)
     before = src.read_bytes()
@@ -206,7 +207,7 @@ def test_out_is_never_the_input_or_a_device(files, tmp_path):
         assert_user_error(run('handnet', str(src), str(out)),
                           'OUT %s is the same file as IN %s' % (out, src))
     dev = tmp_path / 'full'
-    os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    full_device(dev)
     assert_user_error(run('handnet', str(src), str(dev)),
                       'OUT %s: is a character device, not a regular file' % dev)
     assert src.read_bytes() == before and stat.S_ISCHR(os.stat(dev).st_mode)

@@ -301,6 +301,7 @@ def test_outputs_never_destroy_inputs_devices_or_links(tmp_path):
     output that is a device node: refused before any work, nothing changed.  --json through
     a symlink writes the link's target and keeps the link."""
     import stat
+    from conftest import full_device
     img = tmp_path / 'a.png'
     img.write_bytes(open(shared_path('images', 'person.png'), 'rb').read())
     before = img.read_bytes()
@@ -311,7 +312,7 @@ def test_outputs_never_destroy_inputs_devices_or_links(tmp_path):
     p = run(['--img', img, '--out', tmp_path / 'b.png', '--json', tmp_path / 'b.png'], tmp_path)
     assert_one_line_error(p, 'b.png and --json', 'are the same file')
     dev = tmp_path / 'full'
-    os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    full_device(dev)
     p = run(['--img', img, '--json', dev], tmp_path)
     assert_one_line_error(p, '--json %s: is a character device, not a regular file' % dev)
     assert img.read_bytes() == before and stat.S_ISCHR(os.stat(dev).st_mode)
