@@ -168,29 +168,6 @@ def write_bytes_atomic(path, data):
             f.write(data)
 
 
-def get_array_module(device):
-    """Select ``device`` (-1 = CPU) and return numpy or cupy.
-
-    CuPy is imported only here, lazily; a missing CuPy or GPU is a ``UserError``.
-    """
-    import numpy
-    if device is None or device < 0:
-        return numpy
-    try:
-        import cupy
-    except ImportError:
-        raise UserError('--gpu %d needs CuPy, which is not installed '
-                        '(pip install cupy-cuda12x matching your CUDA)' % device)
-    try:
-        n = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # CUDA driver missing or broken
-        raise UserError('--gpu %d: no usable CUDA GPU (%s)' % (device, e))
-    if device >= n:
-        raise UserError('--gpu %d: only %d CUDA device(s) found' % (device, n))
-    cupy.cuda.Device(device).use()
-    return cupy
-
-
 def warn(msg):
     """One ``warning: ...`` line on stderr, written through tqdm so that a running progress
     bar stays intact."""
@@ -222,3 +199,27 @@ def library_stderr():
             sink.seek(0)
             lines.extend(line.strip() for line in
                          sink.read().decode('utf-8', 'replace').splitlines() if line.strip())
+
+
+def get_array_module(device):
+    """Select ``device`` (-1 = CPU) and return numpy or cupy.
+
+    CuPy is imported only here, lazily; a missing CuPy or GPU is a ``UserError``.
+    """
+    import numpy
+    if device is None or device < 0:
+        return numpy
+    try:
+        import cupy
+    except ImportError:
+        raise UserError('--gpu %d needs CuPy, which is not installed '
+                        '(pip install cupy-cuda12x matching your CUDA)' % device)
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken
+        raise UserError('--gpu %d: no usable CUDA GPU (%s)' % (device, e))
+    if device >= n:
+        raise UserError('--gpu %d: only %d CUDA device(s) found' % (device, n))
+    cupy.cuda.Device(device).use()
+    return cupy
+
