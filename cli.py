@@ -222,4 +222,3 @@ def get_array_module(device):
         raise UserError('--gpu %d: only %d CUDA device(s) found' % (device, n))
     cupy.cuda.Device(device).use()
     return cupy
-
