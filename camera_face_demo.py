@@ -128,6 +128,8 @@ def default_weights():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from face_detector import check_net_resolution
+    check_net_resolution(args.net_resolution, '--net-resolution')
     cascade = load_cascade(args.cascade)
     weights = args.weights if args.weights is not None else default_weights()
     if not os.path.isfile(weights):
@@ -143,7 +145,8 @@ def main(argv=None):
                                                   insize=args.net_resolution,
                                                   backend=args.backend), args.track, args.smooth)
 
-    return frame_loop.run_from_args(args, make_process, label='faces')
+    return frame_loop.run_from_args(args, make_process, label='faces',
+                                    inputs=[('--weights', weights), ('--cascade', args.cascade)])
 
 
 if __name__ == '__main__':

@@ -71,6 +71,8 @@ def pose_process(detector, track=True, smooth=True):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from pose_detector import check_scales
+    check_scales(args.scales)
 
     def make_process():
         from pose_detector import PoseDetector
@@ -78,7 +80,8 @@ def main(argv=None):
         return pose_process(PoseDetector(args.arch, args.weights, device=args.gpu, scales=scales,
                                          backend=args.backend), args.track, args.smooth)
 
-    return frame_loop.run_from_args(args, make_process, label='people')
+    return frame_loop.run_from_args(args, make_process, label='people',
+                                    inputs=[('--weights', args.weights)])
 
 
 if __name__ == '__main__':

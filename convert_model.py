@@ -89,6 +89,7 @@ def check_layers(arch, layers, src):
                             % (name, b.shape, arch, b_shape))
         arrays[name + '/W'] = w
         arrays[name + '/b'] = b.reshape(b_shape)
+    weights_io.check_finite(arrays, src, 'layer')
     return arrays
 
 
@@ -96,15 +97,13 @@ def convert(arch, src, dst):
     """Convert ``src`` for ``arch`` into the npz ``dst``; returns a one-line summary."""
     if arch not in ARCHS:
         raise cli.UserError('unknown architecture %r (known: %s)' % (arch, ', '.join(ARCHS)))
+    cli.check_outputs([('OUT', dst)], [('IN', src)])  # before reading hundreds of MB
     if arch == 'mobilenet':
         return _convert_mobilenet(src, dst)
     expected = expected_layers(arch)
     layers = weights_io.read_layers(src, wanted=set(expected))
     arrays = check_layers(arch, layers, src)
-    with cli.atomic_output(dst) as tmp:
-        with open(tmp, 'wb') as f:
-            # uncompressed: compressing 200 MB of float noise costs seconds, saves ~7 %
-            np.savez(f, **arrays)
+    weights_io.write_npz(dst, arrays)
     n_params = sum(a.size for a in arrays.values())
     return '%s: %d layers, %d parameters (%s)' % (dst, len(expected), n_params, arch)
 
@@ -116,9 +115,10 @@ def _convert_mobilenet(src, dst):
     weights_io.sniff(src)  # missing file / directory -> one-line error
     model = MobileNetV2PoseNet()
     convert_tfpose_graph(src, model)
-    with cli.atomic_output(dst) as tmp:
-        with open(tmp, 'wb') as f:
-            chainer.serializers.save_npz(f, model)
+    arrays = chainer.serializers.DictionarySerializer()
+    arrays.save(model)
+    weights_io.check_finite(arrays.target, src)
+    weights_io.write_npz(dst, arrays.target)
     n_params = sum(p.size for p in model.params())
     return '%s: %d parameters (mobilenet)' % (dst, n_params)
 

@@ -30,8 +30,8 @@ import frame_loop
 import onnx_backend
 import pose_detector
 from entity import params
-from face_detector import (FaceDetector, convert_hint, draw_box, draw_face_keypoints,
-                           face_box_from_pose)
+from face_detector import (FaceDetector, check_net_resolution, convert_hint, draw_box,
+                           draw_face_keypoints, face_box_from_pose)
 from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
 from pose_core import draw_person_pose, read_image
 
@@ -135,6 +135,12 @@ def draw_people(img, people):
 
 def main(argv=None):
     args = parse_args(argv)
+    pose_detector.check_scales(args.scales)
+    check_net_resolution(args.face_net_resolution, '--face-net-resolution')
+    check_net_resolution(args.hand_net_resolution, '--hand-net-resolution')
+    pose_detector.check_outputs(args.out, args.json, [
+        ('--img', args.img), ('--pose-weights', args.pose_weights),
+        ('--face-weights', args.face_weights), ('--hand-weights', args.hand_weights)])
     img = read_image(args.img)  # fail fast on a bad picture, before loading any net
     body = pose_detector.PoseDetector(args.pose_arch, args.pose_weights, device=args.gpu,
                                       scales=args.scales, backend=args.backend)

@@ -289,4 +289,19 @@ params = {
     'smooth_fallback_dt': 1 / 30.0,
     # Face boxes (camera_face_demo.py) are tracked as their two corners with this OKS sigma.
     'track_face_box_sigma': 0.1,
+    # Limits on size-like inputs, checked before any work (README "Promises").
+    # --scales: at most this many, each in (0, max_inference_scale].  Memory grows with the
+    # largest scale: a 4:1 picture at scale 3 is a 1104x4416 net input, about 3 GB peak for
+    # the CMU body net on the CPU (1.6 GB at scale 2); 3 is 1.5x OpenPose's "maximum
+    # accuracy" setting (736 px).
+    'max_inference_scales': 8,
+    'max_inference_scale': 3.0,
+    # --net-resolution / --face-net-resolution / --hand-net-resolution: multiples of 8 in
+    # this range (736 = twice the default: more than the crops' own detail)
+    'net_resolution_range': (8, 736),
+    # --out-fps: OpenCV's FFmpeg writer spins forever on inf, refuses timebases finer than
+    # 1/65535 and its AVI writer caps the rate at 600
+    'out_fps_range': (0.01, 600.0),
+    # image pixels (width x height): OpenCV's decoders refuse more (OPENCV_IO_MAX_IMAGE_PIXELS)
+    'max_image_pixels': 2 ** 30,
 }

@@ -6,7 +6,9 @@
 Runs ``PoseDetector`` over every image of the annotation file (tqdm bar), converts each
 person to COCO's 17 keypoints (``entity.params['coco_joint_indices']``), writes the results
 in COCO's result format (``--out``) and prints COCOeval's keypoint table.  ``evaluate()``
-returns the ten COCOeval statistics (AP, AP50, AP75, APm, APl, AR, ...).
+returns the ten COCOeval statistics (AP, AP50, AP75, APm, APl, AR, ...).  Images that
+cannot be read are skipped with a warning, counted, and left out of the evaluation; an
+annotation file without images is an error.
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
@@ -62,18 +64,43 @@ def load_coco(ann_file):
     return coco
 
 
-def detect_all(coco, img_dir, detector, image_ids=None, progress=True):
-    """COCO keypoint results for every image (or ``image_ids``) of ``coco``."""
-    from tqdm import tqdm
+def read_coco_image(path, info):
+    """The image in the frame of its annotation: turned by its EXIF orientation (as
+    ``read_image`` does) unless the annotation's width and height are those of the pixels
+    as stored."""
     import pose_core
+    img = pose_core.read_image(path)
+    w, h = info.get('width'), info.get('height')
+    if (h, w) != img.shape[:2] and (w, h) == img.shape[:2]:
+        img = pose_core.read_image(path, exif=False)
+    return img
+
+
+def detect_all(coco, img_dir, detector, image_ids=None, progress=True):
+    """COCO keypoint results for every image (or ``image_ids``) of ``coco``, and the ids
+    of the images read.  An image that cannot be read is skipped with a warning (the others'
+    results are kept); none readable is a ``cli.UserError`` naming the first."""
+    from tqdm import tqdm
     ids = sorted(coco.getImgIds()) if image_ids is None else list(image_ids)
-    results = []
+    results, done, failed = [], [], []
     for image_id in tqdm(ids, desc='images', unit='img', disable=not progress):
         info = coco.loadImgs(image_id)[0]
-        img = pose_core.read_image(os.path.join(img_dir, info['file_name']))
+        try:
+            img = read_coco_image(os.path.join(img_dir, info['file_name']), info)
+        except cli.UserError as e:
+            cli.warn('%s: skipped' % e)
+            failed.append(str(e))
+            continue
         poses, scores = detector(img)
         results += poses_to_coco(poses, person_score(poses, scores), image_id)
-    return results, ids
+        done.append(image_id)
+    if not done:
+        raise cli.UserError('no image could be read (%d tried; first: %s)'
+                            % (len(ids), failed[0]))
+    if failed:
+        cli.warn('%d of %d images could not be read and are left out of the evaluation'
+                 % (len(failed), len(ids)))
+    return results, done
 
 
 def coco_eval(coco, results, image_ids, verbose=True):
@@ -100,9 +127,16 @@ def evaluate(ann_file, img_dir, arch=None, weights=None, scales=None, out=None, 
 
     Returns COCOeval's ten keypoint statistics (stats[0] = AP at OKS .50:.95).
     """
+    from pose_detector import check_scales
+    check_scales(scales)
+    if out:
+        cli.check_outputs([('--out', out)], [('--ann', ann_file), ('WEIGHTS', weights)])
     coco = load_coco(ann_file)
     if not os.path.isdir(img_dir):
         raise cli.UserError('%s: no such image directory' % img_dir)
+    if not (coco.getImgIds() if image_ids is None else list(image_ids)):
+        raise cli.UserError('%s: no images to evaluate (the annotation file lists none)'
+                            % ann_file)
     if detector is None:
         from pose_detector import PoseDetector
         detector = PoseDetector(arch, weights, device=device, scales=scales, backend=backend)

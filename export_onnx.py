@@ -334,6 +334,7 @@ def export(arch, weights_file, out_path):
     """Write the ONNX file of ``arch`` with ``weights_file``'s weights to ``out_path``."""
     if arch not in ARCHS:
         raise cli.UserError('unknown architecture %r (known: %s)' % (arch, ', '.join(ARCHS)))
+    cli.check_outputs([('OUT', out_path)], [('WEIGHTS', weights_file)])
     import_onnx()  # fail before loading weights
     model = load_chainer_model(arch, weights_file)
     data = to_onnx(model, arch).SerializeToString()

@@ -55,6 +55,18 @@ def load_keypoint_net(arch, weights_file, backend='chainer'):
     return load_model(arch, path, ' (make it with: %s)' % convert_hint(arch, path))
 
 
+def check_net_resolution(n, flag='net resolution'):
+    """The face / hand net input side ``n`` as an int, or a one-line ``cli.UserError``: a
+    multiple of 8 within ``net_resolution_range``.  None stays None (the default)."""
+    if n is None:
+        return None
+    lo, hi = params['net_resolution_range']
+    if not (lo <= n <= hi and n % 8 == 0):
+        raise cli.UserError('%s must be a multiple of 8 from %d to %d (net_resolution_range), '
+                            'got %s' % (flag, lo, hi, n))
+    return int(n)
+
+
 class KeypointNetDetector(object):
     """Crop -> CPM net -> one peak per map, mapped back to the image (face and hand).
 
@@ -74,10 +86,7 @@ class KeypointNetDetector(object):
             raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
                                 '--gpu' % backend)
         self.xp = cli.get_array_module(self.device)
-        self.insize = int(params[self.size_key] if insize is None else insize)
-        if self.insize < 8 or self.insize % 8:
-            raise cli.UserError('net resolution must be a positive multiple of 8, got %d'
-                                % self.insize)
+        self.insize = check_net_resolution(params[self.size_key] if insize is None else insize)
         self.n_keypoints = params[self.n_key]
         self.thresh = params[self.thresh_key]
         if model is None:
@@ -283,6 +292,14 @@ def keypoint_parser(arch, description):
     return p
 
 
+def check_cli_args(args):
+    """Everything about face_detector.py's / hand_detector.py's arguments that can be
+    checked before any work: the net resolution and the outputs."""
+    from pose_detector import check_outputs
+    check_net_resolution(args.net_resolution, '--net-resolution')
+    check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
+
+
 def write_result(args, img, json_people):
     """Write ``args.out`` (and ``args.json``) atomically, after encoding everything."""
     import frame_loop
@@ -293,6 +310,7 @@ def write_result(args, img, json_people):
 
 def main(argv=None):
     args = keypoint_parser('facenet', 'Face keypoints (70) in a face box.').parse_args(argv)
+    check_cli_args(args)
     img = read_image(args.img)  # fail fast on a bad picture, before loading the net
     box = checked_box(args.box, img)
     detector = FaceDetector(args.weights, device=args.gpu, insize=args.net_resolution,

@@ -14,7 +14,11 @@ Robustness rules:
 - frames a video cannot decode and files of a folder that are not images are
   skipped with a warning and counted, never abort the run;
 - Ctrl-C (SIGINT) or SIGTERM stops the loop cleanly: the output video is
-  closed (playable) and renamed into place, the summary is printed, exit 130.
+  closed (playable) and renamed into place, the summary is printed, exit 130;
+- the video is checked when closed (FFmpeg reports no write errors: a full disk
+  leaves an unplayable file), and is kept only if it holds every frame; a JSON
+  that cannot be written stops the JSON output, not the video (exit 2 at the end);
+- what OpenCV's libraries print on stderr is captured, not shown.
 """
 import compat
 import argparse
@@ -31,6 +35,8 @@ import time
 import cv2
 import numpy as np
 
+import cli
+import pose_core
 from cli import UserError, atomic_output
 from entity import params
 
@@ -44,10 +50,7 @@ MAX_CONSECUTIVE_READ_FAILURES = 25
 OPENPOSE_JSON_VERSION = 1.3
 
 
-def warn(msg):
-    """Print a one-line warning without breaking a running tqdm bar."""
-    from tqdm import tqdm
-    tqdm.write('warning: %s' % msg, file=sys.stderr)
+warn = cli.warn  # one-line warning that keeps a running tqdm bar intact
 
 
 @contextlib.contextmanager
@@ -128,17 +131,18 @@ class VideoSource(object):
             raise UserError('%s: video file not found' % path)
         if os.path.isdir(path):
             raise UserError('%s: is a folder (use --images DIR for a folder of images)' % path)
-        with _opencv_quiet():
+        with _opencv_quiet(), cli.library_stderr() as said:
             cap = cv2.VideoCapture(path)
             opened = cap.isOpened()
         if not opened:
             cap.release()
-            raise UserError('%s: cannot open as a video (unknown format or damaged file)' % path)
+            raise UserError('%s: cannot open as a video (unknown format or damaged file%s)'
+                            % (path, '; ' + said[-1] if said else ''))
         self.cap = cap
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         self.total = count if count > 0 else None
         fps = cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if fps and fps > 0 else None
+        self.fps = fps if out_fps_ok(fps) else None  # a damaged header's rate is not used
         self.stem = os.path.splitext(os.path.basename(path))[0]
         self.skipped = 0
 
@@ -150,7 +154,8 @@ class VideoSource(object):
         frame_no = 0   # the frame's index in the video, damaged frames included
         failures = 0
         while True:
-            ok, frame = self.cap.read()
+            with cli.library_stderr():  # FFmpeg's lines on damaged frames: counted below
+                ok, frame = self.cap.read()
             if not ok or frame is None:
                 at_end = self.total is not None and frame_no + failures >= self.total
                 failures += 1
@@ -199,9 +204,13 @@ class ImageFolderSource(object):
     def __iter__(self):
         for frame_no, name in enumerate(self.files):
             path = os.path.join(self.folder, name)
-            frame = cv2.imread(path, cv2.IMREAD_COLOR)
-            if frame is None:
-                warn('%s: not a readable image, skipped' % path)
+            try:  # the shared reader: EXIF orientation, depths, pixel limit, as every tool
+                frame = pose_core.read_image(path)
+            except UserError as e:
+                reason = str(e)
+                if reason.startswith(path + ': '):
+                    reason = reason[len(path) + 2:]
+                warn('%s: not a readable image, skipped (%s)' % (path, reason))
                 self.skipped += 1
                 continue
             yield frame_no, frame, name
@@ -267,14 +276,26 @@ class Display(object):
             pass
 
 
-def check_video_path(path):
+def check_video_path(path, inputs=()):
+    """``--out``: a video type we can write, a regular file or new path (cli.check_outputs)
+    that is not one of ``inputs`` ((label, path) pairs)."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in VIDEO_CODECS:
         raise UserError('--out %s: unsupported video type %r (use one of %s)'
                         % (path, ext, ', '.join(sorted(VIDEO_CODECS))))
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UserError('--out %s: output directory %s does not exist' % (path, directory))
+    cli.check_outputs([('--out', path)], inputs)
+
+
+def out_fps_ok(fps):
+    lo, hi = params['out_fps_range']
+    return fps is not None and lo <= fps <= hi  # False for NaN
+
+
+def check_out_fps(fps):
+    """``--out-fps`` within ``out_fps_range`` (infinity hangs OpenCV's writer)."""
+    if fps is not None and not out_fps_ok(fps):
+        raise UserError('--out-fps %g: must be between %g and %g frames per second'
+                        % ((fps,) + tuple(params['out_fps_range'])))
 
 
 def fit_frame(frame, size):
@@ -297,7 +318,8 @@ class VideoOut(object):
 
     Encoders need even sizes: an odd width/height is padded by one black pixel
     (not cropped).  Later frames of another size are letterboxed in.
-    Written to a temporary file in the target folder, renamed when closed.
+    Written to a temporary file in the target folder, renamed when closed if it
+    holds every frame written.
     """
 
     def __init__(self, path, fps, stack):
@@ -305,19 +327,22 @@ class VideoOut(object):
         self.writer = None
         self.size = None
         self.frames = 0
+        self.tmp = None
 
     def write(self, frame):
         if self.writer is None:
             h, w = frame.shape[:2]
             self.size = (w + w % 2, h + h % 2)
-            tmp = self.stack.enter_context(atomic_output(self.path))
+            self.tmp = self.stack.enter_context(atomic_output(self.path))
             fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[os.path.splitext(self.path)[1].lower()])
-            writer = cv2.VideoWriter(tmp, fourcc, float(self.fps), self.size)
+            with _opencv_quiet(), cli.library_stderr() as said:
+                writer = cv2.VideoWriter(self.tmp, fourcc, float(self.fps), self.size)
             if not writer.isOpened():
-                raise UserError('--out %s: OpenCV cannot write this video type here' % self.path)
+                raise UserError('--out %s: OpenCV cannot write this video type here%s'
+                                % (self.path, ' (%s)' % said[-1] if said else ''))
             self.writer = writer
             # Runs before atomic_output's rename (ExitStack unwinds in reverse order).
-            self.stack.callback(writer.release)
+            self.stack.push(self._close)
         if (frame.shape[1], frame.shape[0]) != self.size:
             if frame.shape[1] + frame.shape[1] % 2 == self.size[0] and \
                     frame.shape[0] + frame.shape[0] % 2 == self.size[1]:
@@ -325,8 +350,35 @@ class VideoOut(object):
                                            self.size[0] - frame.shape[1], cv2.BORDER_CONSTANT)
             else:
                 frame = fit_frame(frame, self.size)
-        self.writer.write(frame)
+        with cli.library_stderr():
+            self.writer.write(frame)
         self.frames += 1
+
+    def _close(self, exc_type, exc, tb):
+        """Release the writer; on a normal end, refuse a file that does not hold every frame
+        (FFmpeg's writer reports no errors: a full disk leaves a truncated, unplayable file)."""
+        with cli.library_stderr():
+            self.writer.release()
+        if exc_type is None:
+            with _opencv_quiet(), cli.library_stderr():
+                cap = cv2.VideoCapture(self.tmp)
+                held = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+                cap.release()
+            if held != self.frames:
+                raise UserError('--out %s: the video could not be written completely (%d of '
+                                '%d frames in the file%s); nothing kept'
+                                % (self.path, max(held, 0), self.frames,
+                                   _disk_state(os.path.dirname(self.tmp))))
+        return False
+
+
+def _disk_state(directory):
+    """', the disk is full' when ``directory``'s file system has no space left."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return ''
+    return ', the disk is full' if st.f_bavail * st.f_frsize < (1 << 16) else ''
 
 
 def write_json(path, data):
@@ -456,10 +508,13 @@ def run(source, process, out=None, json_dir=None, display=True, out_fps=None, pr
     ``process(frame, t) -> (annotated_frame, openpose_dict)``, ``t`` the frame's time in
     seconds (see ``frame_time``; ``process(frame)`` also works).  The summary holds
     frames, skipped, mean_fps (frames processed per second of the loop),
-    people (total found), interrupted (Ctrl-C/SIGTERM), quit (q/Esc).
+    people (total found), interrupted (Ctrl-C/SIGTERM), quit (q/Esc), json_error (why
+    the JSON output stopped, or None).  A video that cannot be completed raises
+    ``UserError`` (the JSON files written stay).
     """
     from tqdm import tqdm
 
+    check_out_fps(out_fps)
     if out is not None:
         check_video_path(out)
     if json_dir is not None:
@@ -469,6 +524,7 @@ def run(source, process, out=None, json_dir=None, display=True, out_fps=None, pr
             os.makedirs(json_dir, exist_ok=True)
         except OSError as e:
             raise UserError('--json-dir %s: cannot create (%s)' % (json_dir, e.strerror or e))
+        cli.check_writable(json_dir, '--json-dir %s' % json_dir)
 
     window = None
     if display:
@@ -480,7 +536,7 @@ def run(source, process, out=None, json_dir=None, display=True, out_fps=None, pr
                   file=sys.stderr)
 
     summary = {'frames': 0, 'skipped': 0, 'mean_fps': 0.0, 'people': 0,
-               'interrupted': False, 'quit': False, 'out': None}
+               'interrupted': False, 'quit': False, 'out': None, 'json_error': None}
     call = with_frame_time(process, source, out_fps or source.fps or params['demo_out_fps'])
     fps_ema = None
     bar = tqdm(total=source.total, unit='frame', dynamic_ncols=True,
@@ -506,7 +562,13 @@ def run(source, process, out=None, json_dir=None, display=True, out_fps=None, pr
                     if video is not None:
                         video.write(annotated)
                     if json_dir is not None:
-                        write_json(os.path.join(json_dir, source.json_name(frame_no, name)), people)
+                        try:
+                            write_json(os.path.join(json_dir, source.json_name(frame_no, name)),
+                                       people)
+                        except UserError as e:  # e.g. a full disk: the video goes on
+                            summary['json_error'] = str(e)
+                            warn('%s; no more JSON files are written' % e)
+                            json_dir = None
                     summary['frames'] += 1
                     summary['people'] += len(people.get('people', []))
                     bar.update(summary['frames'] + source.skipped - bar.n)
@@ -538,6 +600,8 @@ def format_summary(summary, label='people'):
         line += '; video: %s' % summary['out']
     if summary['interrupted']:
         line += ' (interrupted)'
+    if summary.get('json_error'):
+        line += '; JSON output stopped'
     return line
 
 
@@ -565,16 +629,16 @@ def add_arguments(parser):
     return parser
 
 
-def run_from_args(args, make_process, label='people'):
+def run_from_args(args, make_process, label='people', inputs=()):
     """Open the source, then build the callback (loads the model), then loop.
 
     The source is opened first so a missing camera or file fails in a second,
-    before any model is loaded.  Returns the exit status (130 if interrupted).
+    before any model is loaded; ``--out`` must not be the video read nor one of ``inputs``
+    ((label, path) pairs: the weights).  Returns the exit status (130 if interrupted).
     """
+    check_out_fps(args.out_fps)
     if args.out is not None:
-        check_video_path(args.out)
-    if args.out_fps is not None and not args.out_fps > 0:
-        raise UserError('--out-fps must be positive')
+        check_video_path(args.out, [('--video', args.video)] + list(inputs))
     source = open_source(args.device, args.video, args.images)
     try:
         process = make_process()
@@ -585,6 +649,9 @@ def run_from_args(args, make_process, label='people'):
                   display=not args.no_display, out_fps=args.out_fps,
                   progress=not args.no_progress)
     print(format_summary(summary, label))
+    if summary['json_error']:
+        raise UserError('--json-dir %s: JSON output stopped (%s)' % (args.json_dir,
+                                                                    summary['json_error']))
     if summary['frames'] == 0 and not summary['interrupted']:
         raise UserError('%s: no frame could be read (%d skipped)' % (source.name, summary['skipped']))
     return 130 if summary['interrupted'] else 0

@@ -25,8 +25,8 @@ import numpy as np
 
 import cli
 from entity import JointType, params
-from face_detector import (KeypointNetDetector, _pt, _thickness, checked_box, draw_box,
-                           keypoint_parser, write_result)
+from face_detector import (KeypointNetDetector, _pt, _thickness, check_cli_args, checked_box,
+                           draw_box, keypoint_parser, write_result)
 from pose_core import _hue_colors, read_image
 
 HAND_TYPES = ('left', 'right')
@@ -100,6 +100,7 @@ def main(argv=None):
     p.add_argument('--hand', choices=HAND_TYPES, default='right',
                    help='which hand the box holds (default: right)')
     args = p.parse_args(argv)
+    check_cli_args(args)
     img = read_image(args.img)  # fail fast on a bad picture, before loading the net
     box = checked_box(args.box, img)
     detector = HandDetector(args.weights, device=args.gpu, insize=args.net_resolution,

@@ -15,6 +15,7 @@ All numbers come from ``entity.params``.
 """
 import functools
 import os
+import re
 
 import cv2
 import numpy as np
@@ -27,12 +28,15 @@ N_JOINTS = len(JointType)
 
 # ----------------------------------------------------------------------------- image reading
 
-def read_image(path):
-    """Read any picture file as a BGR uint8 HxWx3 array.
+def read_image(path, exif=True):
+    """Read any picture file as a BGR uint8 HxWx3 array, turned as an image viewer shows it.
 
-    Grey images are expanded to three channels, an alpha channel is dropped, 16-bit and float
-    images are brought to 8 bits.  Missing, empty, unreadable or undecodable files raise
-    ``cli.UserError`` naming the file.
+    The EXIF orientation is applied (a phone photo's pixels are stored sideways with a tag
+    saying so), unless ``exif`` is False (the pixels as stored).  Grey images are expanded
+    to three channels, an alpha channel is dropped, 16-bit and float images are brought to
+    8 bits.  Missing, empty, unreadable or undecodable files, and images over OpenCV's
+    ``max_image_pixels``, raise ``cli.UserError`` naming the file; a truncated JPEG (which
+    OpenCV decodes without a word, the missing part grey) gives a warning.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -46,11 +50,66 @@ def read_image(path):
         raise cli.UserError('%s: cannot read (%s)' % (path, e.strerror or e))
     if not data:
         raise cli.UserError('%s: empty file, not an image' % path)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    buf = np.frombuffer(data, np.uint8)
+    # IMREAD_UNCHANGED would ignore the EXIF orientation; these flags apply it and still
+    # keep 16-bit and float depths (alpha is dropped, as to_bgr8 does anyway).
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+    if not exif:
+        flags |= cv2.IMREAD_IGNORE_ORIENTATION
+    img, too_large = None, False
+    with cli.library_stderr() as said:  # libpng & co. print on stderr: folded in below
+        try:
+            img = cv2.imdecode(buf, flags)
+            if img is None:  # a few layouts only decode as stored (4-channel float TIFF)
+                img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        except cv2.error as e:
+            too_large = 'MAX_IMAGE_PIXELS' in str(e)
+    if too_large:
+        raise cli.UserError('%s: image over the %d-pixel limit of OpenCV\'s decoders '
+                            '(entity max_image_pixels)' % (path, params['max_image_pixels']))
     if img is None or img.size == 0:
         raise cli.UserError('%s: not an image OpenCV can decode (unknown format, corrupt or '
-                            'too large)' % path)
+                            'too large%s)' % (path, '; ' + said[-1] if said else ''))
+    if said:
+        cli.warn('%s: %s' % (path, said[-1]))
+    if jpeg_truncated(data):
+        cli.warn('%s: truncated JPEG (the file ends inside the image data): the missing '
+                 'part is grey' % path)
     return to_bgr8(img, path)
+
+
+# Any marker but a stuffed 0xFF00, a restart marker (RST0-7) or a fill byte.
+_JPEG_MARKER = re.compile(b'\xff[^\x00\xd0-\xd7\xff]')
+
+
+def jpeg_truncated(data):
+    """Whether ``data`` is a JPEG that ends before its end-of-image marker.  (OpenCV's
+    decoder fills such files up with grey silently; bytes after the marker, such as a
+    phone's appended motion-photo video, are allowed.)"""
+    if not data.startswith(b'\xff\xd8'):
+        return False
+    i, n = 2, len(data)
+    while True:
+        while i < n and data[i] == 0xFF and i + 1 < n and data[i + 1] == 0xFF:
+            i += 1  # fill bytes before a marker
+        if i + 2 > n:
+            return True
+        if data[i] != 0xFF:
+            return False  # not a marker where one must be: damaged, the decoder judges
+        marker = data[i + 1]
+        if marker == 0xD9:
+            return False  # end of image
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            i += 2
+            continue
+        if i + 4 > n:
+            return True
+        i += 2 + int.from_bytes(data[i + 2:i + 4], 'big')
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            m = _JPEG_MARKER.search(data, i)
+            if m is None:
+                return True
+            i = m.start()
 
 
 def to_bgr8(img, name='image'):

@@ -60,6 +60,23 @@ def load_model(arch, weights_file, backend='chainer'):
     return load_npz_model(arch, weights_file, hint)
 
 
+def check_scales(scales):
+    """``scales`` as a list of floats, or a one-line ``cli.UserError``: at most
+    ``max_inference_scales`` of them, each in (0, ``max_inference_scale``] (memory grows with
+    the square of the largest).  None stays None (the default)."""
+    if scales is None:
+        return None
+    scales = [float(s) for s in scales]
+    top, most = params['max_inference_scale'], params['max_inference_scales']
+    if not scales or not all(0 < s <= top for s in scales):  # NaN fails both
+        raise cli.UserError('scales must be positive numbers up to %g (max_inference_scale), '
+                            'got %s' % (top, ' '.join('%g' % s for s in scales)))
+    if len(scales) > most:
+        raise cli.UserError('at most %d scales (max_inference_scales), got %d'
+                            % (most, len(scales)))
+    return scales
+
+
 class PoseDetector(object):
     """Body pose estimator: a PAF network plus the multi-scale PAF pipeline of ``pose_core``.
 
@@ -76,9 +93,7 @@ class PoseDetector(object):
         if self.arch not in params['pose_archs']:
             raise cli.UserError('unknown body-pose architecture %r (known: %s)'
                                 % (self.arch, ', '.join(sorted(params['pose_archs']))))
-        self.scales = list(params['inference_scales'] if scales is None else scales)
-        if not self.scales or min(self.scales) <= 0:
-            raise cli.UserError('scales must be positive numbers, got %s' % self.scales)
+        self.scales = check_scales(params['inference_scales'] if scales is None else scales)
         self.device = -1 if device is None else device
         if backend != 'chainer' and self.device >= 0:
             raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
@@ -194,15 +209,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def check_outputs(out_path, json_path=None):
+def check_outputs(out_path, json_path=None, inputs=()):
     """Fail before any work when an output cannot be written (unknown image extension,
-    missing directory)."""
+    missing directory, not a regular file) or is the same file as the other output or one
+    of ``inputs`` ((flag, path) pairs: the image and weights)."""
     import cv2
-    for path in (out_path, json_path):
-        if path:
-            directory = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(directory):
-                raise cli.UserError('%s: output directory %s does not exist' % (path, directory))
+    cli.check_outputs([('--out', out_path), ('--json', json_path)], inputs)
     if not cv2.haveImageWriter(out_path):
         raise cli.UserError('%s: cannot write an image with extension %r'
                             % (out_path, os.path.splitext(out_path)[1]))
@@ -210,7 +222,8 @@ def check_outputs(out_path, json_path=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    check_outputs(args.out, args.json)
+    check_scales(args.scales)
+    check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
     img = read_image(args.img)  # before loading the model: fail fast on a bad picture
     detector = PoseDetector(args.arch, args.weights, device=args.gpu, scales=args.scales,
                             backend=args.backend)

@@ -44,18 +44,60 @@ def check_weights(model, shapes, weights_file, arch):
                                tuple(param.shape)))
 
 
+def serialized_shapes(model):
+    """``{npz key: shape}`` of everything Chainer's serializers store for ``model``: the
+    parameters and the persistents (batch-norm statistics and counters)."""
+    import chainer
+    import numpy as np
+    shapes = {}
+
+    class Recorder(chainer.serializer.Serializer):
+        def __init__(self, prefix=''):
+            self.prefix = prefix
+
+        def __getitem__(self, key):
+            return Recorder(self.prefix + key + '/')
+
+        def __call__(self, key, value):
+            shapes[self.prefix + key] = None if value is None else tuple(np.shape(value))
+            return value
+    model.serialize(Recorder())
+    return shapes
+
+
+class _FiniteArrays(object):
+    """The npz as ``NpzDeserializer`` reads it, each array read once and refused if it
+    holds NaN or Inf (damaged weights would load and give NaN maps without a word)."""
+
+    def __init__(self, npz, path):
+        self.npz, self.path = npz, path
+
+    def __contains__(self, key):
+        return key in self.npz
+
+    def __getitem__(self, key):
+        import weights_io
+        a = self.npz[key]
+        weights_io.check_finite({key: a}, self.path)
+        return a
+
+
 def load_model(arch, weights_file, missing_hint=''):
     """Build the net ``arch`` and load the Chainer npz ``weights_file`` into it.
 
     Every bad file is a one-line ``cli.UserError`` naming it: missing (followed by
-    ``missing_hint``, e.g. the command that makes it), a directory, not an npz, or the
-    weights of another network (the first missing layer or mismatching shape).
+    ``missing_hint``, e.g. the command that makes it), a directory, not an npz (a PyTorch
+    file or caffemodel: how to convert it), arrays that are not real numbers or declare more
+    data than they hold, the weights of another network (the first missing layer or
+    mismatching shape: checked from the arrays' headers, before any data is read), or NaN
+    or infinite values (the array named).
     """
     import os
     import zipfile
 
     import chainer
     import numpy as np
+    import weights_io
     from cli import UserError
 
     path = os.fspath(weights_file)
@@ -64,12 +106,18 @@ def load_model(arch, weights_file, missing_hint=''):
     if os.path.isdir(path):
         raise UserError('%s: is a directory, not a weights file' % path)
     if not zipfile.is_zipfile(path):
-        raise UserError('%s: not a Chainer .npz weights file (not a zip archive)' % path)
+        raise UserError('%s: not a Chainer .npz weights file (not a zip archive%s)'
+                        % (path, weights_io.convert_hint(path, arch)))
     model = get_model_class(arch)()
+    headers = weights_io.npz_headers(path, arch)
+    check_weights(model, dict((k, shape) for k, (shape, _) in headers.items()), path, arch)
+    for key, shape in serialized_shapes(model).items():  # persistents too
+        if shape is not None and key in headers and headers[key][0] != shape:
+            raise UserError('%s: not %s weights: %s has shape %s, the network needs %s'
+                            % (path, arch, key, headers[key][0], shape))
     try:
         with np.load(path, allow_pickle=False) as npz:
-            check_weights(model, dict((k, npz[k].shape) for k in npz.files), path, arch)
-        chainer.serializers.load_npz(path, model)
+            chainer.serializers.NpzDeserializer(_FiniteArrays(npz, path)).load(model)
     except UserError:
         raise
     except (zipfile.BadZipFile, EOFError) as e:

@@ -9,7 +9,10 @@ results stay the same (slower).
 The library is built once per source text, compiler, flags and CPU into a cache directory
 (``$POSE_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/chainer-pose``, else
 ``~/.cache/chainer-pose``), written to a temporary name and renamed, so concurrent first
-runs do not see half-written files.  ``$CC`` picks the compiler (default ``cc``).
+runs do not see half-written files.  Its size and SHA-256 go into ``<library>.sha256``
+beside it; a cached library that does not match them (truncated, overwritten: loading a
+truncated library kills the process with SIGBUS) is never loaded but rebuilt, with one
+warning line.  ``$CC`` picks the compiler (default ``cc``).
 """
 import ctypes
 import hashlib
@@ -18,7 +21,8 @@ import platform
 import shlex
 import subprocess
 import tempfile
-import warnings
+
+from cli import warn
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Tried in order: -march=native vectorises for this CPU (the cache key names the CPU).
@@ -50,16 +54,48 @@ def _cpu_id():
     return '\n'.join(ident)
 
 
+def _checksum(path):
+    """'<size> <sha256>' of the file at ``path``."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    return '%d %s' % (len(data), hashlib.sha256(data).hexdigest())
+
+
+def _damage(target):
+    """Why the cached library ``target`` must not be loaded (None: it is what was built)."""
+    try:
+        with open(target + '.sha256') as f:
+            recorded = f.read().strip()
+    except OSError:
+        return 'no checksum recorded'
+    try:
+        actual = _checksum(target)
+    except OSError as e:
+        return 'unreadable: %s' % (e.strerror or e)
+    if actual == recorded:
+        return None
+    size, recorded_size = actual.split()[0], recorded.split()[0]
+    if size != recorded_size:
+        return '%s bytes, %s were written' % (size, recorded_size)
+    return 'checksum differs from what was written'
+
+
 def _compile(source, compiler, flags, target):
-    """Compile ``source`` into the shared library ``target`` (atomically); the compiler's
-    last error line, or None on success."""
+    """Compile ``source`` into the shared library ``target`` (atomically, its checksum
+    recorded first); the compiler's last error line, or None on success."""
+    try:
+        command = shlex.split(compiler)
+    except ValueError as e:  # e.g. CC='"x'
+        return 'cannot parse $CC %r (%s)' % (compiler, e)
+    if not command:
+        return '$CC is empty'
     os.makedirs(os.path.dirname(target), exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=os.path.dirname(target))
     os.close(fd)
+    sum_tmp = tmp + '.sha256'
     try:
         try:
-            run = subprocess.run(shlex.split(compiler) + flags + ['-shared', '-fPIC', source,
-                                                                   '-o', tmp],
+            run = subprocess.run(command + flags + ['-shared', '-fPIC', source, '-o', tmp],
                                  capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.SubprocessError) as e:
             return '%s: %s' % (compiler, e)
@@ -67,11 +103,17 @@ def _compile(source, compiler, flags, target):
             lines = (run.stderr or run.stdout).strip().splitlines()
             return lines[-1] if lines else '%s exited with %d' % (compiler, run.returncode)
         os.chmod(tmp, 0o755)  # mkstemp made it private; a shared cache must stay loadable
+        with open(sum_tmp, 'w') as f:
+            f.write(_checksum(tmp) + '\n')
+        os.chmod(sum_tmp, 0o644)
+        # the checksum first: a library under the final name always has its checksum
+        os.replace(sum_tmp, target + '.sha256')
         os.replace(tmp, target)
         return None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for path in (tmp, sum_tmp):
+            if os.path.exists(path):
+                os.remove(path)
 
 
 def _build(name, stale=None):
@@ -88,23 +130,38 @@ def _build(name, stale=None):
         key = hashlib.sha256(b'\0'.join([text, compiler.encode(), ' '.join(flags).encode(),
                                          cpu])).hexdigest()[:16]
         targets.append((flags, os.path.join(cache, '%s-%s.so' % (name, key))))
+    damaged = None  # said in the one line about the outcome
     for _, target in targets:
         if target == stale:
-            try:
-                os.remove(target)
-            except OSError:
-                pass
+            _remove(target)
         if os.path.exists(target):
-            return target, None
+            damage = _damage(target)
+            if damage is None:
+                return target, None
+            damaged = 'cached %s failed its check (%s)' % (target, damage)
+            _remove(target)
     reason = None
     for flags, target in targets:
         try:
             reason = _compile(source, compiler, flags, target)
         except OSError as e:  # cache directory not writable
-            return None, 'cannot write %s: %s' % (cache, e.strerror or e)
+            reason = 'cannot write %s: %s' % (cache, e.strerror or e)
+            break
         if reason is None:
+            if damaged:
+                warn('C kernel %s.c: %s: built again' % (name, damaged))
             return target, None
+    if damaged:
+        reason = '%s; building it again failed: %s' % (damaged, reason)
     return None, reason
+
+
+def _remove(target):
+    for path in (target, target + '.sha256'):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
 
 
 def load(name, signatures):
@@ -130,8 +187,8 @@ def load(name, signatures):
                     reason = rebuilt_reason or reason
         _LOADED[name], _REASONS[name] = lib, reason
         if lib is None and reason != 'disabled by POSE_NATIVE=0':
-            warnings.warn('C kernel %s.c unavailable (%s): using the slower NumPy/OpenCV '
-                          'path' % (name, reason), RuntimeWarning, stacklevel=2)
+            warn('C kernel %s.c unavailable (%s): using the slower NumPy/OpenCV path'
+                 % (name, reason))
     return _LOADED[name]
 
 

@@ -59,3 +59,64 @@ def error_last_line(r, text):
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith('error: ') and text in lines[-1], r.stderr
     assert 'Traceback' not in r.stderr
+
+
+SMALL_DISK_BYTES = 256 * 1024
+
+
+class SmallDisk(object):
+    """A folder (``path``) on a file system that is full after ``SMALL_DISK_BYTES``.
+
+    Where this user may mount (root), a tmpfs of that size: writes past it fail with
+    ENOSPC, as on a real full disk.  Elsewhere the limit is RLIMIT_FSIZE, set in the
+    subprocesses started with ``preexec_fn=small_disk.preexec``: any file written past that
+    size fails with EFBIG (Python ignores SIGXFSZ, so the write returns the error)."""
+
+    def __init__(self, path):
+        import subprocess
+        self.path = path
+        path.mkdir()
+        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=%d' % SMALL_DISK_BYTES, 'tmpfs',
+                            str(path)], capture_output=True)
+        self.mounted = r.returncode == 0
+
+    def preexec(self):
+        if not self.mounted:
+            import resource
+            resource.setrlimit(resource.RLIMIT_FSIZE,
+                               (SMALL_DISK_BYTES, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+    def close(self):
+        if self.mounted:
+            import subprocess
+            subprocess.run(['umount', '-l', str(self.path)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = SmallDisk(tmp_path / 'small_disk')
+    yield disk
+    disk.close()
+
+
+def jpeg_with_orientation(jpeg, orientation):
+    """JPEG bytes with an EXIF APP1 segment holding ``orientation`` (tag 0x0112) inserted
+    after SOI, as a phone writes it (6: the stored pixels are shown turned 90 degrees
+    clockwise)."""
+    import struct
+    ifd = (struct.pack('<H', 1) + struct.pack('<HHII', 0x0112, 3, 1, orientation)
+           + struct.pack('<I', 0))
+    payload = b'Exif\x00\x00' + b'II*\x00' + struct.pack('<I', 8) + ifd
+    assert jpeg[:2] == b'\xff\xd8'
+    return jpeg[:2] + b'\xff\xe1' + struct.pack('>H', len(payload) + 2) + payload + jpeg[2:]
+
+
+def full_device(path):
+    """A character device node at ``path`` with /dev/full's numbers (1, 7): writing it fails
+    with ENOSPC, replacing it destroys it.  Creating one needs root (CAP_MKNOD)."""
+    import stat
+    try:
+        os.mknod(str(path), stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except PermissionError:
+        pytest.skip('creating a device node needs root')
+    return path

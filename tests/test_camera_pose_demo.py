@@ -251,3 +251,18 @@ def test_track_and_smooth_flags(coco_video, tmp_path):
         ids3, pose3, raw3 = runs['no_smooth'][i]
         assert ids3 == ids and raw3 == [None] * len(ids3)
         np.testing.assert_allclose(pose3, plain_pose)
+
+
+def test_out_onto_the_input_video_or_weights_is_refused(coco_video, tmp_path):
+    """--out naming the video being read replaced it with the annotated video at the end of
+    the run; now one line before anything is opened."""
+    import shutil
+    clip = tmp_path / 'clip.mp4'
+    shutil.copy(str(coco_video), str(clip))
+    before = clip.read_bytes()
+    (tmp_path / 'link.mp4').symlink_to(clip)
+    for out in (clip, tmp_path / 'link.mp4'):
+        error_last_line(run_demo('--video', clip, '--out', out, '--no-display'),
+                        '--out %s is the same file as --video %s' % (out, clip))
+    assert clip.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ['clip.mp4', 'link.mp4']

@@ -191,3 +191,48 @@ def test_mobilenet_dispatches_to_the_tf_graph_converter(tmp_path):
     chainer.serializers.load_npz(out, MobileNetV2PoseNet())
     assert_user_error(run('mobilenet', str(tmp_path / 'graph_opt.pb'), out),
                       'graph_opt.pb: no such file')
+
+
+def test_out_is_never_the_input_or_a_device(files, tmp_path):
+    """convert_model.py IN IN overwrote its input; OUT /dev/full (here a node with its
+    numbers) turned the device into a 147 MB regular file.  Both refused before reading."""
+    import shutil
+    import stat
+    from conftest import full_device
+    src = tmp_path / 'hand.caffemodel'
+    shutil.copy(files['hand'], src)
+    before = src.read_bytes()
+    (tmp_path / 'link.npz').symlink_to(src)
+    for out in (src, tmp_path / 'link.npz', tmp_path / '.' / 'hand.caffemodel'):
+        assert_user_error(run('handnet', str(src), str(out)),
+                          'OUT %s is the same file as IN %s' % (out, src))
+    dev = tmp_path / 'full'
+    full_device(dev)
+    assert_user_error(run('handnet', str(src), str(dev)),
+                      'OUT %s: is a character device, not a regular file' % dev)
+    assert src.read_bytes() == before and stat.S_ISCHR(os.stat(dev).st_mode)
+    assert listing(str(tmp_path)) == ['full', 'hand.caffemodel', 'link.npz']
+
+
+def test_full_disk_is_one_line_and_leaves_nothing(files, small_disk):
+    """A disk that fills up while the npz is written: one error line (was followed by
+    ZipFile.__del__'s 'Exception ignored' traceback), no partial file."""
+    out = small_disk.path / 'hand.npz'
+    res = subprocess.run([sys.executable, 'convert_model.py', 'handnet', files['hand'], str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=120,
+                         preexec_fn=small_disk.preexec)
+    assert_user_error(res, '%s: cannot write (' % out)
+    assert 'Exception ignored' not in res.stderr
+    assert os.listdir(small_disk.path) == []
+
+
+def test_nan_in_caffemodel_is_refused_naming_the_layer(tmp_path):
+    """Corrupted bytes that decode as NaN / Inf converted without a word."""
+    convs = _convs('hand_pose_deploy.prototxt')
+    layers = weights_io.random_conv_weights(convs, seed=5)
+    layers[7][1][0].flat[11] = np.nan
+    src = str(tmp_path / 'nan.caffemodel')
+    weights_io.write_caffemodel(src, layers)
+    assert_user_error(run('handnet', src, str(tmp_path / 'o.npz')),
+                      'nan.caffemodel: layer %s/W holds 1 NaN or infinite values' % layers[7][0])
+    assert listing(str(tmp_path)) == ['nan.caffemodel']

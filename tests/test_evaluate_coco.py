@@ -81,3 +81,76 @@ def test_cli_end_to_end_one_scale(tmp_path):
     assert 0 < ap <= 1
     with open(tmp_path / 'results.json') as f:
         assert len(json.load(f)) >= 1
+
+
+def _subset(tmp_path, image_ids=None):
+    """coco_mini's annotation file restricted to ``image_ids`` (None: all), in tmp_path."""
+    with open(shared_path('coco_mini', 'test_coco.json')) as f:
+        doc = json.load(f)
+    if image_ids is not None:
+        doc['images'] = [i for i in doc['images'] if i['id'] in image_ids]
+        doc['annotations'] = [a for a in doc['annotations'] if a['image_id'] in image_ids]
+    path = tmp_path / 'ann.json'
+    path.write_text(json.dumps(doc))
+    return str(path), doc
+
+
+def test_annotation_file_without_images_is_an_error(tmp_path):
+    """It printed 'keypoint AP 0.000' and exited 0."""
+    ann, _ = _subset(tmp_path, image_ids=set())
+    p = subprocess.run([sys.executable, os.path.join(REPO, 'evaluate_coco.py'), '--ann', ann,
+                        '--img-dir', shared_path('coco_mini')], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert 'ann.json: no images to evaluate' in p.stderr and 'AP' not in p.stdout
+
+
+def test_undecodable_image_is_skipped_and_the_others_kept(tmp_path, capsys):
+    """One damaged image of four stopped the run and threw away the other results; now it is
+    skipped with a warning, counted, and left out of the evaluation."""
+    img_dir = tmp_path / 'images'
+    img_dir.mkdir()
+    ann, doc = _subset(tmp_path)
+    names = sorted(i['file_name'] for i in doc['images'])
+    for name in names:
+        os.symlink(shared_path('coco_mini', name), img_dir / name)
+    os.remove(img_dir / names[1])
+    (img_dir / names[1]).write_bytes(b'\xff\xd8 not a JPEG any more')
+    seen = []
+
+    def detector(img):
+        seen.append(img.shape)
+        return np.zeros((0, 18, 3)), np.zeros(0)
+    out = tmp_path / 'results.json'
+    stats = evaluate_coco.evaluate(ann, str(img_dir), detector=detector, out=str(out),
+                                   verbose=False)
+    err = capsys.readouterr().err
+    assert len(seen) == 3 and stats.shape == (10,)
+    assert '%s: not an image OpenCV can decode' % (img_dir / names[1]) in err
+    assert 'warning: 1 of 4 images could not be read and are left out of the evaluation' in err
+    assert json.loads(out.read_text()) == []
+
+
+def test_output_checked_before_any_image_is_read(tmp_path):
+    """--out in a missing folder failed only after every image was processed."""
+    calls = []
+    for out, words in ((tmp_path / 'no' / 'r.json', 'does not exist'),
+                       (shared_path('coco_mini', 'test_coco.json'), 'is the same file as --ann')):
+        with pytest.raises(cli.UserError, match=words):
+            evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'),
+                                   shared_path('coco_mini'), out=str(out), verbose=False,
+                                   detector=lambda img: calls.append(1))
+    assert calls == []
+
+
+def test_exif_orientation_follows_the_annotation_frame(tmp_path):
+    """An image tagged with EXIF Orientation 6 is evaluated in the frame its annotation's
+    width and height describe: turned when they are the turned size, as stored when they
+    are the stored size."""
+    import cv2
+    from conftest import jpeg_with_orientation
+    stored = cv2.imread(shared_path('coco_mini', '000000000785.jpg'))
+    path = tmp_path / 'x.jpg'
+    path.write_bytes(jpeg_with_orientation(cv2.imencode('.jpg', stored)[1].tobytes(), 6))
+    h, w = stored.shape[:2]
+    assert evaluate_coco.read_coco_image(str(path), {'width': w, 'height': h}).shape[:2] == (h, w)
+    assert evaluate_coco.read_coco_image(str(path), {'width': h, 'height': w}).shape[:2] == (w, h)

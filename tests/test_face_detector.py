@@ -206,8 +206,7 @@ def run(*args, cwd=REPO):
 def one_line_error(r, *words):
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert 'Traceback' not in r.stderr
-    # (libpng may print its own warnings before ours on a corrupt PNG)
-    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith('libpng ')]
+    lines = r.stderr.strip().splitlines()  # libpng's own lines on a corrupt PNG are captured
     assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
     for w in words:
         assert w in lines[0], lines[0]
@@ -298,3 +297,25 @@ def test_gpu_without_cupy_is_a_one_line_error(face_npz, tmp_path, monkeypatch):
         face_detector.main(['facenet', str(face_npz), '--img', shared_path('images', 'face.png'),
                             '--gpu', '0', '--out', str(tmp_path / 'gpu.png')])
     assert not (tmp_path / 'gpu.png').exists()
+
+
+def test_net_resolution_limits_refused_before_any_work(face_npz, tmp_path):
+    """--net-resolution 100000 meant a 100000 x 100000 net input (tens of GB) failing deep in
+    OpenCV or NumPy; now one line before the image is read (and under a 3 GB address-space
+    limit in case it was not)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
+    for n in (100000, 744, 0, -8):
+        r = subprocess.run([sys.executable, SCRIPT, 'facenet', str(face_npz), '--img',
+                            shared_path('images', 'face.png'), '--net-resolution', str(n),
+                            '--out', str(tmp_path / 'o.png')], capture_output=True, text=True,
+                           timeout=120, preexec_fn=limit)
+        one_line_error(r, '--net-resolution must be a multiple of 8 from 8 to 736', 'got %d' % n)
+    r = subprocess.run([sys.executable, os.path.join(REPO, 'camera_face_demo.py'), '--images',
+                        str(tmp_path), '--weights', str(face_npz), '--net-resolution', '100000',
+                        '--no-display'], capture_output=True, text=True, timeout=120,
+                       preexec_fn=limit)
+    one_line_error(r, '--net-resolution must be a multiple of 8')
+    assert os.listdir(tmp_path) == []

@@ -219,13 +219,19 @@ def test_depthwise_rejects_mismatched_shapes():
 
 
 def test_native_kernel_built_once_into_the_cache(monkeypatch, tmp_path):
-    """First use compiles models/_depthwise.c into the cache directory (no temp files
-    left); later processes find it there and compile nothing."""
+    """First use compiles models/_depthwise.c into the cache directory, its size and
+    checksum beside it (no temp files left); later processes find it there and compile
+    nothing."""
     _native_reset(monkeypatch, POSE_NATIVE_CACHE=str(tmp_path))
     lib = _native.load('_depthwise', _mf._DEPTHWISE_C)
     assert lib is not None, _native.reason('_depthwise')
     built = sorted(p.name for p in tmp_path.iterdir())
-    assert len(built) == 1 and built[0].startswith('_depthwise-') and built[0].endswith('.so')
+    assert len(built) == 2 and built[0].startswith('_depthwise-') and built[0].endswith('.so')
+    assert built[1] == built[0] + '.sha256'
+    size, digest = (tmp_path / built[1]).read_text().split()
+    import hashlib
+    data = (tmp_path / built[0]).read_bytes()
+    assert int(size) == len(data) and digest == hashlib.sha256(data).hexdigest()
     _native_reset(monkeypatch)
 
     def no_compiler(*args):
@@ -235,23 +241,24 @@ def test_native_kernel_built_once_into_the_cache(monkeypatch, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == built
 
 
-def test_native_kernel_without_compiler_warns_and_falls_back(monkeypatch, tmp_path):
-    """No working C compiler: one warning naming the kernel and the reason, then the
+def test_native_kernel_without_compiler_warns_and_falls_back(monkeypatch, tmp_path, capfd):
+    """No working C compiler: one warning line naming the kernel and the reason, then the
     NumPy/OpenCV path with the same results; POSE_NATIVE=0 turns it off quietly."""
     _native_reset(monkeypatch, POSE_NATIVE_CACHE=str(tmp_path), CC=str(tmp_path / 'no-cc'))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 30, 31)).astype(np.float32)
     W = rng.standard_normal((3, 3, 3)).astype(np.float32)
     ref = depthwise_same(x[None], W[None], 2).array[0]
-    with pytest.warns(RuntimeWarning, match=r'_depthwise\.c unavailable \(.*no-cc'):
-        got = _mf.depthwise(x, W, 2, np.empty_like(ref))
+    capfd.readouterr()
+    got = _mf.depthwise(x, W, 2, np.empty_like(ref))
+    err = capfd.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('warning: C kernel _depthwise.c unavailable (')
+    assert 'no-cc' in err
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
     assert list(tmp_path.iterdir()) == []  # no half-built library left behind
     _native_reset(monkeypatch, POSE_NATIVE='0')
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        assert _native.load('_depthwise', _mf._DEPTHWISE_C) is None
+    assert _native.load('_depthwise', _mf._DEPTHWISE_C) is None
+    assert capfd.readouterr().err == ''
     assert _native.reason('_depthwise') == 'disabled by POSE_NATIVE=0'
 
 
@@ -293,10 +300,60 @@ def test_native_kernel_rebuilds_a_corrupt_cached_library(monkeypatch, tmp_path):
         return r.stdout.strip() or r.stderr.strip().splitlines()[-1]
 
     assert load_in_child() == 'True None'
-    (built,) = tmp_path.iterdir()
+    (built,) = tmp_path.glob('*.so')
     built.write_bytes(b'not a library')
     assert load_in_child() == 'True None'
-    (rebuilt,) = tmp_path.iterdir()
+    (rebuilt,) = tmp_path.glob('*.so')
     assert rebuilt.stat().st_size > 1000 and rebuilt.stat().st_mode & 0o777 == 0o755
     assert load_in_child(CC='cc -O2') == 'True None'  # another compiler command: its own build
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(list(tmp_path.glob('*.so'))) == 2
+
+
+def _load_in_child(cache, **env):
+    """Load the depthwise kernel in a fresh process: (exit status, stdout, stderr)."""
+    import os
+    import subprocess
+    import sys
+    from conftest import REPO
+    probe = ('from models import _native, _mobilenet_fast as m; '
+             'print(_native.load("_depthwise", m._DEPTHWISE_C) is not None)')
+    r = subprocess.run([sys.executable, '-c', probe], cwd=REPO, capture_output=True, text=True,
+                       env=dict(os.environ, POSE_NATIVE_CACHE=str(cache), **env), timeout=300)
+    return r.returncode, r.stdout.strip(), r.stderr
+
+
+def test_truncated_cached_library_is_rebuilt_not_loaded(tmp_path):
+    """A cached library cut short (a full disk, a copy interrupted): loading it would kill
+    the process with SIGBUS.  Its size and checksum no longer match what was written, so it
+    is built again, saying so in one line; with no compiler left, the fallback is used."""
+    assert _load_in_child(tmp_path) == (0, 'True', '')
+    (lib,) = tmp_path.glob('*.so')
+    good = lib.read_bytes()
+    lib.write_bytes(good[:len(good) // 2])
+    status, out, err = _load_in_child(tmp_path)
+    assert (status, out) == (0, 'True'), err  # was -7 (SIGBUS) on a cut library
+    assert err.count('\n') == 1 and err.startswith('warning: C kernel _depthwise.c: cached ')
+    assert 'failed its check (%d bytes, %d were written): built again' % (
+        len(good) // 2, len(good)) in err
+    import hashlib
+    rebuilt = lib.read_bytes()
+    assert len(rebuilt) > 1000 and (tmp_path / (lib.name + '.sha256')).read_text().split() == [
+        str(len(rebuilt)), hashlib.sha256(rebuilt).hexdigest()]
+    good = rebuilt
+    # cut again, and no compiler to be found (same $CC, so the same cache entry): fallback
+    lib.write_bytes(good[:len(good) // 2])
+    (tmp_path / 'empty-bin').mkdir()
+    status, out, err = _load_in_child(tmp_path, PATH=str(tmp_path / 'empty-bin'))
+    assert (status, out) == (0, 'False'), err
+    assert err.count('\n') == 1 and err.startswith('warning: C kernel _depthwise.c unavailable (')
+    assert 'failed its check' in err and 'building it again failed' in err
+    assert list(tmp_path.glob('*.so')) == []  # the cut library is gone
+
+
+def test_unparsable_cc_falls_back_with_one_line(tmp_path):
+    """CC='"x' (an unbalanced quote) was a traceback from shlex; now one warning line and the
+    NumPy/OpenCV path."""
+    status, out, err = _load_in_child(tmp_path, CC='"x')
+    assert (status, out) == (0, 'False'), err
+    assert err.count('\n') == 1 and 'Traceback' not in err
+    assert err.startswith('warning: C kernel _depthwise.c unavailable (cannot parse $CC')

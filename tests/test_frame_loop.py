@@ -356,3 +356,137 @@ def test_timestamps_that_do_not_increase_warn_once(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count('warning: clip.mp4: frame 2 has timestamp 0.100 s, not after the '
                      "previous frame's 0.100 s") == 1 and err.count('warning') == 1
+
+
+FULL_DISK_CHILD = r'''
+import sys
+sys.path.insert(0, %(repo)r)
+import cli, frame_loop as fl
+
+def main(argv):
+    s = fl.run(fl.open_source(video=%(src)r), lambda f: (f.copy(), fl.openpose_people([])),
+               out=%(out)r, json_dir=%(jdir)r, display=False, progress=False)
+    print(fl.format_summary(s))
+
+cli.run_main(main)
+'''
+
+
+def test_full_disk_video_is_an_error_not_a_success(tmp_path, small_disk):
+    """The disk fills while the video is written: FFmpeg says nothing and the file is
+    unplayable.  It said 'done ... video: out.mp4' with exit 0; now one error line, no video
+    left behind, the JSON files (on another disk) kept."""
+    rng = np.random.RandomState(1)
+    src = tmp_path / 'clip.avi'  # noise: 40 frames make ~1 MB of mp4v, the disk holds 256 kB
+    make_video(src, [rng.randint(0, 255, (240, 320, 3)).astype(np.uint8) for _ in range(40)])
+    out, jdir = small_disk.path / 'out.mp4', tmp_path / 'json'
+    script = tmp_path / 'child.py'
+    script.write_text(FULL_DISK_CHILD % {'repo': REPO, 'src': str(src), 'out': str(out),
+                                         'jdir': str(jdir)})
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                       preexec_fn=small_disk.preexec)
+    assert r.returncode == 2 and 'done:' not in r.stdout, (r.stdout, r.stderr)
+    assert r.stderr.count('\n') == 1 and r.stderr.startswith(
+        'error: --out %s: the video could not be written completely (' % out), r.stderr
+    assert 'of 40 frames in the file' in r.stderr
+    assert os.listdir(str(small_disk.path)) == []
+    assert len(json_files(jdir)) == 40
+
+
+def test_json_write_failure_keeps_the_video(tmp_path, capsys):
+    """A JSON that cannot be written mid-video (here its name is taken by a folder) deleted
+    the finished video; now the JSON output stops with one warning, the video is completed
+    and kept, and the summary says so."""
+    src = tmp_path / 'clip.mp4'
+    make_video(src, grey_frames(8))
+    out, jdir = tmp_path / 'out.mp4', tmp_path / 'json'
+
+    def process(frame):
+        if len(json_files(jdir)) == 3:
+            (jdir / 'clip_000000000003_keypoints.json').mkdir()
+        return standin(frame)
+    summary = fl.run(fl.open_source(video=str(src)), process, out=str(out), json_dir=str(jdir),
+                     display=False)
+    err = capsys.readouterr().err
+    assert 'clip_000000000003_keypoints.json: is a directory' in summary['json_error']
+    assert err.count('no more JSON files are written') == 1
+    assert summary['frames'] == 8 and len(read_video(out)) == 8
+    assert sorted(json_files(jdir))[:3] == ['clip_%012d_keypoints.json' % i for i in range(3)]
+    assert len(json_files(jdir)) == 4  # three files and the folder in the way
+    assert fl.format_summary(summary).endswith('; video: %s; JSON output stopped' % out)
+
+
+def test_image_over_the_pixel_limit_is_skipped_not_fatal(tmp_path, capsys):
+    """A PNG declaring 40000 x 40000 pixels (over OpenCV's 2^30) aborted the folder run with a
+    cv2.error and lost the video; now it is skipped, counted, and the video kept."""
+    import struct
+    import zlib
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    for i in (1, 3):
+        cv2.imwrite(str(folder / ('f%d.png' % i)), np.full((40, 60, 3), 60 * i, np.uint8))
+
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data
+                + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
+    (folder / 'f2.png').write_bytes(
+        b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 40000, 40000, 8, 2, 0, 0, 0))
+        + chunk(b'IDAT', zlib.compress(bytes(120001))) + chunk(b'IEND', b''))
+    out = tmp_path / 'out.avi'
+    summary = fl.run(fl.open_source(images=str(folder)), standin, out=str(out), display=False)
+    err = capsys.readouterr().err
+    assert summary['frames'] == 2 and summary['skipped'] == 1
+    assert 'f2.png: not a readable image, skipped (image over the 1073741824-pixel limit' in err
+    assert len(read_video(out)) == 2
+
+
+def test_folder_images_are_read_as_a_viewer_shows_them(tmp_path):
+    """--images and the still-image tools read through one function: an EXIF-rotated phone
+    photo arrives upright, 16-bit PNGs as read_image converts them."""
+    import pose_core
+    from conftest import jpeg_with_orientation
+    folder = tmp_path / 'imgs'
+    folder.mkdir()
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[:, :20] = (0, 0, 255)  # red band on the left of the stored pixels
+    jpeg = cv2.imencode('.jpg', img)[1].tobytes()
+    (folder / 'a.jpg').write_bytes(jpeg_with_orientation(jpeg, 6))
+    deep = (np.arange(48 * 64 * 3).reshape(48, 64, 3) * 41 % 65536).astype(np.uint16)
+    cv2.imwrite(str(folder / 'b.png'), deep)
+    got = [frame for _, frame, _ in fl.open_source(images=str(folder))]
+    assert got[0].shape == (80, 40, 3) and got[0][:20, :, 2].mean() > 200  # band now on top
+    for frame, name in zip(got, ('a.jpg', 'b.png')):
+        assert np.array_equal(frame, pose_core.read_image(str(folder / name)))
+
+
+def test_out_fps_limits_refused_up_front(tmp_path):
+    """--out-fps inf made OpenCV's writer spin forever, deaf to SIGINT and SIGTERM; now it and
+    the other rates OpenCV cannot write are one error line, in seconds, before any frame."""
+    src = tmp_path / 'clip.mp4'
+    make_video(src, grey_frames(3))
+    for fps in ('inf', 'nan', '0', '-5', '1e6', '0.001'):
+        r = subprocess.run([sys.executable, os.path.join(REPO, 'camera_pose_demo.py'), '--video',
+                            str(src), '--out', str(tmp_path / 'o.mp4'), '--out-fps', fps,
+                            '--no-display'], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+        assert r.stderr.startswith('error: --out-fps ') and 'between 0.01 and 600' in r.stderr
+    assert os.listdir(str(tmp_path)) == ['clip.mp4']
+    with pytest.raises(UserError, match='--out-fps inf'):
+        fl.run(fl.open_source(video=str(src)), standin, out=str(tmp_path / 'o.mp4'),
+               out_fps=float('inf'), display=False)
+
+
+def test_ffmpeg_lines_are_not_shown(tmp_path, capfd):
+    """A damaged frame made FFmpeg print '[mjpeg @ 0x...] ...' beside our warning."""
+    src = tmp_path / 'clip.avi'
+    rng = np.random.RandomState(0)
+    make_video(src, [rng.randint(0, 255, (48, 64, 3)).astype(np.uint8) for _ in range(4)])
+    data = bytearray(src.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b'\xff\xd8\xff']
+    data[starts[1]:starts[1] + 400] = bytes(400)
+    src.write_bytes(bytes(data))
+    capfd.readouterr()
+    fl.run(fl.open_source(video=str(src)), standin, out=str(tmp_path / 'o.mkv'), display=False,
+           progress=False)
+    err = capfd.readouterr().err
+    assert err == 'warning: %s: skipped 1 unreadable frame(s) before frame 2\n' % src, err

@@ -136,6 +136,16 @@ def test_export_cli_errors(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and 'not posenet weights' in r.stderr
     assert not os.path.exists(out)
+    # OUT naming the weights file (here through a symlink) overwrote it with the ONNX model
+    import shutil
+    weights = tmp_path / 'w.npz'
+    shutil.copy(MOBILENET_NPZ, str(weights))
+    (tmp_path / 'w.onnx').symlink_to(weights)
+    r = subprocess.run([sys.executable, script, 'mobilenet', str(weights),
+                        str(tmp_path / 'w.onnx')], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+    assert 'OUT %s is the same file as WEIGHTS %s' % (tmp_path / 'w.onnx', weights) in r.stderr
+    assert weights.read_bytes() == open(MOBILENET_NPZ, 'rb').read()
 
 
 def test_missing_onnxruntime_names_the_install_command(tmp_path):

@@ -41,3 +41,26 @@ def test_bad_logs(tmp_path):
     p = run(str(bad), '--out', str(tmp_path / 'x.png'))
     assert p.returncode == 2 and 'not a Chainer LogReport log' in p.stderr
     assert not (tmp_path / 'x.png').exists()
+
+
+def test_unknown_picture_type_and_null_values(tmp_path):
+    """--out x.xyz was matplotlib's traceback after the plotting; a log with null values (a
+    NaN loss is written as null) or a null iteration was a traceback too."""
+    log = [{'iteration': i, 'main/loss': 10.0 / i, 'main/paf': None if i == 40 else 6.0 / i}
+           for i in range(20, 101, 20)]
+    log.append({'iteration': None, 'main/loss': 1.0})
+    log.append({'iteration': 120, 'main/loss': 0.0, 'main/heat': 'n/a'})
+    (tmp_path / 'log').write_text(json.dumps(log))
+    p = run(str(tmp_path / 'log'), '--out', str(tmp_path / 'x.xyz'))
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert "x.xyz: unknown picture type 'xyz' (use one of " in p.stderr and 'png' in p.stderr
+    out = tmp_path / 'plot.png'
+    p = run(str(tmp_path / 'log'), '--out', str(out))
+    assert p.returncode == 0 and p.stderr == '', p.stderr  # no matplotlib warning lines either
+    assert 'last iteration 120' in p.stdout
+    assert cv2.imread(str(out)).shape[1] > 1.5 * cv2.imread(str(out)).shape[0]  # two panels
+    (tmp_path / 'log').write_text(json.dumps([{'iteration': 1, 'main/loss': None}]))
+    p = run(str(tmp_path / 'log'), '--out', str(tmp_path / 'y.png'))
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert 'no numbers for any of the keys main/loss' in p.stderr
+    assert sorted(os.listdir(tmp_path)) == ['log', 'plot.png']

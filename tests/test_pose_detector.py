@@ -234,3 +234,187 @@ def test_huge_image_memory_bounded(tmp_path):
     assert len(err) >= 13 and np.median(err) < 8, err
     out = cv2.imread(str(tmp_path / 'huge_out.jpg'), cv2.IMREAD_REDUCED_COLOR_8)
     assert out.shape == (1250, 1250, 3)
+
+
+def test_exif_rotated_phone_photo_is_read_upright(tmp_path):
+    """A phone photo stored sideways with EXIF Orientation 6 is processed as a viewer shows
+    it: the skier is found and the keypoints are in the upright picture's frame (ground
+    truth of COCO 785), the output picture is upright too."""
+    from conftest import jpeg_with_orientation
+    upright = cv2.imread(DEMO_IMAGE)
+    stored = cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE)  # what the phone keeps
+    ok, buf = cv2.imencode('.jpg', stored, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    photo = tmp_path / 'phone.jpg'
+    photo.write_bytes(jpeg_with_orientation(buf.tobytes(), 6))
+    img = pose_detector.read_image(str(photo))
+    assert img.shape == upright.shape
+    assert np.abs(img.astype(int) - upright).mean() < 3  # JPEG noise only
+    assert pose_detector.read_image(str(photo), exif=False).shape == stored.shape
+    p = run(['--img', photo, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
+             '--scales', '1'], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert 'Found 1 person' in p.stdout
+    assert cv2.imread(str(tmp_path / 'out.png')).shape == upright.shape
+    with open(tmp_path / 'p.json') as f:
+        (person,) = json.load(f)['people']
+    err = keypoint_errors(np.array(person['pose_keypoints_2d']).reshape(N_JOINTS, 3),
+                          ground_truth_785())
+    assert len(err) >= 13 and np.median(err) < 8, err
+
+
+def test_truncated_jpeg_warns_and_bad_png_is_one_line(tmp_path):
+    """A JPEG cut to a third decodes (OpenCV fills the rest grey) with one warning line; a cut
+    PNG is one error line, libpng's own message folded into it."""
+    data = open(DEMO_IMAGE, 'rb').read()
+    cut = tmp_path / 'cut.jpg'
+    cut.write_bytes(data[:len(data) // 3])
+    p = run(['--img', cut, '--out', tmp_path / 'o.png', '--scales', '0.5'], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ('warning: %s: truncated JPEG (the file ends inside the image data): '
+                        'the missing part is grey\n' % cut)
+    png = open(shared_path('images', 'person.png'), 'rb').read()
+    cut_png = tmp_path / 'cut.png'
+    cut_png.write_bytes(png[:len(png) // 3])
+    p = run(['--img', cut_png, '--out', tmp_path / 'o2.png'], tmp_path)
+    assert_one_line_error(p, 'cut.png: not an image OpenCV can decode', 'libpng error')
+
+
+def test_no_false_truncation_warnings():
+    """Complete JPEGs in every layout are not flagged: baseline, progressive, with restart
+    markers, with an EXIF block, with data appended after the end marker (motion photos)."""
+    import pose_core
+    from conftest import jpeg_with_orientation
+    img = cv2.imread(DEMO_IMAGE)
+    variants = [cv2.imencode('.jpg', img)[1].tobytes(),
+                cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes(),
+                cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_RST_INTERVAL, 3])[1].tobytes()]
+    variants += [jpeg_with_orientation(variants[0], 6), variants[1] + b'\0ftypmp42' * 100,
+                 open(DEMO_IMAGE, 'rb').read()]
+    for data in variants:
+        assert not pose_core.jpeg_truncated(data)
+        for cut in (len(data) // 3, len(data) // 2):
+            assert pose_core.jpeg_truncated(data[:cut])
+
+
+def test_outputs_never_destroy_inputs_devices_or_links(tmp_path):
+    """--out onto the input picture, --json onto it, --out and --json naming one file, an
+    output that is a device node: refused before any work, nothing changed.  --json through
+    a symlink writes the link's target and keeps the link."""
+    import stat
+    from conftest import full_device
+    img = tmp_path / 'a.png'
+    img.write_bytes(open(shared_path('images', 'person.png'), 'rb').read())
+    before = img.read_bytes()
+    p = run(['--img', img, '--out', img], tmp_path)
+    assert_one_line_error(p, '--out %s is the same file as --img %s' % (img, img))
+    p = run(['--img', img, '--json', img], tmp_path)
+    assert_one_line_error(p, '--json %s is the same file as --img' % img)
+    p = run(['--img', img, '--out', tmp_path / 'b.png', '--json', tmp_path / 'b.png'], tmp_path)
+    assert_one_line_error(p, 'b.png and --json', 'are the same file')
+    dev = tmp_path / 'full'
+    full_device(dev)
+    p = run(['--img', img, '--json', dev], tmp_path)
+    assert_one_line_error(p, '--json %s: is a character device, not a regular file' % dev)
+    assert img.read_bytes() == before and stat.S_ISCHR(os.stat(dev).st_mode)
+    assert sorted(os.listdir(tmp_path)) == ['a.png', 'full']
+    target = tmp_path / 'poses.json'
+    target.write_text('old')
+    (tmp_path / 'link.json').symlink_to(target)
+    p = run(['--img', img, '--out', tmp_path / 'o.png', '--json', tmp_path / 'link.json',
+             '--scales', '0.5'], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / 'link.json').is_symlink()
+    assert json.loads(target.read_text())['version'] == 1.3
+
+
+@pytest.mark.parametrize('args, words', [
+    (['--scales', '50'], 'scales must be positive numbers up to 3'),
+    (['--scales', 'nan'], 'got nan'),
+    (['--scales', 'inf'], 'got inf'),
+    (['--scales', '1e9'], 'got 1e+09'),
+    (['--scales', '0.5', '-1'], 'got 0.5 -1'),
+    (['--scales'] + ['1'] * 9, 'at most 8 scales'),
+])
+def test_size_limits_refused_before_any_work(tmp_path, args, words):
+    """--scales 50 grew to all the machine's memory; nan / inf / 1e9 failed deep in OpenCV.
+    Now one line, before the image is read or the model loaded (under a 3 GB address-space
+    limit in case they were not)."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
+    p = subprocess.run([sys.executable, SCRIPT, '--img', DEMO_IMAGE, '--out',
+                        str(tmp_path / 'o.png')] + args, cwd=str(tmp_path), capture_output=True,
+                       text=True, preexec_fn=limit, timeout=120)
+    assert_one_line_error(p, words)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('script, args', [
+    ('pose_detector.py', ['posenet', 'PTH', '--img', DEMO_IMAGE]),
+    ('face_detector.py', ['facenet', 'PTH', '--img', DEMO_IMAGE]),
+    ('demo.py', ['--img', DEMO_IMAGE, '--pose-arch', 'posenet', '--pose-weights', 'PTH']),
+    ('export_onnx.py', ['handnet', 'PTH', 'OUT']),
+])
+@pytest.mark.parametrize('pth', ['hand_subset.pth', 'hand_subset_legacy.pth'])
+def test_unconverted_pytorch_weights_say_how_to_convert(tmp_path, script, args, pth):
+    """A pytorch-openpose .pth given as weights (a zip without .npy members, or the legacy
+    pickle format) was a traceback; now one line naming convert_model.py."""
+    from conftest import FIXTURES
+    path = os.path.join(FIXTURES, pth)
+    args = [path if a == 'PTH' else tmp_path / 'x.onnx' if a == 'OUT' else a for a in args]
+    p = subprocess.run([sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
+                       + (['--out', str(tmp_path / 'o.png')] if script != 'export_onnx.py'
+                          else []), cwd=str(tmp_path), capture_output=True, text=True)
+    assert_one_line_error(p, path, 'it is a PyTorch .pth file: convert it first with '
+                                   'python convert_model.py')
+    assert os.listdir(tmp_path) == []
+
+
+def _mobilenet_arrays():
+    src = np.load(os.path.join(REPO, 'models', 'mobilenet_v2_small.npz'))
+    return {k: src[k] for k in src.files}
+
+
+def test_nan_weights_refused_naming_the_array(tmp_path):
+    """A damaged npz (NaN / Inf in one array) loaded silently and found nobody."""
+    for value, name in ((np.nan, 'nan.npz'), (np.inf, 'inf.npz')):
+        arrays = _mobilenet_arrays()
+        arrays['MConv_Stage6_L2_5_pointwise/W'].flat[[3, 7]] = value
+        np.savez(str(tmp_path / name), **arrays)
+        with pytest.raises(cli.UserError, match=r'%s: array MConv_Stage6_L2_5_pointwise/W holds '
+                                                r'2 NaN or infinite values' % name):
+            pose_detector.load_model('mobilenet', str(tmp_path / name))
+    p = run(['mobilenet', tmp_path / 'nan.npz', '--img', DEMO_IMAGE, '--out', tmp_path / 'o.png'],
+            tmp_path)
+    assert_one_line_error(p, 'nan.npz: array MConv_Stage6_L2_5_pointwise/W holds 2 NaN')
+
+
+def test_npz_of_other_dtypes_or_forged_sizes(tmp_path):
+    """Complex or string arrays were a traceback inside Chainer; a header declaring more data
+    than the member holds is refused from the header, before any data is read."""
+    arrays = _mobilenet_arrays()
+    arrays['Conv/W'] = arrays['Conv/W'].astype(np.complex64)
+    np.savez(str(tmp_path / 'complex.npz'), **arrays)
+    arrays = _mobilenet_arrays()
+    arrays['Conv/W'] = np.full(arrays['Conv/W'].shape, 'x')
+    np.savez(str(tmp_path / 'str.npz'), **arrays)
+    for name, words in (('complex.npz', 'array Conv/W has dtype complex64; weights are real'),
+                        ('str.npz', 'array Conv/W has dtype <U1; weights are real')):
+        p = run(['mobilenet', tmp_path / name, '--img', DEMO_IMAGE, '--out',
+                 tmp_path / 'o.png'], tmp_path)
+        assert_one_line_error(p, name, words)
+    # Conv/W declared as 40000 x 40000 x 3 x 3 (57 GB) in a few bytes of a deflated member
+    import zipfile
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.float32))
+    header['shape'] = (40000, 40000, 3, 3)
+    import io
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    forged = tmp_path / 'forged.npz'
+    with zipfile.ZipFile(forged, 'w', zipfile.ZIP_DEFLATED) as z:
+        z.writestr('Conv/W.npy', buf.getvalue() + bytes(4096))
+    with pytest.raises(cli.UserError, match=r'forged.npz: array Conv/W declares shape '
+                                            r'\(40000, 40000, 3, 3\) \(57600000000 bytes\) but '
+                                            r'holds 4096 bytes'):
+        pose_detector.load_model('mobilenet', str(forged))

@@ -143,3 +143,76 @@ def test_parse_prototxt():
     assert msg['layer'][1]['x'] == [1.5]
     with pytest.raises(ValueError):
         weights_io.parse_prototxt('layer { name: "a" ')
+
+
+def _pickle_int(v):
+    """A pickle opcode pushing the int ``v`` (LONG1 for any size)."""
+    raw = v.to_bytes((v.bit_length() + 8) // 8, 'little', signed=True)
+    return b'\x8a' + bytes([len(raw)]) + raw
+
+
+def _forged_pickle(numel, size, stride):
+    """A torch state-dict pickle {'w.weight': tensor(size, stride) on storage '0' of numel}."""
+    def s(text):
+        return b'X' + len(text).to_bytes(4, 'little') + text.encode()
+
+    def tup(values):
+        return b'(' + b''.join(_pickle_int(v) for v in values) + b't'
+    return (b'\x80\x02}(' + s('w.weight') + b'ctorch._utils\n_rebuild_tensor_v2\n('
+            + b'(' + s('storage') + b'ctorch\nFloatStorage\n' + s('0') + s('cpu')
+            + _pickle_int(numel) + b'tQ' + _pickle_int(0) + tup(size) + tup(stride) + b'\x89'
+            + b'ccollections\nOrderedDict\n)R' + b'tRu.')
+
+
+def _declare_member_size(path, name, size):
+    """Rewrite the uncompressed size of zip member ``name`` in both of its headers."""
+    import struct
+    data = bytearray(open(path, 'rb').read())
+    with zipfile.ZipFile(path) as z:
+        local = z.getinfo(name).header_offset
+    struct.pack_into('<I', data, local + 22, size)
+    at = data.index(b'PK\x01\x02')
+    while data[at + 46:at + 46 + len(name)] != name.encode():
+        at = data.index(b'PK\x01\x02', at + 1)
+    struct.pack_into('<I', data, at + 24, size)
+    open(path, 'wb').write(bytes(data))
+
+
+def test_forged_pth_declaring_149_gib_is_refused_without_allocating(tmp_path):
+    """A few hundred bytes declaring a 200000 x 200000 float tensor (149 GiB), by stride 0
+    over one stored value or by a legacy storage count, and a deflated storage declaring
+    4 GiB: each refused from what is declared, before anything that large is allocated (it
+    was a MemoryError, or the kernel's OOM killer where memory is overcommitted)."""
+    zero_stride = str(tmp_path / 'zero_stride.pth')
+    _zip_pth(zero_stride, _forged_pickle(1, (200000, 200000), (0, 0)),
+             [('0', np.ones(1, '<f4').tobytes())])
+    assert os.path.getsize(zero_stride) < 1000
+    with pytest.raises(UserError, match=r'zero_stride\.pth: tensor w\.weight of shape '
+                                        r'\(200000, 200000\) has more elements than its '
+                                        r'storage \(1 values\)'):
+        weights_io.read_pth(zero_stride)
+
+    big = 200000 * 200000
+    legacy = str(tmp_path / 'legacy.pth')
+    with open(legacy, 'wb') as f:
+        for obj in (weights_io._LEGACY_MAGIC, weights_io._LEGACY_PROTOCOL,
+                    {'little_endian': True}):
+            pickle.dump(obj, f, protocol=2)
+        # legacy persistent ids carry a sixth field (the view), None here
+        f.write(_forged_pickle(big, (200000, 200000), (200000, 1)).replace(b'tQ', b'NtQ'))
+        pickle.dump(['0'], f, protocol=2)
+        f.write(np.array([big], '<i8').tobytes() + bytes(64))
+    with pytest.raises(UserError, match=r'legacy\.pth: storage 0 declares 160000000000 '
+                                        r'bytes, more than the file holds'):
+        weights_io.read_pth(legacy)
+
+    # a deflated storage declaring 4 GiB: more than its compressed bytes can expand to
+    deflated = str(tmp_path / 'deflated.pth')
+    numel = 0xFFFFFFFF // 4
+    with zipfile.ZipFile(deflated, 'w', zipfile.ZIP_DEFLATED) as z:
+        z.writestr('archive/data.pkl', _forged_pickle(numel, (numel,), (1,)))
+        z.writestr('archive/data/0', bytes(1 << 20))
+    _declare_member_size(deflated, 'archive/data/0', 0xFFFFFFFF)
+    with pytest.raises(UserError, match=r'deflated\.pth: archive/data/0 declares 4294967295 '
+                                        r'bytes, more than its \d+ compressed bytes'):
+        weights_io.read_pth(deflated)
