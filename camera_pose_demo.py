@@ -15,6 +15,7 @@ import cli
 import frame_loop
 import onnx_backend
 from entity import params
+from pose_detector import add_flip_argument
 
 
 def build_parser():
@@ -29,6 +30,7 @@ def build_parser():
     parser.add_argument('--gpu', '-g', type=int, default=-1,
                         help='GPU ID (negative value indicates CPU)')
     onnx_backend.add_backend_argument(parser)
+    add_flip_argument(parser)
     parser.add_argument('--scales', type=float, nargs='+', default=None, metavar='S',
                         help='inference scales (default: %s; the still-image default is %s)'
                         % (' '.join('%g' % s for s in params['demo_scales']),
@@ -54,7 +56,7 @@ def main(argv=None):
         from pose_detector import PoseDetector
         scales = args.scales if args.scales is not None else params['demo_scales']
         return pose_process(PoseDetector(args.arch, args.weights, device=args.gpu, scales=scales,
-                                         backend=args.backend))
+                                         backend=args.backend, flip=args.flip))
 
     return frame_loop.run_from_args(args, make_process, label='people')
 

@@ -6,9 +6,10 @@ Every script that looks at people (pose, face, hand, demo, camera) builds on the
 * ``compute_maps(img, forward, arch, scales)``: multi-scale evaluation of a body net,
   returning heatmaps and PAFs averaged over the scales at a bounded working resolution
   (dense arrays, or ``LazyMaps`` that compute only what the grouping reads).
-* ``find_peaks``, ``compute_connections``, ``assemble_people`` and ``group_people`` (all three
-  in one call): the Part Affinity Field grouping of Cao et al. (CVPR'17) as plain NumPy functions of
-  (heatmaps, PAFs), usable with maps from any network.
+* ``find_peaks``, ``compute_connections``, ``assemble_people`` and ``group_people`` (all of
+  them in one call, with the accuracy steps: close peaks merged, sub-pixel joints, person
+  scores for COCO's ranking, duplicates dropped): the Part Affinity Field grouping of Cao et al.
+  (CVPR'17) as plain NumPy functions of (heatmaps, PAFs), usable with maps from any network.
 * ``draw_person_pose(img, poses)``: skeletons colour-coded like OpenPose.
 
 All numbers come from ``entity.params``.
@@ -150,7 +151,7 @@ def work_size(h, w, scales):
     return max(1, int(round(h * f))), max(1, int(round(w * f)))
 
 
-def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False):
+def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False, flip=None):
     """Evaluate a body net on ``img`` at several scales; average the upsampled maps.
 
     ``forward(x)`` takes the preprocessed float32 1x3xHxW input and returns
@@ -169,11 +170,17 @@ def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False):
     in the rows that can hold peaks and samples the PAFs only where limbs are scored (same
     values, much less work).
 
+    With ``flip`` (default ``flip_test``) each padded input is also run mirrored and the
+    maps are un-mirrored (``unmirror_maps``) and averaged with the direct ones at the net's
+    resolution: twice the forwards, the same post-processing.
+
     Returns (heatmaps (19, h, w), pafs (38, h, w), (sy, sx)): float32 maps at the working
     resolution and its scale to the image (``to_image_coords`` maps poses back).
     """
     if scales is None:
         scales = params['inference_scales']
+    if flip is None:
+        flip = params['flip_test']
     scales = [float(s) for s in scales]
     if not scales or min(scales) <= 0:
         raise cli.UserError('scales must be positive numbers, got %s' % scales)
@@ -184,11 +191,20 @@ def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False):
     for scale in scales:
         rh, rw = fit_size(h, w, params['inference_img_size'] * scale)
         padded, _ = pad_to_multiple(resize(img, (rh, rw)), ap['pad_multiple'], ap['pad_value'])
-        pafs, heatmaps = forward(preprocess(padded, arch))
-        heatmaps = np.asarray(heatmaps, np.float32)
-        heatmaps = heatmaps.reshape((-1,) + heatmaps.shape[-2:])
-        pafs = np.asarray(pafs, np.float32)
-        pafs = pafs.reshape((-1,) + pafs.shape[-2:])
+        x = preprocess(padded, arch)
+        pafs, heatmaps = _net_maps(forward, x)
+        if flip:
+            # Mirroring the padded input (padding then on the left) keeps the output grid:
+            # its pixel j is the direct output's pixel mw - 1 - j when pixel j stands for
+            # input x = stride * (j + 0.5) - 0.5, the centre convention the cubic
+            # upsampling below assumes for every net.
+            if heatmaps.shape[2] * ap['stride'] != padded.shape[1]:
+                raise ValueError('flip averaging needs maps of width input / stride: %d px '
+                                 'input, %d px maps' % (padded.shape[1], heatmaps.shape[2]))
+            pafs_m, heat_m = _net_maps(forward, np.ascontiguousarray(x[..., ::-1]))
+            heat_m, pafs_m = unmirror_maps(heat_m, pafs_m)
+            heatmaps = (heatmaps + heat_m) * np.float32(0.5)
+            pafs = (pafs + pafs_m) * np.float32(0.5)
         if lazy:
             heat_acc.add(heatmaps, ap['stride'], (rh, rw), smooth=smooth)
             paf_acc.add(pafs, ap['stride'], (rh, rw))
@@ -201,6 +217,40 @@ def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False):
         heat_acc /= len(scales)
         paf_acc /= len(scales)
     return heat_acc, paf_acc, (h / wh, w / ww)
+
+
+def _net_maps(forward, x):
+    """``forward(x)`` as float32 (C, h, w) arrays (pafs, heatmaps)."""
+    pafs, heatmaps = forward(x)
+    heatmaps = np.asarray(heatmaps, np.float32)
+    pafs = np.asarray(pafs, np.float32)
+    return pafs.reshape((-1,) + pafs.shape[-2:]), heatmaps.reshape((-1,) + heatmaps.shape[-2:])
+
+
+def flip_permutations():
+    """(joint permutation (N_JOINTS,), limb permutation (L,)): the joint and the limb a
+    horizontal mirror turns each one into (``flip_joint_pairs``; a limb a -> b becomes the
+    limb mirror(a) -> mirror(b), which must exist)."""
+    joints = np.arange(N_JOINTS)
+    for a, b in params['flip_joint_pairs']:
+        joints[a], joints[b] = b, a
+    index = {(int(a), int(b)): i for i, (a, b) in enumerate(params['limbs_point'])}
+    limbs = np.array([index[(int(joints[a]), int(joints[b]))]
+                      for a, b in params['limbs_point']], np.intp)
+    return joints, limbs
+
+
+def unmirror_maps(heatmaps, pafs):
+    """Maps of a mirrored image -> maps of the image: mirror along x, swap left and right
+    heatmap channels (channels past the joints, the background, stay), and take each limb's
+    PAF from its mirror limb with the x component negated.  (C, h, w) arrays in, new arrays
+    out."""
+    joints, limbs = flip_permutations()
+    heat_perm = np.concatenate([joints, np.arange(N_JOINTS, heatmaps.shape[0])])
+    heat = heatmaps[heat_perm, :, ::-1]
+    paf = pafs.reshape(len(limbs), 2, *pafs.shape[1:])[limbs, :, :, ::-1]
+    paf[:, 0] *= -1  # fancy indexing made a copy
+    return np.ascontiguousarray(heat), np.ascontiguousarray(paf.reshape(pafs.shape))
 
 
 class LazyMaps(object):
@@ -521,6 +571,64 @@ def find_peaks(heatmaps, thresh=None):
     return peaks
 
 
+def suppress_close_peaks(peaks, radius):
+    """``find_peaks`` rows without the peaks that have a higher peak of the same joint within
+    ``radius`` pixels (``peak_nms_radius``; 0 keeps all): maps averaged over scales or flips
+    can have two maxima a pixel or two apart for one joint, and the per-limb matching may
+    then take one for one limb and the other for the next, breaking the person in two.
+    Order kept, peak ids renumbered."""
+    if not radius or len(peaks) < 2:
+        return peaks
+    keep = np.ones(len(peaks), bool)
+    c = peaks[:, 0].astype(np.intp)
+    for m in np.flatnonzero(np.bincount(c) > 1):  # a few joints, a few peaks each
+        idx = np.flatnonzero(c == m)
+        p = peaks[idx]
+        close = ((p[:, None, 1:3] - p[None, :, 1:3]) ** 2).sum(-1) <= radius ** 2
+        # j beats i: higher score, or the same score and first in row-major order
+        beats = (p[None, :, 3] > p[:, None, 3]) | ((p[None, :, 3] == p[:, None, 3])
+                                                    & (idx[None, :] < idx[:, None]))
+        keep[idx[(close & beats).any(axis=1)]] = False
+    out = peaks[keep]
+    out[:, 4] = np.arange(len(out))
+    return out
+
+
+def refine_peaks(heatmaps, peaks, method='quadratic'):
+    """Sub-pixel ``peaks`` (``find_peaks`` rows): each moves along x and along y to the
+    vertex of the parabola through it and its two neighbours (``parabola_offsets``); on the
+    map's border an axis stays on the pixel.  ``heatmaps``: the (C, H, W) maps the peaks were
+    found in, or their ``LazyMaps`` (5 values per peak are computed).  ``method``
+    (``peak_subpixel``): 'quadratic', or None for the peaks unchanged.  Returns a copy."""
+    peaks = np.array(peaks, np.float64, copy=True)
+    if not method or len(peaks) == 0:
+        return peaks
+    if method != 'quadratic':
+        raise ValueError('unknown peak_subpixel method %r' % (method,))
+    h, w = heatmaps.shape[1:]
+    c, x, y = (peaks[:, k].astype(np.intp) for k in range(3))
+    cs = np.broadcast_to(c, (5, len(c)))
+    xs = np.stack([x, np.maximum(x - 1, 0), np.minimum(x + 1, w - 1), x, x])
+    ys = np.stack([y, y, y, np.maximum(y - 1, 0), np.minimum(y + 1, h - 1)])
+    if isinstance(heatmaps, LazyMaps):
+        v = heatmaps.sample(cs, ys, xs)
+    else:
+        v = np.asarray(heatmaps)[cs, ys, xs]
+    peaks[:, 1] += np.where((x > 0) & (x < w - 1), parabola_offsets(v[1], v[0], v[2]), 0)
+    peaks[:, 2] += np.where((y > 0) & (y < h - 1), parabola_offsets(v[3], v[0], v[4]), 0)
+    return peaks
+
+
+def parabola_offsets(before, centre, after):
+    """Vertices of the parabolas through (-1, before), (0, centre), (1, after) (arrays),
+    within [-0.5, 0.5]; 0 where there is no curvature."""
+    before, centre, after = (np.asarray(v, np.float64) for v in (before, centre, after))
+    curvature = before - 2.0 * centre + after
+    ok = curvature < 0
+    off = 0.5 * (before - after) / np.where(ok, curvature, -1.0)
+    return np.where(ok, np.clip(off, -0.5, 0.5), 0.0)
+
+
 # ----------------------------------------------------------------------------- PAF grouping
 
 # Pairs per score_pairs pass: the lazy PAF samples of one pass are ~2 * n_integ_points * mh
@@ -614,20 +722,33 @@ def compute_connections(pafs, peaks, img_len):
     return [np.array(c, np.float64).reshape(-1, 3) for c in connections]
 
 
+# Columns of a person row (assemble_people) after its N_JOINTS peak ids.
+LIMB_SUM, N_LIMBS, TOTAL, N_FOUND = N_JOINTS, N_JOINTS + 1, N_JOINTS + 2, N_JOINTS + 3
+
+
 def assemble_people(connections, peaks):
     """Join the per-limb connections into people, limb by limb (the original's procedure).
 
-    Each person is a row of ``N_JOINTS`` peak ids (-1 = missing), the total score (joint
-    scores + connection scores) and the number of joints.  A connection touching one person
-    extends it (also from the limb's end joint when its start is missing, which the original
-    skips); touching two people merges them when they share no joint type (else each takes
-    the joint it lacks); touching nobody starts a new person, except for the redundant limbs.
-    People with fewer than ``n_subset_limbs_thresh`` joints or a mean score below
-    ``subset_score_thresh`` are dropped.  Returns (P, N_JOINTS + 2).
+    Each person is a row of ``N_JOINTS`` peak ids (-1 = missing), then the sum of its limbs'
+    PAF scores (``LIMB_SUM``), its number of limbs (``N_LIMBS``), the total score (joint
+    scores + connection scores, ``TOTAL``) and the number of joints (``N_FOUND``).  A
+    connection touching one person extends it (also from the limb's end joint when its start
+    is missing, which the original skips); touching two people merges them when they share
+    no joint type (else each takes the joint it lacks); touching nobody starts a new person,
+    except for the redundant limbs.  People with fewer than ``n_subset_limbs_thresh`` joints
+    or a mean score below ``subset_score_thresh`` are dropped.  Returns (P, N_JOINTS + 4).
     """
     redundant = set(params['redundant_limbs'])
     peak_score = peaks[:, 3]
-    people = []  # rows: N_JOINTS ids, score, count
+    people = []  # rows: N_JOINTS ids, limb score sum, limb count, score, joint count
+
+    def add(p, joint, peak, s):
+        p[joint] = peak
+        p[N_FOUND] += 1
+        p[TOTAL] += peak_score[peak] + s
+        p[LIMB_SUM] += s
+        p[N_LIMBS] += 1
+
     for limb, conns in enumerate(connections):
         ja, jb = params['limbs_point'][limb]
         for ida, idb, s in conns:
@@ -636,51 +757,97 @@ def assemble_people(connections, peaks):
             if len(owners) == 1:
                 p = owners[0]
                 if p[ja] == ida and p[jb] != idb:
-                    p[jb] = idb
-                    p[-1] += 1
-                    p[-2] += peak_score[idb] + s
+                    add(p, jb, idb, s)
                 elif p[jb] == idb and p[ja] == -1:
                     # Reached from its end: an eye found through the ear when the nose is
                     # missing (the original drops such a joint).
-                    p[ja] = ida
-                    p[-1] += 1
-                    p[-2] += peak_score[ida] + s
+                    add(p, ja, ida, s)
             elif len(owners) == 2:
                 p1, p2 = owners
                 overlap = (p1[:N_JOINTS] >= 0) & (p2[:N_JOINTS] >= 0)
                 if not overlap.any():
                     p1[:N_JOINTS] += p2[:N_JOINTS] + 1
-                    p1[-2:] += p2[-2:]
-                    p1[-2] += s
+                    p1[N_JOINTS:] += p2[N_JOINTS:]
+                    p1[TOTAL] += s
+                    p1[LIMB_SUM] += s
+                    p1[N_LIMBS] += 1
                     people = [p for p in people if p is not p2]
                 else:
                     for p in (p1, p2):
                         for j, i in ((ja, ida), (jb, idb)):
                             if p[j] == -1:
-                                p[j] = i
-                                p[-1] += 1
-                                p[-2] += peak_score[i] + s
+                                add(p, j, i, s)
                                 break
             elif not owners and limb not in redundant:
-                p = np.full(N_JOINTS + 2, -1.0)
+                p = np.full(N_JOINTS + 4, -1.0)
                 p[ja], p[jb] = ida, idb
-                p[-1] = 2
-                p[-2] = peak_score[ida] + peak_score[idb] + s
+                p[N_FOUND] = 2
+                p[TOTAL] = peak_score[ida] + peak_score[idb] + s
+                p[LIMB_SUM], p[N_LIMBS] = s, 1
                 people.append(p)
-    people = np.array(people).reshape(-1, N_JOINTS + 2)
-    keep = ((people[:, -1] >= params['n_subset_limbs_thresh'])
-            & (people[:, -2] / np.maximum(people[:, -1], 1) >= params['subset_score_thresh']))
+    people = np.array(people).reshape(-1, N_JOINTS + 4)
+    keep = ((people[:, N_FOUND] >= params['n_subset_limbs_thresh'])
+            & (people[:, TOTAL] / np.maximum(people[:, N_FOUND], 1)
+               >= params['subset_score_thresh']))
     return people[keep]
+
+
+def person_scores(people, peaks, mode=None):
+    """The score each person of ``assemble_people`` is ranked by (``person_score``):
+    'total', the original's sum of joint and limb scores (grows with the joints found); or
+    'coco17', the mean peak score over COCO's 17 keypoints (a missing one counts 0: COCO's
+    OKS counts a missed labelled keypoint as wrong) times the mean PAF score of its limbs."""
+    mode = params['person_score'] if mode is None else mode
+    if mode == 'total':
+        return people[:, TOTAL].copy()
+    if mode != 'coco17':
+        raise ValueError('unknown person_score %r' % (mode,))
+    ids = people[:, params['coco_joint_indices']].astype(np.intp)
+    kp = np.where(ids >= 0, peaks[ids, 3], 0.0).mean(axis=1)
+    return kp * people[:, LIMB_SUM] / np.maximum(people[:, N_LIMBS], 1)
+
+
+def oks_nms(poses, scores, thresh):
+    """Indices of the people to keep, best score first: a person is dropped when its
+    keypoints are, by COCO's object keypoint similarity over its own found joints (a joint
+    the better person lacks counts 0; scale: the better person's keypoint box), within
+    ``thresh`` (``oks_nms_thresh``; None keeps all) of a better-scored kept person's.  Such
+    duplicates come from the grouping when two peaks of one joint lie close together."""
+    order = np.argsort(-np.asarray(scores), kind='stable')
+    if thresh is None or len(order) < 2:
+        return order
+    sigmas = np.zeros(N_JOINTS)
+    sigmas[params['coco_joint_indices']] = params['coco_keypoint_sigmas']
+    sigmas[JointType.Neck] = params['neck_sigma']
+    var = (2 * sigmas) ** 2
+    present = poses[:, :, 2] > 0
+    keep = []
+    for i in order:
+        mine = present[i]
+        duplicate = False
+        for k in keep:
+            pts = poses[k, present[k], :2]
+            area = np.prod(pts.max(axis=0) - pts.min(axis=0)) + np.spacing(1)
+            d2 = ((poses[i, :, :2] - poses[k, :, :2]) ** 2).sum(-1)
+            sim = np.where(mine & present[k], np.exp(-d2 / (2 * area * var)), 0.0)
+            if sim[mine].mean() > thresh:
+                duplicate = True
+                break
+        if not duplicate:
+            keep.append(i)
+    return np.array(keep, np.intp)
 
 
 def group_people(heatmaps, pafs, img_len=None, smooth=True):
     """PAF grouping of a (>=18, H, W) heatmap stack and a (38, H, W) PAF stack from any net.
 
-    Heatmaps are Gaussian-smoothed (unless ``smooth`` is False), peaks found, limbs scored
-    and matched, people assembled.  ``img_len`` is the length the limb-length penalty is
-    relative to (default: the maps' width, as the original).
+    Heatmaps are Gaussian-smoothed (unless ``smooth`` is False), peaks found
+    (``joint_peaks``), then grouped into people (``group_peaks``).  ``img_len`` is the
+    length the limb-length penalty is relative to (default: the maps' width, as the
+    original).
 
-    Returns (poses (N, 18, 3): x, y, peak score per joint, missing joints 0,0,0; scores (N,)).
+    Returns (poses (N, 18, 3): x, y, peak score per joint, missing joints 0,0,0; scores (N,)),
+    people in the order the grouping found them.
     """
     if isinstance(heatmaps, LazyMaps):
         if smooth:
@@ -694,15 +861,31 @@ def group_people(heatmaps, pafs, img_len=None, smooth=True):
         pafs = np.asarray(pafs)
     if img_len is None:
         img_len = heatmaps.shape[2]
-    peaks = find_peaks(heatmaps)
+    return group_peaks(heatmaps, pafs, joint_peaks(heatmaps), img_len)
+
+
+def joint_peaks(heatmaps):
+    """The joint candidates of (N_JOINTS, H, W) smoothed heatmaps (array or ``LazyMaps``):
+    ``find_peaks`` without the close duplicates (``suppress_close_peaks``)."""
+    return suppress_close_peaks(find_peaks(heatmaps), params['peak_nms_radius'])
+
+
+def group_peaks(heatmaps, pafs, peaks, img_len):
+    """People from ``joint_peaks``: limbs scored and matched (``compute_connections``),
+    people assembled (``assemble_people``), their joints refined to sub-pixel in
+    ``heatmaps`` (``refine_peaks``), scored (``person_scores``) and their duplicates dropped
+    (``oks_nms``).  Returns (poses (N, 18, 3), scores (N,)) as ``group_people``."""
     if len(peaks) == 0:
         return np.zeros((0, N_JOINTS, 3)), np.zeros(0)
     people = assemble_people(compute_connections(pafs, peaks, img_len), peaks)
-    return people_to_poses(people, peaks), people[:, -2].copy()
+    poses = people_to_poses(people, refine_peaks(heatmaps, peaks, params['peak_subpixel']))
+    scores = person_scores(people, peaks)
+    keep = np.sort(oks_nms(poses, scores, params['oks_nms_thresh']))
+    return poses[keep], scores[keep]
 
 
 def people_to_poses(people, peaks):
-    """(P, N_JOINTS + 2) peak-id rows -> (P, N_JOINTS, 3) x, y, score (0, 0, 0 if missing)."""
+    """(P, >= N_JOINTS) peak-id rows -> (P, N_JOINTS, 3) x, y, score (0, 0, 0 if missing)."""
     ids = people[:, :N_JOINTS].astype(np.intp)
     poses = np.zeros((len(people), N_JOINTS, 3))
     present = ids >= 0
@@ -761,8 +944,8 @@ def crop_square(img, box, pad_value=0, max_factor=None):
 def best_peak_per_map(maps, thresh):
     """One keypoint per map of a (C, H, W) stack: its highest local maximum above ``thresh``
     (``find_peaks``; exact ties keep the first in row-major order), refined to sub-pixel by a
-    parabola through the peak and its two neighbours along each axis (exact for a peak
-    symmetric about a pixel or about the midpoint of two pixels).
+    parabola through the peak and its two neighbours along each axis (``refine_peaks``:
+    exact for a peak symmetric about a pixel or about the midpoint of two pixels).
 
     Returns (C, 3) float64 x, y, score; 0, 0, 0 where a map has nothing above ``thresh``.
     """
@@ -776,29 +959,9 @@ def best_peak_per_map(maps, thresh):
     ch = peaks[order, 0].astype(np.intp)
     first = np.ones(len(order), bool)
     first[1:] = ch[1:] != ch[:-1]
-    best = peaks[order[first]]
-    h, w = maps.shape[1:]
-    for c, x, y, score in best[:, :4]:
-        c, xi, yi = int(c), int(x), int(y)
-        m = maps[c]
-        out[c] = (xi + _parabola_offset(m[yi, xi - 1] if xi > 0 else None, m[yi, xi],
-                                        m[yi, xi + 1] if xi + 1 < w else None),
-                  yi + _parabola_offset(m[yi - 1, xi] if yi > 0 else None, m[yi, xi],
-                                        m[yi + 1, xi] if yi + 1 < h else None),
-                  score)
+    best = refine_peaks(maps, peaks[order[first]], 'quadratic')
+    out[best[:, 0].astype(np.intp)] = best[:, 1:4]
     return out
-
-
-def _parabola_offset(before, centre, after):
-    """Vertex of the parabola through (-1, before), (0, centre), (1, after), within
-    [-0.5, 0.5]; 0 at a map edge or without curvature."""
-    if before is None or after is None:
-        return 0.0
-    before, centre, after = float(before), float(centre), float(after)
-    curvature = before - 2.0 * centre + after
-    if curvature >= 0:
-        return 0.0
-    return float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5))
 
 
 # ----------------------------------------------------------------------------- drawing
