@@ -352,6 +352,31 @@ class LazyMaps(object):
             out /= len(self.parts)
         return out
 
+    def run_columns(self, c, y0, y1, thresh):
+        """For each run of rows ``y0[k]:y1[k]`` of channel ``c[k]``, the columns
+        ``x0[k]:x1[k]`` that can hold a value above ``thresh`` there, grown by one on both
+        sides (``x0 == x1``: none).  As ``bounds`` along x, from the maximum |value| of the
+        low-resolution rows under the run only (far fewer columns than those of all maps
+        together).  Returns (x0, x1) int arrays."""
+        c, y0, y1 = (np.asarray(v, np.intp) for v in (c, y0, y1))
+        total = 0.0
+        for (m, rh, rw), ((h0, wh), _) in zip(self.parts, self.bands):
+            mh = m.shape[1]
+            lo, hi = h0[y0], np.minimum(h0[y1 - 1] + wh.shape[1], mh)  # low-res rows used
+            flat = np.zeros((m.shape[0] * mh + 1, m.shape[2]), np.float32)  # + a row: reduceat
+            np.abs(m.reshape(-1, m.shape[2]), out=flat[:-1])
+            # max over each run's low-res rows: reduceat over (start, stop) pairs, the
+            # even results
+            peak = np.maximum.reduceat(flat, np.stack([c * mh + lo, c * mh + hi], 1).ravel(),
+                                       axis=0)[::2]
+            total = total + (peak @ np.abs(rw).T) * np.abs(rh).sum(axis=1).max()
+        above = total / len(self.parts) * (1 + 1e-4) + 1e-6 > thresh  # (runs, W)
+        w = above.shape[1]
+        some = above.any(axis=1)
+        x0 = np.where(some, np.maximum(above.argmax(axis=1) - 1, 0), 0)
+        x1 = np.where(some, np.minimum(w + 1 - above[:, ::-1].argmax(axis=1), w), 0)
+        return x0, x1
+
     def bounds(self):
         """``(rows (C, H), columns (C, W))``: upper bounds of the maximum |value| of every row
         and every column (one whose bound is at most a threshold has no value above it):
@@ -515,16 +540,10 @@ def find_peaks(heatmaps, thresh=None):
         n_maps = len(heatmaps)
         if n_maps == 0:
             return none
-        bounds, col_bounds = heatmaps.bounds()
-        # and only the columns some map may have above thresh (one range for all maps)
-        _, x0s, x1s = _runs(col_bounds.max(axis=0, keepdims=True), thresh)
-        if len(x0s) == 0:
-            return none
-        x0, x1 = x0s[0], x1s[-1]
+        bounds, _ = heatmaps.bounds()
     else:
         hm = np.asarray(heatmaps, np.float32)
         (n_maps, _, width), bounds = hm.shape, hm.max(axis=2)
-        x0, x1 = 0, width
     # Only the runs of rows holding values above thresh (plus a row on each side, so that it
     # is exact for any thresh) can have peaks.  They are stacked into one image, a row of
     # zeros (= the border) after each, so that each cv2 call runs once for all maps: per-map
@@ -533,12 +552,32 @@ def find_peaks(heatmaps, thresh=None):
     seg_c, seg_y0, seg_y1 = _runs(bounds, thresh)
     if len(seg_c) == 0:
         return none
-    ends = np.cumsum(seg_y1 - seg_y0 + 1)
-    chunk = (ends - 1) // max(1, PEAK_STACK_PIXELS // (x1 - x0))  # chunks of whole runs
+    if lazy:
+        # and of each run only the columns that can hold such values (plus one each side)
+        seg_x0, seg_x1 = heatmaps.run_columns(seg_c, seg_y0, seg_y1, thresh)
+        some = seg_x1 > seg_x0
+        if not some.any():
+            return none
+        seg_c, seg_y0, seg_y1, seg_x0, seg_x1 = (v[some] for v in (seg_c, seg_y0, seg_y1,
+                                                                    seg_x0, seg_x1))
+    else:
+        seg_x0, seg_x1 = np.zeros_like(seg_c), np.full_like(seg_c, width)
+    # One stack per class of run widths (within 4x), holding the columns of all its runs
+    # (one GEMM per scale: a GEMM per run costs ~3x more, OpenBLAS's threads waking for
+    # each), in chunks of whole runs of at most PEAK_STACK_PIXELS.
+    widths = seg_x1 - seg_x0
+    wclass = np.ceil(np.log2(widths) / 2).astype(np.intp)
+    chunk = np.empty(len(widths), np.intp)
+    for k in np.unique(wclass):
+        runs = np.flatnonzero(wclass == k)
+        ends = np.cumsum(seg_y1[runs] - seg_y0[runs] + 1)
+        union = int(seg_x1[runs].max() - seg_x0[runs].min())
+        chunk[runs] = k * len(widths) + (ends - 1) // max(1, PEAK_STACK_PIXELS // union)
     found = []
     for k in np.unique(chunk):
         runs = np.flatnonzero(chunk == k)
         c, y0, y1 = seg_c[runs], seg_y0[runs], seg_y1[runs]
+        x0, x1 = seg_x0[runs].min(), seg_x1[runs].max()
         starts = np.concatenate(([0], np.cumsum(y1 - y0 + 1)))
         if lazy:
             stack = heatmaps.stacked_rows(c, y0, y1, starts, starts[-1], x0, x1)
@@ -552,6 +591,9 @@ def find_peaks(heatmaps, thresh=None):
     c, x, y, score = (np.concatenate(v) for v in zip(*found))
     if len(c) == 0:
         return none
+    if len(found) > 1:  # back to map, then row-major order
+        order = np.lexsort((x, y, c))
+        c, x, y, score = c[order], x[order], y[order], score[order]
     counts = np.bincount(c, minlength=n_maps)
     if counts.max() > max_peaks:
         # Noisy maps (e.g. untrained weights) can hold thousands of maxima, and limb
@@ -579,17 +621,16 @@ def suppress_close_peaks(peaks, radius):
     Order kept, peak ids renumbered."""
     if not radius or len(peaks) < 2:
         return peaks
-    keep = np.ones(len(peaks), bool)
-    c = peaks[:, 0].astype(np.intp)
-    for m in np.flatnonzero(np.bincount(c) > 1):  # a few joints, a few peaks each
-        idx = np.flatnonzero(c == m)
-        p = peaks[idx]
-        close = ((p[:, None, 1:3] - p[None, :, 1:3]) ** 2).sum(-1) <= radius ** 2
-        # j beats i: higher score, or the same score and first in row-major order
-        beats = (p[None, :, 3] > p[:, None, 3]) | ((p[None, :, 3] == p[:, None, 3])
-                                                    & (idx[None, :] < idx[:, None]))
-        keep[idx[(close & beats).any(axis=1)]] = False
-    out = peaks[keep]
+    c, xy, score = peaks[:, 0], peaks[:, 1:3], peaks[:, 3]
+    n = len(peaks)
+    drop = np.zeros(n, bool)
+    for i0 in range(0, n, 256):  # all pairs, 256 rows at a time (noisy maps: ~2000 peaks)
+        i = np.arange(i0, min(i0 + 256, n))
+        close = (c[i, None] == c) & (((xy[i, None] - xy) ** 2).sum(-1) <= radius ** 2)
+        # j beats i: a higher score, or the same score and first in row-major order
+        beats = (score > score[i, None]) | ((score == score[i, None]) & (np.arange(n) < i[:, None]))
+        drop[i] = (close & beats).any(axis=1)
+    out = peaks[~drop]
     out[:, 4] = np.arange(len(out))
     return out
 
@@ -709,15 +750,17 @@ def compute_connections(pafs, peaks, img_len):
         keep = np.flatnonzero(valid)
         # by limb, then decreasing score; ties keep the a-major pair order (stable sort)
         keep = keep[np.lexsort((-score[keep], limb_of[keep]))]
-        used, full = set(), set()
-        for i in keep:  # greedy matching over candidate pairs (few), not pixels
-            limb, a, b = limb_of[i], pa[i], pb[i]
+        used, full, most = set(), set(), np.minimum(na, nb).tolist()
+        # greedy matching over candidate pairs, not pixels; on Python ints (NumPy scalars
+        # in sets and tuples cost several times more)
+        for limb, a, b, s in zip(limb_of[keep].tolist(), pa[keep].tolist(), pb[keep].tolist(),
+                                 score[keep].tolist()):
             if limb in full or (limb, 'a', a) in used or (limb, 'b', b) in used:
                 continue
             used.add((limb, 'a', a))
             used.add((limb, 'b', b))
-            connections[limb].append((a, b, score[i]))
-            if len(connections[limb]) >= min(na[limb], nb[limb]):
+            connections[limb].append((a, b, s))
+            if len(connections[limb]) >= most[limb]:
                 full.add(limb)
     return [np.array(c, np.float64).reshape(-1, 3) for c in connections]
 
@@ -819,21 +862,17 @@ def oks_nms(poses, scores, thresh):
     sigmas = np.zeros(N_JOINTS)
     sigmas[params['coco_joint_indices']] = params['coco_keypoint_sigmas']
     sigmas[JointType.Neck] = params['neck_sigma']
-    var = (2 * sigmas) ** 2
     present = poses[:, :, 2] > 0
+    span = np.where(present[..., None], poses[..., :2], np.nan)
+    area = np.prod(np.nanmax(span, axis=1) - np.nanmin(span, axis=1), axis=1) + np.spacing(1)
+    # sim[i, k]: OKS of person i's joints against person k (scale: k's keypoint box)
+    d2 = ((poses[:, None, :, :2] - poses[None, :, :, :2]) ** 2).sum(-1)  # (P, P, J)
+    e = np.exp(-d2 / (2 * area[None, :, None] * (2 * sigmas) ** 2))
+    sim = (np.where(present[:, None] & present[None], e, 0.0).sum(-1)
+           / np.maximum(present.sum(-1), 1)[:, None])
     keep = []
-    for i in order:
-        mine = present[i]
-        duplicate = False
-        for k in keep:
-            pts = poses[k, present[k], :2]
-            area = np.prod(pts.max(axis=0) - pts.min(axis=0)) + np.spacing(1)
-            d2 = ((poses[i, :, :2] - poses[k, :, :2]) ** 2).sum(-1)
-            sim = np.where(mine & present[k], np.exp(-d2 / (2 * area * var)), 0.0)
-            if sim[mine].mean() > thresh:
-                duplicate = True
-                break
-        if not duplicate:
+    for i in order:  # greedy, best first (few people)
+        if not keep or sim[i, keep].max() <= thresh:
             keep.append(i)
     return np.array(keep, np.intp)
 
