@@ -15,6 +15,7 @@ import cli
 import frame_loop
 import onnx_backend
 from entity import params
+from pose_detector import add_flip_argument
 
 
 def build_parser():
@@ -31,6 +32,7 @@ def build_parser():
                         help='GPU ID (negative value indicates CPU)')
     cli.add_precision_argument(parser)
     onnx_backend.add_backend_argument(parser)
+    add_flip_argument(parser)
     parser.add_argument('--scales', type=float, nargs='+', default=None, metavar='S',
                         help='inference scales (default: %s; the still-image default is %s)'
                         % (' '.join('%g' % s for s in params['demo_scales']),
@@ -78,7 +80,7 @@ def main(argv=None):
         from pose_detector import PoseDetector
         scales = args.scales if args.scales is not None else params['demo_scales']
         return pose_process(PoseDetector(args.arch, args.weights, device=args.gpu, scales=scales,
-                                         backend=args.backend), args.track, args.smooth)
+                                         backend=args.backend, flip=args.flip), args.track, args.smooth)
 
     return frame_loop.run_from_args(args, make_process, label='people',
                                     inputs=[('--weights', args.weights)])

@@ -69,6 +69,7 @@ def parse_args(argv=None):
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
     cli.add_precision_argument(p)
     onnx_backend.add_backend_argument(p)
+    pose_detector.add_flip_argument(p)
     return p.parse_args(argv)
 
 
@@ -143,7 +144,7 @@ def main(argv=None):
         ('--face-weights', args.face_weights), ('--hand-weights', args.hand_weights)])
     img = read_image(args.img)  # fail fast on a bad picture, before loading any net
     body = pose_detector.PoseDetector(args.pose_arch, args.pose_weights, device=args.gpu,
-                                      scales=args.scales, backend=args.backend)
+                                      scales=args.scales, backend=args.backend, flip=args.flip)
     face, no_face = part_detector(FaceDetector, 'facenet', args.face_weights, args.no_face,
                                   args.gpu, args.face_net_resolution, args.backend)
     hand, no_hand = part_detector(HandDetector, 'handnet', args.hand_weights, args.no_hands,

@@ -105,12 +105,16 @@ params = {
     'gaussian_sigma': 2.5,
     'ksize': 17,
     'n_integ_points': 10,
-    'n_integ_points_thresh': 8,
-    'heatmap_peak_thresh': 0.05,
+    # A limb needs n_integ_points_thresh of its samples projecting above inner_product_thresh
+    # on it; peaks lie above heatmap_peak_thresh.  Chosen by leave-one-image-out
+    # cross-validation over every annotated image (bench/bench_accuracy.py --cv; the
+    # original's 8 (then > 8), 0.05 and 0.05 missed weak joints and limbs).
+    'n_integ_points_thresh': 7,
+    'heatmap_peak_thresh': 0.02,
     # Peaks kept per part (the strongest): bounds grouping time and memory on noisy maps
     # (OpenPose keeps at most POSE_MAX_PEOPLE = 127 per part).
     'max_peaks_per_part': 127,
-    'inner_product_thresh': 0.05,
+    'inner_product_thresh': 0.0,
     'limb_length_ratio': 1.0,
     'length_penalty_value': 1,
     'n_subset_limbs_thresh': 3,
@@ -121,6 +125,28 @@ params = {
     # The net's input keeps the image's aspect ratio, but its longer side is capped at
     # this many times the shorter-side target (a 1x10000 strip must not become 368x3.7M).
     'inference_max_aspect': 4.0,
+
+    # --- accuracy: defaults measured with bench/bench_accuracy.py (README: COCO evaluation) ---
+    # Flip averaging at test time (--flip): each net input also runs mirrored, its maps are
+    # un-mirrored and averaged with the direct ones.  Twice the forwards.
+    'flip_test': False,
+    # Peaks of one joint closer than this (working-resolution pixels) to a higher one are
+    # dropped (pose_core.suppress_close_peaks); 0 keeps all.
+    'peak_nms_radius': 5,
+    # Sub-pixel keypoints: each peak moves to the vertex of the parabola through it and its
+    # two neighbours along x and along y ('quadratic'), or stays on the pixel (None).
+    'peak_subpixel': 'quadratic',
+    # The score each person is ranked by (pose_core.person_scores): 'total' (the original's
+    # sum of joint and limb scores), 'coco17' (mean peak score over COCO's 17 keypoints,
+    # missing ones 0, times the mean limb score).
+    'person_score': 'coco17',
+    # Duplicate people: a person whose keypoints match a better-scored person's with an OKS
+    # (over its own keypoints, COCO's sigmas) above this is dropped; None keeps all.
+    'oks_nms_thresh': 0.5,
+    # COCO's per-keypoint OKS sigmas (COCO order), the Neck taking the shoulders'.
+    'coco_keypoint_sigmas': [.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062,
+                             .107, .107, .087, .087, .089, .089],
+    'neck_sigma': .079,
 
     # The 19 limbs in PAF-channel order: limb i uses PAF channels 2i (x) and 2i+1 (y),
     # pointing from the first joint to the second.

@@ -22,6 +22,7 @@ import numpy as np
 import cli
 import onnx_backend
 from entity import params
+from pose_detector import add_flip_argument
 
 PERSON_CATEGORY = 1
 
@@ -45,9 +46,23 @@ def poses_to_coco(poses, scores, image_id):
 
 
 def person_score(poses, scores):
-    """The ranking score COCOeval sees: the grouping's total score (joint + limb scores), as
-    the original pipeline returns it."""
+    """The ranking score COCOeval sees: the grouping's person score (``person_score``,
+    pose_core.person_scores: by default the mean peak score over COCO's 17 keypoints, missing
+    ones 0, times the mean limb score)."""
     return scores
+
+
+def settings_line(detector):
+    """One line naming the accuracy settings the table is for (``entity.params``)."""
+    radius = params['peak_nms_radius']
+    return ('settings: %s, scales %s, flip %s; peaks > %g, %s sub-pixel, merged within %s; '
+            'limbs: %d of %d samples > %g; person score %s; OKS NMS %s'
+            % (detector.arch, ' '.join('%g' % s for s in detector.scales),
+               'on' if detector.flip else 'off', params['heatmap_peak_thresh'],
+               params['peak_subpixel'] or 'no', '%g px' % radius if radius else 'no radius',
+               params['n_integ_points_thresh'], params['n_integ_points'],
+               params['inner_product_thresh'], params['person_score'],
+               params['oks_nms_thresh'] if params['oks_nms_thresh'] is not None else 'off'))
 
 
 def load_coco(ann_file):
@@ -122,8 +137,9 @@ def coco_eval(coco, results, image_ids, verbose=True):
 
 
 def evaluate(ann_file, img_dir, arch=None, weights=None, scales=None, out=None, device=-1,
-             detector=None, image_ids=None, verbose=True, backend='chainer'):
-    """Detect people in every image of ``ann_file`` and score them with COCOeval.
+             detector=None, image_ids=None, verbose=True, backend='chainer', flip=None):
+    """Detect people in every image of ``ann_file`` and score them with COCOeval (``flip``:
+    see PoseDetector).
 
     Returns COCOeval's ten keypoint statistics (stats[0] = AP at OKS .50:.95).
     """
@@ -139,12 +155,15 @@ def evaluate(ann_file, img_dir, arch=None, weights=None, scales=None, out=None, 
                             % ann_file)
     if detector is None:
         from pose_detector import PoseDetector
-        detector = PoseDetector(arch, weights, device=device, scales=scales, backend=backend)
+        detector = PoseDetector(arch, weights, device=device, scales=scales, backend=backend,
+                                flip=flip)
     results, ids = detect_all(coco, img_dir, detector, image_ids, progress=verbose)
     if out:
         with cli.atomic_output(out) as tmp:
             with open(tmp, 'w') as f:
                 json.dump(results, f)
+    if verbose and hasattr(detector, 'scales'):
+        print(settings_line(detector))
     return coco_eval(coco, results, ids, verbose=verbose)
 
 
@@ -162,9 +181,10 @@ def main(argv=None):
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
     cli.add_precision_argument(p)
     onnx_backend.add_backend_argument(p)
+    add_flip_argument(p)
     args = p.parse_args(argv)
     stats = evaluate(args.ann, args.img_dir, args.arch, args.weights, args.scales, args.out,
-                     args.gpu, backend=args.backend)
+                     args.gpu, backend=args.backend, flip=args.flip)
     print('keypoint AP %.3f' % stats[0])
     if args.out:
         print('results written to %s' % args.out)

@@ -6,9 +6,10 @@ Every script that looks at people (pose, face, hand, demo, camera) builds on the
 * ``compute_maps(img, forward, arch, scales)``: multi-scale evaluation of a body net,
   returning heatmaps and PAFs averaged over the scales at a bounded working resolution
   (dense arrays, or ``LazyMaps`` that compute only what the grouping reads).
-* ``find_peaks``, ``compute_connections``, ``assemble_people`` and ``group_people`` (all three
-  in one call): the Part Affinity Field grouping of Cao et al. (CVPR'17) as plain NumPy functions of
-  (heatmaps, PAFs), usable with maps from any network.
+* ``find_peaks``, ``compute_connections``, ``assemble_people`` and ``group_people`` (all of
+  them in one call, with the accuracy steps: close peaks merged, sub-pixel joints, person
+  scores for COCO's ranking, duplicates dropped): the Part Affinity Field grouping of Cao et al.
+  (CVPR'17) as plain NumPy functions of (heatmaps, PAFs), usable with maps from any network.
 * ``draw_person_pose(img, poses)``: skeletons colour-coded like OpenPose.
 
 All numbers come from ``entity.params``.
@@ -209,7 +210,7 @@ def work_size(h, w, scales):
     return max(1, int(round(h * f))), max(1, int(round(w * f)))
 
 
-def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False):
+def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False, flip=None):
     """Evaluate a body net on ``img`` at several scales; average the upsampled maps.
 
     ``forward(x)`` takes the preprocessed float32 1x3xHxW input and returns
@@ -228,11 +229,17 @@ def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False):
     in the rows that can hold peaks and samples the PAFs only where limbs are scored (same
     values, much less work).
 
+    With ``flip`` (default ``flip_test``) each padded input is also run mirrored and the
+    maps are un-mirrored (``unmirror_maps``) and averaged with the direct ones at the net's
+    resolution: twice the forwards, the same post-processing.
+
     Returns (heatmaps (19, h, w), pafs (38, h, w), (sy, sx)): float32 maps at the working
     resolution and its scale to the image (``to_image_coords`` maps poses back).
     """
     if scales is None:
         scales = params['inference_scales']
+    if flip is None:
+        flip = params['flip_test']
     scales = [float(s) for s in scales]
     if not scales or min(scales) <= 0:
         raise cli.UserError('scales must be positive numbers, got %s' % scales)
@@ -243,11 +250,20 @@ def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False):
     for scale in scales:
         rh, rw = fit_size(h, w, params['inference_img_size'] * scale)
         padded, _ = pad_to_multiple(resize(img, (rh, rw)), ap['pad_multiple'], ap['pad_value'])
-        pafs, heatmaps = forward(preprocess(padded, arch))
-        heatmaps = np.asarray(heatmaps, np.float32)
-        heatmaps = heatmaps.reshape((-1,) + heatmaps.shape[-2:])
-        pafs = np.asarray(pafs, np.float32)
-        pafs = pafs.reshape((-1,) + pafs.shape[-2:])
+        x = preprocess(padded, arch)
+        pafs, heatmaps = _net_maps(forward, x)
+        if flip:
+            # Mirroring the padded input (padding then on the left) keeps the output grid:
+            # its pixel j is the direct output's pixel mw - 1 - j when pixel j stands for
+            # input x = stride * (j + 0.5) - 0.5, the centre convention the cubic
+            # upsampling below assumes for every net.
+            if heatmaps.shape[2] * ap['stride'] != padded.shape[1]:
+                raise ValueError('flip averaging needs maps of width input / stride: %d px '
+                                 'input, %d px maps' % (padded.shape[1], heatmaps.shape[2]))
+            pafs_m, heat_m = _net_maps(forward, np.ascontiguousarray(x[..., ::-1]))
+            heat_m, pafs_m = unmirror_maps(heat_m, pafs_m)
+            heatmaps = (heatmaps + heat_m) * np.float32(0.5)
+            pafs = (pafs + pafs_m) * np.float32(0.5)
         if lazy:
             heat_acc.add(heatmaps, ap['stride'], (rh, rw), smooth=smooth)
             paf_acc.add(pafs, ap['stride'], (rh, rw))
@@ -260,6 +276,40 @@ def compute_maps(img, forward, arch, scales=None, smooth=True, lazy=False):
         heat_acc /= len(scales)
         paf_acc /= len(scales)
     return heat_acc, paf_acc, (h / wh, w / ww)
+
+
+def _net_maps(forward, x):
+    """``forward(x)`` as float32 (C, h, w) arrays (pafs, heatmaps)."""
+    pafs, heatmaps = forward(x)
+    heatmaps = np.asarray(heatmaps, np.float32)
+    pafs = np.asarray(pafs, np.float32)
+    return pafs.reshape((-1,) + pafs.shape[-2:]), heatmaps.reshape((-1,) + heatmaps.shape[-2:])
+
+
+def flip_permutations():
+    """(joint permutation (N_JOINTS,), limb permutation (L,)): the joint and the limb a
+    horizontal mirror turns each one into (``flip_joint_pairs``; a limb a -> b becomes the
+    limb mirror(a) -> mirror(b), which must exist)."""
+    joints = np.arange(N_JOINTS)
+    for a, b in params['flip_joint_pairs']:
+        joints[a], joints[b] = b, a
+    index = {(int(a), int(b)): i for i, (a, b) in enumerate(params['limbs_point'])}
+    limbs = np.array([index[(int(joints[a]), int(joints[b]))]
+                      for a, b in params['limbs_point']], np.intp)
+    return joints, limbs
+
+
+def unmirror_maps(heatmaps, pafs):
+    """Maps of a mirrored image -> maps of the image: mirror along x, swap left and right
+    heatmap channels (channels past the joints, the background, stay), and take each limb's
+    PAF from its mirror limb with the x component negated.  (C, h, w) arrays in, new arrays
+    out."""
+    joints, limbs = flip_permutations()
+    heat_perm = np.concatenate([joints, np.arange(N_JOINTS, heatmaps.shape[0])])
+    heat = heatmaps[heat_perm, :, ::-1]
+    paf = pafs.reshape(len(limbs), 2, *pafs.shape[1:])[limbs, :, :, ::-1]
+    paf[:, 0] *= -1  # fancy indexing made a copy
+    return np.ascontiguousarray(heat), np.ascontiguousarray(paf.reshape(pafs.shape))
 
 
 class LazyMaps(object):
@@ -360,6 +410,31 @@ class LazyMaps(object):
         if len(self.parts) > 1:
             out /= len(self.parts)
         return out
+
+    def run_columns(self, c, y0, y1, thresh):
+        """For each run of rows ``y0[k]:y1[k]`` of channel ``c[k]``, the columns
+        ``x0[k]:x1[k]`` that can hold a value above ``thresh`` there, grown by one on both
+        sides (``x0 == x1``: none).  As ``bounds`` along x, from the maximum |value| of the
+        low-resolution rows under the run only (far fewer columns than those of all maps
+        together).  Returns (x0, x1) int arrays."""
+        c, y0, y1 = (np.asarray(v, np.intp) for v in (c, y0, y1))
+        total = 0.0
+        for (m, rh, rw), ((h0, wh), _) in zip(self.parts, self.bands):
+            mh = m.shape[1]
+            lo, hi = h0[y0], np.minimum(h0[y1 - 1] + wh.shape[1], mh)  # low-res rows used
+            flat = np.zeros((m.shape[0] * mh + 1, m.shape[2]), np.float32)  # + a row: reduceat
+            np.abs(m.reshape(-1, m.shape[2]), out=flat[:-1])
+            # max over each run's low-res rows: reduceat over (start, stop) pairs, the
+            # even results
+            peak = np.maximum.reduceat(flat, np.stack([c * mh + lo, c * mh + hi], 1).ravel(),
+                                       axis=0)[::2]
+            total = total + (peak @ np.abs(rw).T) * np.abs(rh).sum(axis=1).max()
+        above = total / len(self.parts) * (1 + 1e-4) + 1e-6 > thresh  # (runs, W)
+        w = above.shape[1]
+        some = above.any(axis=1)
+        x0 = np.where(some, np.maximum(above.argmax(axis=1) - 1, 0), 0)
+        x1 = np.where(some, np.minimum(w + 1 - above[:, ::-1].argmax(axis=1), w), 0)
+        return x0, x1
 
     def bounds(self):
         """``(rows (C, H), columns (C, W))``: upper bounds of the maximum |value| of every row
@@ -524,16 +599,10 @@ def find_peaks(heatmaps, thresh=None):
         n_maps = len(heatmaps)
         if n_maps == 0:
             return none
-        bounds, col_bounds = heatmaps.bounds()
-        # and only the columns some map may have above thresh (one range for all maps)
-        _, x0s, x1s = _runs(col_bounds.max(axis=0, keepdims=True), thresh)
-        if len(x0s) == 0:
-            return none
-        x0, x1 = x0s[0], x1s[-1]
+        bounds, _ = heatmaps.bounds()
     else:
         hm = np.asarray(heatmaps, np.float32)
         (n_maps, _, width), bounds = hm.shape, hm.max(axis=2)
-        x0, x1 = 0, width
     # Only the runs of rows holding values above thresh (plus a row on each side, so that it
     # is exact for any thresh) can have peaks.  They are stacked into one image, a row of
     # zeros (= the border) after each, so that each cv2 call runs once for all maps: per-map
@@ -542,12 +611,32 @@ def find_peaks(heatmaps, thresh=None):
     seg_c, seg_y0, seg_y1 = _runs(bounds, thresh)
     if len(seg_c) == 0:
         return none
-    ends = np.cumsum(seg_y1 - seg_y0 + 1)
-    chunk = (ends - 1) // max(1, PEAK_STACK_PIXELS // (x1 - x0))  # chunks of whole runs
+    if lazy:
+        # and of each run only the columns that can hold such values (plus one each side)
+        seg_x0, seg_x1 = heatmaps.run_columns(seg_c, seg_y0, seg_y1, thresh)
+        some = seg_x1 > seg_x0
+        if not some.any():
+            return none
+        seg_c, seg_y0, seg_y1, seg_x0, seg_x1 = (v[some] for v in (seg_c, seg_y0, seg_y1,
+                                                                    seg_x0, seg_x1))
+    else:
+        seg_x0, seg_x1 = np.zeros_like(seg_c), np.full_like(seg_c, width)
+    # One stack per class of run widths (within 4x), holding the columns of all its runs
+    # (one GEMM per scale: a GEMM per run costs ~3x more, OpenBLAS's threads waking for
+    # each), in chunks of whole runs of at most PEAK_STACK_PIXELS.
+    widths = seg_x1 - seg_x0
+    wclass = np.ceil(np.log2(widths) / 2).astype(np.intp)
+    chunk = np.empty(len(widths), np.intp)
+    for k in np.unique(wclass):
+        runs = np.flatnonzero(wclass == k)
+        ends = np.cumsum(seg_y1[runs] - seg_y0[runs] + 1)
+        union = int(seg_x1[runs].max() - seg_x0[runs].min())
+        chunk[runs] = k * len(widths) + (ends - 1) // max(1, PEAK_STACK_PIXELS // union)
     found = []
     for k in np.unique(chunk):
         runs = np.flatnonzero(chunk == k)
         c, y0, y1 = seg_c[runs], seg_y0[runs], seg_y1[runs]
+        x0, x1 = seg_x0[runs].min(), seg_x1[runs].max()
         starts = np.concatenate(([0], np.cumsum(y1 - y0 + 1)))
         if lazy:
             stack = heatmaps.stacked_rows(c, y0, y1, starts, starts[-1], x0, x1)
@@ -561,6 +650,9 @@ def find_peaks(heatmaps, thresh=None):
     c, x, y, score = (np.concatenate(v) for v in zip(*found))
     if len(c) == 0:
         return none
+    if len(found) > 1:  # back to map, then row-major order
+        order = np.lexsort((x, y, c))
+        c, x, y, score = c[order], x[order], y[order], score[order]
     counts = np.bincount(c, minlength=n_maps)
     if counts.max() > max_peaks:
         # Noisy maps (e.g. untrained weights) can hold thousands of maxima, and limb
@@ -578,6 +670,63 @@ def find_peaks(heatmaps, thresh=None):
     peaks[:, 3] = score
     peaks[:, 4] = np.arange(len(c))
     return peaks
+
+
+def suppress_close_peaks(peaks, radius):
+    """``find_peaks`` rows without the peaks that have a higher peak of the same joint within
+    ``radius`` pixels (``peak_nms_radius``; 0 keeps all): maps averaged over scales or flips
+    can have two maxima a pixel or two apart for one joint, and the per-limb matching may
+    then take one for one limb and the other for the next, breaking the person in two.
+    Order kept, peak ids renumbered."""
+    if not radius or len(peaks) < 2:
+        return peaks
+    c, xy, score = peaks[:, 0], peaks[:, 1:3], peaks[:, 3]
+    n = len(peaks)
+    drop = np.zeros(n, bool)
+    for i0 in range(0, n, 256):  # all pairs, 256 rows at a time (noisy maps: ~2000 peaks)
+        i = np.arange(i0, min(i0 + 256, n))
+        close = (c[i, None] == c) & (((xy[i, None] - xy) ** 2).sum(-1) <= radius ** 2)
+        # j beats i: a higher score, or the same score and first in row-major order
+        beats = (score > score[i, None]) | ((score == score[i, None]) & (np.arange(n) < i[:, None]))
+        drop[i] = (close & beats).any(axis=1)
+    out = peaks[~drop]
+    out[:, 4] = np.arange(len(out))
+    return out
+
+
+def refine_peaks(heatmaps, peaks, method='quadratic'):
+    """Sub-pixel ``peaks`` (``find_peaks`` rows): each moves along x and along y to the
+    vertex of the parabola through it and its two neighbours (``parabola_offsets``); on the
+    map's border an axis stays on the pixel.  ``heatmaps``: the (C, H, W) maps the peaks were
+    found in, or their ``LazyMaps`` (5 values per peak are computed).  ``method``
+    (``peak_subpixel``): 'quadratic', or None for the peaks unchanged.  Returns a copy."""
+    peaks = np.array(peaks, np.float64, copy=True)
+    if not method or len(peaks) == 0:
+        return peaks
+    if method != 'quadratic':
+        raise ValueError('unknown peak_subpixel method %r' % (method,))
+    h, w = heatmaps.shape[1:]
+    c, x, y = (peaks[:, k].astype(np.intp) for k in range(3))
+    cs = np.broadcast_to(c, (5, len(c)))
+    xs = np.stack([x, np.maximum(x - 1, 0), np.minimum(x + 1, w - 1), x, x])
+    ys = np.stack([y, y, y, np.maximum(y - 1, 0), np.minimum(y + 1, h - 1)])
+    if isinstance(heatmaps, LazyMaps):
+        v = heatmaps.sample(cs, ys, xs)
+    else:
+        v = np.asarray(heatmaps)[cs, ys, xs]
+    peaks[:, 1] += np.where((x > 0) & (x < w - 1), parabola_offsets(v[1], v[0], v[2]), 0)
+    peaks[:, 2] += np.where((y > 0) & (y < h - 1), parabola_offsets(v[3], v[0], v[4]), 0)
+    return peaks
+
+
+def parabola_offsets(before, centre, after):
+    """Vertices of the parabolas through (-1, before), (0, centre), (1, after) (arrays),
+    within [-0.5, 0.5]; 0 where there is no curvature."""
+    before, centre, after = (np.asarray(v, np.float64) for v in (before, centre, after))
+    curvature = before - 2.0 * centre + after
+    ok = curvature < 0
+    off = 0.5 * (before - after) / np.where(ok, curvature, -1.0)
+    return np.where(ok, np.clip(off, -0.5, 0.5), 0.0)
 
 
 # ----------------------------------------------------------------------------- PAF grouping
@@ -660,33 +809,48 @@ def compute_connections(pafs, peaks, img_len):
         keep = np.flatnonzero(valid)
         # by limb, then decreasing score; ties keep the a-major pair order (stable sort)
         keep = keep[np.lexsort((-score[keep], limb_of[keep]))]
-        used, full = set(), set()
-        for i in keep:  # greedy matching over candidate pairs (few), not pixels
-            limb, a, b = limb_of[i], pa[i], pb[i]
+        used, full, most = set(), set(), np.minimum(na, nb).tolist()
+        # greedy matching over candidate pairs, not pixels; on Python ints (NumPy scalars
+        # in sets and tuples cost several times more)
+        for limb, a, b, s in zip(limb_of[keep].tolist(), pa[keep].tolist(), pb[keep].tolist(),
+                                 score[keep].tolist()):
             if limb in full or (limb, 'a', a) in used or (limb, 'b', b) in used:
                 continue
             used.add((limb, 'a', a))
             used.add((limb, 'b', b))
-            connections[limb].append((a, b, score[i]))
-            if len(connections[limb]) >= min(na[limb], nb[limb]):
+            connections[limb].append((a, b, s))
+            if len(connections[limb]) >= most[limb]:
                 full.add(limb)
     return [np.array(c, np.float64).reshape(-1, 3) for c in connections]
+
+
+# Columns of a person row (assemble_people) after its N_JOINTS peak ids.
+LIMB_SUM, N_LIMBS, TOTAL, N_FOUND = N_JOINTS, N_JOINTS + 1, N_JOINTS + 2, N_JOINTS + 3
 
 
 def assemble_people(connections, peaks):
     """Join the per-limb connections into people, limb by limb (the original's procedure).
 
-    Each person is a row of ``N_JOINTS`` peak ids (-1 = missing), the total score (joint
-    scores + connection scores) and the number of joints.  A connection touching one person
-    extends it (also from the limb's end joint when its start is missing, which the original
-    skips); touching two people merges them when they share no joint type (else each takes
-    the joint it lacks); touching nobody starts a new person, except for the redundant limbs.
-    People with fewer than ``n_subset_limbs_thresh`` joints or a mean score below
-    ``subset_score_thresh`` are dropped.  Returns (P, N_JOINTS + 2).
+    Each person is a row of ``N_JOINTS`` peak ids (-1 = missing), then the sum of its limbs'
+    PAF scores (``LIMB_SUM``), its number of limbs (``N_LIMBS``), the total score (joint
+    scores + connection scores, ``TOTAL``) and the number of joints (``N_FOUND``).  A
+    connection touching one person extends it (also from the limb's end joint when its start
+    is missing, which the original skips); touching two people merges them when they share
+    no joint type (else each takes the joint it lacks); touching nobody starts a new person,
+    except for the redundant limbs.  People with fewer than ``n_subset_limbs_thresh`` joints
+    or a mean score below ``subset_score_thresh`` are dropped.  Returns (P, N_JOINTS + 4).
     """
     redundant = set(params['redundant_limbs'])
     peak_score = peaks[:, 3]
-    people = []  # rows: N_JOINTS ids, score, count
+    people = []  # rows: N_JOINTS ids, limb score sum, limb count, score, joint count
+
+    def add(p, joint, peak, s):
+        p[joint] = peak
+        p[N_FOUND] += 1
+        p[TOTAL] += peak_score[peak] + s
+        p[LIMB_SUM] += s
+        p[N_LIMBS] += 1
+
     for limb, conns in enumerate(connections):
         ja, jb = params['limbs_point'][limb]
         for ida, idb, s in conns:
@@ -695,51 +859,93 @@ def assemble_people(connections, peaks):
             if len(owners) == 1:
                 p = owners[0]
                 if p[ja] == ida and p[jb] != idb:
-                    p[jb] = idb
-                    p[-1] += 1
-                    p[-2] += peak_score[idb] + s
+                    add(p, jb, idb, s)
                 elif p[jb] == idb and p[ja] == -1:
                     # Reached from its end: an eye found through the ear when the nose is
                     # missing (the original drops such a joint).
-                    p[ja] = ida
-                    p[-1] += 1
-                    p[-2] += peak_score[ida] + s
+                    add(p, ja, ida, s)
             elif len(owners) == 2:
                 p1, p2 = owners
                 overlap = (p1[:N_JOINTS] >= 0) & (p2[:N_JOINTS] >= 0)
                 if not overlap.any():
                     p1[:N_JOINTS] += p2[:N_JOINTS] + 1
-                    p1[-2:] += p2[-2:]
-                    p1[-2] += s
+                    p1[N_JOINTS:] += p2[N_JOINTS:]
+                    p1[TOTAL] += s
+                    p1[LIMB_SUM] += s
+                    p1[N_LIMBS] += 1
                     people = [p for p in people if p is not p2]
                 else:
                     for p in (p1, p2):
                         for j, i in ((ja, ida), (jb, idb)):
                             if p[j] == -1:
-                                p[j] = i
-                                p[-1] += 1
-                                p[-2] += peak_score[i] + s
+                                add(p, j, i, s)
                                 break
             elif not owners and limb not in redundant:
-                p = np.full(N_JOINTS + 2, -1.0)
+                p = np.full(N_JOINTS + 4, -1.0)
                 p[ja], p[jb] = ida, idb
-                p[-1] = 2
-                p[-2] = peak_score[ida] + peak_score[idb] + s
+                p[N_FOUND] = 2
+                p[TOTAL] = peak_score[ida] + peak_score[idb] + s
+                p[LIMB_SUM], p[N_LIMBS] = s, 1
                 people.append(p)
-    people = np.array(people).reshape(-1, N_JOINTS + 2)
-    keep = ((people[:, -1] >= params['n_subset_limbs_thresh'])
-            & (people[:, -2] / np.maximum(people[:, -1], 1) >= params['subset_score_thresh']))
+    people = np.array(people).reshape(-1, N_JOINTS + 4)
+    keep = ((people[:, N_FOUND] >= params['n_subset_limbs_thresh'])
+            & (people[:, TOTAL] / np.maximum(people[:, N_FOUND], 1)
+               >= params['subset_score_thresh']))
     return people[keep]
+
+
+def person_scores(people, peaks, mode=None):
+    """The score each person of ``assemble_people`` is ranked by (``person_score``):
+    'total', the original's sum of joint and limb scores (grows with the joints found); or
+    'coco17', the mean peak score over COCO's 17 keypoints (a missing one counts 0: COCO's
+    OKS counts a missed labelled keypoint as wrong) times the mean PAF score of its limbs."""
+    mode = params['person_score'] if mode is None else mode
+    if mode == 'total':
+        return people[:, TOTAL].copy()
+    if mode != 'coco17':
+        raise ValueError('unknown person_score %r' % (mode,))
+    ids = people[:, params['coco_joint_indices']].astype(np.intp)
+    kp = np.where(ids >= 0, peaks[ids, 3], 0.0).mean(axis=1)
+    return kp * people[:, LIMB_SUM] / np.maximum(people[:, N_LIMBS], 1)
+
+
+def oks_nms(poses, scores, thresh):
+    """Indices of the people to keep, best score first: a person is dropped when its
+    keypoints are, by COCO's object keypoint similarity over its own found joints (a joint
+    the better person lacks counts 0; scale: the better person's keypoint box), within
+    ``thresh`` (``oks_nms_thresh``; None keeps all) of a better-scored kept person's.  Such
+    duplicates come from the grouping when two peaks of one joint lie close together."""
+    order = np.argsort(-np.asarray(scores), kind='stable')
+    if thresh is None or len(order) < 2:
+        return order
+    sigmas = np.zeros(N_JOINTS)
+    sigmas[params['coco_joint_indices']] = params['coco_keypoint_sigmas']
+    sigmas[JointType.Neck] = params['neck_sigma']
+    present = poses[:, :, 2] > 0
+    span = np.where(present[..., None], poses[..., :2], np.nan)
+    area = np.prod(np.nanmax(span, axis=1) - np.nanmin(span, axis=1), axis=1) + np.spacing(1)
+    # sim[i, k]: OKS of person i's joints against person k (scale: k's keypoint box)
+    d2 = ((poses[:, None, :, :2] - poses[None, :, :, :2]) ** 2).sum(-1)  # (P, P, J)
+    e = np.exp(-d2 / (2 * area[None, :, None] * (2 * sigmas) ** 2))
+    sim = (np.where(present[:, None] & present[None], e, 0.0).sum(-1)
+           / np.maximum(present.sum(-1), 1)[:, None])
+    keep = []
+    for i in order:  # greedy, best first (few people)
+        if not keep or sim[i, keep].max() <= thresh:
+            keep.append(i)
+    return np.array(keep, np.intp)
 
 
 def group_people(heatmaps, pafs, img_len=None, smooth=True):
     """PAF grouping of a (>=18, H, W) heatmap stack and a (38, H, W) PAF stack from any net.
 
-    Heatmaps are Gaussian-smoothed (unless ``smooth`` is False), peaks found, limbs scored
-    and matched, people assembled.  ``img_len`` is the length the limb-length penalty is
-    relative to (default: the maps' width, as the original).
+    Heatmaps are Gaussian-smoothed (unless ``smooth`` is False), peaks found
+    (``joint_peaks``), then grouped into people (``group_peaks``).  ``img_len`` is the
+    length the limb-length penalty is relative to (default: the maps' width, as the
+    original).
 
-    Returns (poses (N, 18, 3): x, y, peak score per joint, missing joints 0,0,0; scores (N,)).
+    Returns (poses (N, 18, 3): x, y, peak score per joint, missing joints 0,0,0; scores (N,)),
+    people in the order the grouping found them.
     """
     if isinstance(heatmaps, LazyMaps):
         if smooth:
@@ -753,15 +959,31 @@ def group_people(heatmaps, pafs, img_len=None, smooth=True):
         pafs = np.asarray(pafs)
     if img_len is None:
         img_len = heatmaps.shape[2]
-    peaks = find_peaks(heatmaps)
+    return group_peaks(heatmaps, pafs, joint_peaks(heatmaps), img_len)
+
+
+def joint_peaks(heatmaps):
+    """The joint candidates of (N_JOINTS, H, W) smoothed heatmaps (array or ``LazyMaps``):
+    ``find_peaks`` without the close duplicates (``suppress_close_peaks``)."""
+    return suppress_close_peaks(find_peaks(heatmaps), params['peak_nms_radius'])
+
+
+def group_peaks(heatmaps, pafs, peaks, img_len):
+    """People from ``joint_peaks``: limbs scored and matched (``compute_connections``),
+    people assembled (``assemble_people``), their joints refined to sub-pixel in
+    ``heatmaps`` (``refine_peaks``), scored (``person_scores``) and their duplicates dropped
+    (``oks_nms``).  Returns (poses (N, 18, 3), scores (N,)) as ``group_people``."""
     if len(peaks) == 0:
         return np.zeros((0, N_JOINTS, 3)), np.zeros(0)
     people = assemble_people(compute_connections(pafs, peaks, img_len), peaks)
-    return people_to_poses(people, peaks), people[:, -2].copy()
+    poses = people_to_poses(people, refine_peaks(heatmaps, peaks, params['peak_subpixel']))
+    scores = person_scores(people, peaks)
+    keep = np.sort(oks_nms(poses, scores, params['oks_nms_thresh']))
+    return poses[keep], scores[keep]
 
 
 def people_to_poses(people, peaks):
-    """(P, N_JOINTS + 2) peak-id rows -> (P, N_JOINTS, 3) x, y, score (0, 0, 0 if missing)."""
+    """(P, >= N_JOINTS) peak-id rows -> (P, N_JOINTS, 3) x, y, score (0, 0, 0 if missing)."""
     ids = people[:, :N_JOINTS].astype(np.intp)
     poses = np.zeros((len(people), N_JOINTS, 3))
     present = ids >= 0
@@ -820,8 +1042,8 @@ def crop_square(img, box, pad_value=0, max_factor=None):
 def best_peak_per_map(maps, thresh):
     """One keypoint per map of a (C, H, W) stack: its highest local maximum above ``thresh``
     (``find_peaks``; exact ties keep the first in row-major order), refined to sub-pixel by a
-    parabola through the peak and its two neighbours along each axis (exact for a peak
-    symmetric about a pixel or about the midpoint of two pixels).
+    parabola through the peak and its two neighbours along each axis (``refine_peaks``:
+    exact for a peak symmetric about a pixel or about the midpoint of two pixels).
 
     Returns (C, 3) float64 x, y, score; 0, 0, 0 where a map has nothing above ``thresh``.
     """
@@ -835,29 +1057,9 @@ def best_peak_per_map(maps, thresh):
     ch = peaks[order, 0].astype(np.intp)
     first = np.ones(len(order), bool)
     first[1:] = ch[1:] != ch[:-1]
-    best = peaks[order[first]]
-    h, w = maps.shape[1:]
-    for c, x, y, score in best[:, :4]:
-        c, xi, yi = int(c), int(x), int(y)
-        m = maps[c]
-        out[c] = (xi + _parabola_offset(m[yi, xi - 1] if xi > 0 else None, m[yi, xi],
-                                        m[yi, xi + 1] if xi + 1 < w else None),
-                  yi + _parabola_offset(m[yi - 1, xi] if yi > 0 else None, m[yi, xi],
-                                        m[yi + 1, xi] if yi + 1 < h else None),
-                  score)
+    best = refine_peaks(maps, peaks[order[first]], 'quadratic')
+    out[best[:, 0].astype(np.intp)] = best[:, 1:4]
     return out
-
-
-def _parabola_offset(before, centre, after):
-    """Vertex of the parabola through (-1, before), (0, centre), (1, after), within
-    [-0.5, 0.5]; 0 at a map edge or without curvature."""
-    if before is None or after is None:
-        return 0.0
-    before, centre, after = float(before), float(centre), float(after)
-    curvature = before - 2.0 * centre + after
-    if curvature >= 0:
-        return 0.0
-    return float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5))
 
 
 # ----------------------------------------------------------------------------- drawing

@@ -3,6 +3,7 @@
     python pose_detector.py posenet models/coco_posenet.npz --img data/person.png [--gpu 0]
     python pose_detector.py --img data/000000000785.jpg          # embedded MobileNet model
     python pose_detector.py --img in.jpg --out out.png --json people.json --scales 1
+    python pose_detector.py --img in.jpg --flip        # + the mirrored image (2x the forwards)
 
 Writes the picture with the skeletons drawn (``result.png`` unless ``--out``) and, with
 ``--json``, the keypoints in OpenPose's JSON format.  Python API::
@@ -84,16 +85,19 @@ class PoseDetector(object):
     ``default_pose_arch``); ``weights_file`` defaults to that arch's ``default_weights``.
     ``device`` -1 runs on the CPU, N >= 0 on GPU N (CuPy).  ``scales`` overrides
     ``inference_scales``.  ``model`` may be given instead of weights (an already built net).
-    ``backend`` 'onnx' runs the net with onnxruntime (CPU; see onnx_backend.py).
+    ``backend`` 'onnx' runs the net with onnxruntime (CPU; see onnx_backend.py).  ``flip``
+    (default ``flip_test``) averages the maps with those of the mirrored image (twice the
+    forwards).
     """
 
     def __init__(self, arch=None, weights_file=None, device=-1, scales=None, model=None,
-                 backend='chainer'):
+                 backend='chainer', flip=None):
         self.arch = arch or params['default_pose_arch']
         if self.arch not in params['pose_archs']:
             raise cli.UserError('unknown body-pose architecture %r (known: %s)'
                                 % (self.arch, ', '.join(sorted(params['pose_archs']))))
         self.scales = check_scales(params['inference_scales'] if scales is None else scales)
+        self.flip = params['flip_test'] if flip is None else bool(flip)
         self.device = -1 if device is None else device
         if backend != 'chainer' and self.device >= 0:
             raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
@@ -120,7 +124,8 @@ class PoseDetector(object):
         """(heatmaps, pafs, scale_yx) averaged over ``self.scales``; heatmaps smoothed unless
         ``smooth`` is False; both ``pose_core.LazyMaps`` with ``lazy`` (see
         pose_core.compute_maps)."""
-        return pose_core.compute_maps(img, self.forward, self.arch, self.scales, smooth, lazy)
+        return pose_core.compute_maps(img, self.forward, self.arch, self.scales, smooth, lazy,
+                                      self.flip)
 
     def __call__(self, img):
         """BGR uint8 image -> (poses (N, 18, 3): x, y, score, missing joints 0, 0, 0;
@@ -185,6 +190,14 @@ def write_outputs(out_path, img, json_path=None, json_obj=None):
         print('Keypoints written to %s' % json_path)
 
 
+def add_flip_argument(parser):
+    """``--flip`` / ``--no-flip`` (default ``flip_test``) for a script that runs PoseDetector."""
+    parser.add_argument('--flip', action=argparse.BooleanOptionalAction, default=None,
+                        help='also run the mirrored image and average the maps: a little '
+                             'more accuracy for twice the network time (default: %s)'
+                             % ('on' if params['flip_test'] else 'off'))
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='Multi-person pose estimation. With no ARCH/WEIGHTS the embedded %s model '
@@ -203,6 +216,7 @@ def parse_args(argv=None):
     p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
     cli.add_precision_argument(p)
     onnx_backend.add_backend_argument(p)
+    add_flip_argument(p)
     p.add_argument('--precise', action='store_true',
                    help="accepted for the original's command lines; the multi-scale "
                         "evaluation is always on")
@@ -226,7 +240,7 @@ def main(argv=None):
     check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
     img = read_image(args.img)  # before loading the model: fail fast on a bad picture
     detector = PoseDetector(args.arch, args.weights, device=args.gpu, scales=args.scales,
-                            backend=args.backend)
+                            backend=args.backend, flip=args.flip)
     poses, _ = detector(img)
     n = len(poses)
     print('Found %d %s in %s' % (n, 'person' if n == 1 else 'people', args.img))

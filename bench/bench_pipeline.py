@@ -4,9 +4,10 @@
 
 Times, on the embedded model (CPU), inside the real pipeline: the net forward; resizing
 (input resize, pad, normalise; heatmap upsampling with the Gaussian smoothing folded in; PAF
-interpolation matrices); peak finding; the PAF grouping (limb scoring with lazily sampled
-PAFs + matching + assembling).  Prints medians and the ratio of everything
-after the forward to the forward (target: <= 25 % at one scale).
+interpolation matrices); peak finding (close duplicates merged); the PAF grouping (limb
+scoring with lazily sampled PAFs + matching + assembling + sub-pixel joints + person scores +
+duplicate people dropped).  Prints medians and the ratio of everything after the forward to
+the forward (target: <= 25 % at one scale).
 """
 import argparse
 import os
@@ -41,10 +42,10 @@ def one_run(det, img, scales):
     heat, pafs, _ = pose_core.compute_maps(img, timed_forward, det.arch, scales, smooth=True,
                                            lazy=True)
     t1 = time.perf_counter()
-    peaks = pose_core.find_peaks(heat.select(pose_core.N_JOINTS))
+    heat = heat.select(pose_core.N_JOINTS)
+    peaks = pose_core.joint_peaks(heat)
     t2 = time.perf_counter()
-    people = pose_core.assemble_people(
-        pose_core.compute_connections(pafs, peaks, heat.shape[2]), peaks)
+    people, _ = pose_core.group_peaks(heat, pafs, peaks, heat.shape[2])
     t3 = time.perf_counter()
     t['resize+smooth'] = t1 - t0 - t['forward']  # prepare inputs, upsample, smooth
     t['peaks'] = t2 - t1

@@ -441,3 +441,253 @@ def test_draw_person_pose_draws_only_present_joints():
     x, y = np.round(pose[J.LWrist, :2]).astype(int)
     assert out[y, x].max() > 100  # a joint dot
     assert out[:, :3].max() == 0  # nothing far from the person
+
+
+# ----------------------------------------------------------------------------- accuracy steps
+# (flip averaging, close-peak merging, sub-pixel peaks, person scores, OKS NMS)
+
+FLIP_JOINT = np.arange(N)
+for _a, _b in params['flip_joint_pairs']:
+    FLIP_JOINT[_a], FLIP_JOINT[_b] = _b, _a
+
+
+def mirrored(pose, width):
+    """The pose a perfect net reports for the mirrored picture (``width`` pixels wide): every
+    joint at x -> width - 1 - x, and left and right exchanged (a mirrored right arm looks
+    like a left arm)."""
+    out = np.zeros_like(pose)
+    out[FLIP_JOINT] = pose
+    out[:, 0] = np.where(out[:, 2] > 0, width - 1 - out[:, 0], 0)
+    return out
+
+
+def test_flip_permutations_pair_every_joint_and_limb_with_its_mirror():
+    joints, limbs = pose_core.flip_permutations()
+    np.testing.assert_array_equal(joints, FLIP_JOINT)
+    np.testing.assert_array_equal(limbs[limbs], np.arange(len(limbs)))  # an involution
+    for i, (a, b) in enumerate(params['limbs_point']):
+        assert tuple(params['limbs_point'][limbs[i]]) == (FLIP_JOINT[a], FLIP_JOINT[b])
+    neck_nose = [list(l) for l in params['limbs_point']].index([J.Neck, J.Nose])
+    assert limbs[neck_nose] == neck_nose
+
+
+def test_unmirror_maps_turns_a_mirrored_persons_maps_into_the_persons():
+    # a person turned sideways (asymmetric), as a perfect net sees it and its mirror image
+    pose = person(30.3, 4.2, 36, moved={J.LWrist: (41.0, 12.5), J.RKnee: (21.0, 29.0)},
+                  missing=[J.LEar])
+    heat, paf = synthetic_maps([pose], (44, 57), sigma=1.5, limb_width=1.2)
+    heat_m, paf_m = synthetic_maps([mirrored(pose, 57)], (44, 57), sigma=1.5, limb_width=1.2)
+    h, p = pose_core.unmirror_maps(heat_m, paf_m)
+    np.testing.assert_allclose(h, heat, atol=1e-6)
+    np.testing.assert_allclose(p, paf, atol=1e-6)
+    assert np.abs(paf[0::2]).max() > 0.9  # the x components are there to be negated
+
+
+def test_flip_averaging_of_a_symmetric_person_gives_the_maps_without_flip():
+    """A person symmetric about the picture's middle looks the same mirrored, so a net gives
+    the same maps for both inputs: flip averaging must give back the maps without flip
+    (it fails if the left/right channels are not swapped or the PAFs' x not negated)."""
+    pose = person(26.5, 3.0, 40)  # net-resolution coordinates, centred on 54 columns
+    shapes = []
+
+    def forward(x):
+        shapes.append(x.shape)
+        heat, paf = synthetic_maps([pose], (46, 54), sigma=1.2, limb_width=1.0)
+        return paf[None], heat[None]
+
+    img = np.zeros((368, 432, 3), np.uint8)  # no padding at scale 1
+    for lazy in (False, True):
+        plain = pose_core.compute_maps(img, forward, 'mobilenet', [1], lazy=lazy, flip=False)
+        avg = pose_core.compute_maps(img, forward, 'mobilenet', [1], lazy=lazy, flip=True)
+        for a, b in zip(plain[:2], avg[:2]):
+            a, b = (m.dense() if lazy else m for m in (a, b))
+            assert np.abs(a).max() > 0.5
+            np.testing.assert_allclose(b, a, atol=1e-5)
+    assert shapes == [(1, 3, 368, 432)] * 6  # without flip 1, with flip 2 forwards
+
+
+def test_flip_averaging_with_padding_matches_a_perfect_net():
+    """An asymmetric person in a picture that needs padding, at two scales.  The fake net
+    is perfect: it finds the person in its input, mirrored or not, and renders the maps a
+    net trained on COCO would (left and right by appearance).  Averaging must then give
+    the maps without flip: the mirrored input's padding (now on the left) must not shift
+    anything."""
+    rng = np.random.RandomState(7)
+    img = rng.randint(0, 255, (300, 470, 3)).astype(np.uint8)
+    pose = person(300.0, 40.0, 220, moved={J.RWrist: (230.0, 150.0), J.LKnee: (340.0, 200.0)})
+    inputs = {}
+    for scale in (1, 0.5):
+        rh, rw = pose_core.fit_size(300, 470, 368 * scale)
+        resized = pose_core.resize(img, (rh, rw))
+        padded, _ = pose_core.pad_to_multiple(resized, 16, 0)
+        # (mirroring before padding would be a mistake: the maps would not line up)
+        mirrored_first, _ = pose_core.pad_to_multiple(resized[:, ::-1].copy(), 16, 0)
+        inputs[padded.shape[:2]] = [pose_core.preprocess(im, 'mobilenet')
+                                    for im in (padded, mirrored_first)] + [rw / 470.0, rw]
+    seen = []
+
+    def forward(x):
+        direct, mirrored_first, f, width = inputs[x.shape[2:]]
+        p = pose.copy()
+        p[:, :2] = (p[:, :2] + 0.5) * f - 0.5  # in the net's input
+        if np.array_equal(x, direct):
+            seen.append('direct')
+        elif np.array_equal(x, direct[..., ::-1]):
+            seen.append('mirrored')
+            p = mirrored(p, x.shape[3])
+        else:
+            assert np.array_equal(x, mirrored_first)
+            seen.append('mirrored before padding')
+            p = mirrored(p, width)
+        p[:, :2] = (p[:, :2] - 3.5) / 8  # output pixel j stands for input 8 j + 3.5
+        heat, paf = synthetic_maps([p], (x.shape[2] // 8, x.shape[3] // 8), sigma=1.3,
+                                   limb_width=1.0)
+        return paf[None], heat[None]
+
+    for lazy in (False, True):
+        plain = pose_core.compute_maps(img, forward, 'mobilenet', [1, 0.5], lazy=lazy)
+        avg = pose_core.compute_maps(img, forward, 'mobilenet', [1, 0.5], lazy=lazy, flip=True)
+        for a, b in zip(plain[:2], avg[:2]):
+            a, b = (m.dense() if lazy else m for m in (a, b))
+            np.testing.assert_allclose(b, a, atol=2e-5)
+    assert seen.count('mirrored') == 4 and seen.count('direct') == 8
+    poses, _ = pose_core.group_people(*avg[:2], smooth=False)
+    assert_same_people(poses, [pose], tol=3.0)
+
+
+@pytest.mark.parametrize('sigma', [1.5, 3.0, 6.0])
+def test_refine_peaks_recovers_a_gaussians_centre(sigma):
+    rng = np.random.RandomState(int(sigma * 10))
+    centres = rng.rand(N, 2) * [100, 70] + [20, 15]
+    yy, xx = np.mgrid[0:100, 0:130]
+    heat = np.stack([np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))
+                     for cx, cy in centres]).astype(np.float32)
+    peaks = pose_core.find_peaks(heat)
+    assert len(peaks) == N
+    err_pixel = np.abs(peaks[:, 1:3] - centres).max()
+    refined = pose_core.refine_peaks(heat, peaks, 'quadratic')
+    assert np.abs(refined[:, 1:3] - centres).max() < 0.1 < err_pixel
+    np.testing.assert_array_equal(refined[:, [0, 3, 4]], peaks[:, [0, 3, 4]])
+    np.testing.assert_array_equal(pose_core.refine_peaks(heat, peaks, None), peaks)
+
+
+def test_refine_peaks_on_lazy_maps_and_at_the_border():
+    """Through the real upsampling (a fake net's Gaussians at net resolution, cubic
+    upsampling, smoothing): lazy maps give the dense maps' refinement, far closer to the true
+    centres than the pixels (cv2's cubic upsampling itself moves a sampled Gaussian's
+    maximum by up to ~0.2 px); a peak on the map's border stays on its pixel along that
+    axis."""
+    rng = np.random.RandomState(2)
+    centres = rng.rand(N, 2) * [40, 30] + [6, 6]  # net resolution, 54 x 46
+
+    def forward(x):
+        yy, xx = np.mgrid[0:46, 0:54]
+        heat = np.zeros((19, 46, 54), np.float32)
+        for j, (cx, cy) in enumerate(centres):
+            heat[j] = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 2.0)
+        heat[0, 20, 0] = 5.0  # a spike on the left border: a peak at x = 0
+        return np.zeros((1, 38, 46, 54), np.float32), heat[None]
+
+    img = np.zeros((368, 432, 3), np.uint8)
+    dense, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', [1])
+    lazy, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', [1], lazy=True)
+    peaks = pose_core.find_peaks(dense[:N])
+    got = pose_core.refine_peaks(lazy.select(N), peaks, 'quadratic')
+    np.testing.assert_allclose(got, pose_core.refine_peaks(dense[:N], peaks, 'quadratic'),
+                               atol=1e-3)
+    inner = ~((peaks[:, 0] == 0) & (peaks[:, 1] == 0))
+    assert inner.sum() == N
+    true = centres[peaks[inner, 0].astype(int)] * 8 + 3.5  # output j: input 8 j + 3.5
+    err_pixel = np.abs(peaks[inner, 1:3] - true)
+    err = np.abs(got[inner, 1:3] - true)
+    assert err.max() < 0.2 and err.mean() < 0.1 < 0.2 < err_pixel.mean()
+    border = got[~inner]
+    assert len(border) == 1 and border[0, 1] == 0 and border[0, 2] % 1 != 0
+
+
+def test_suppress_close_peaks_keeps_the_highest_of_each_cluster():
+    peaks = np.array([[J.RShoulder, 50, 40, 0.50, 0],
+                      [J.RShoulder, 51, 41, 0.52, 1],    # 1.4 px away, higher: kept
+                      [J.RShoulder, 58, 40, 0.30, 2],    # 7 px from the kept one
+                      [J.RElbow, 51, 41, 0.20, 3],       # another joint: kept
+                      [J.RElbow, 54, 41, 0.20, 4],       # a tie within 3 px: the first wins
+                      [J.RElbow, 30, 30, 0.01, 5]])
+    got = pose_core.suppress_close_peaks(peaks, radius=5)
+    np.testing.assert_array_equal(got[:, :4], peaks[[1, 2, 3, 5], :4])
+    np.testing.assert_array_equal(got[:, 4], np.arange(4))
+    np.testing.assert_array_equal(pose_core.suppress_close_peaks(peaks, radius=0), peaks)
+    assert len(pose_core.suppress_close_peaks(peaks, radius=8)) == 3
+
+
+def test_close_twin_peaks_no_longer_split_a_person(monkeypatch):
+    """Maps averaged over scales or flips can give one joint two maxima a pixel or two
+    apart.  When one limb's PAF prefers one and the next limb's the other, the per-limb
+    matching splits the arm off the person; merging the twins keeps it whole."""
+    pose = person(100, 20, 200)
+    twin = pose.copy()
+    twin[J.RShoulder, :2] += (-1.0, 2.0)
+    heat, _ = synthetic_maps([pose], (240, 200), sigma=1.0)
+    heat_twin, _ = synthetic_maps([twin], (240, 200), sigma=1.0)
+    heat[J.RShoulder] = np.maximum(heat[J.RShoulder], 0.99 * heat_twin[J.RShoulder])
+    # neck -> shoulder drawn to the first shoulder, shoulder -> elbow from the twin
+    _, paf = synthetic_maps([pose], (240, 200), limb_width=2.0)
+    _, paf_twin = synthetic_maps([twin], (240, 200), limb_width=2.0)
+    upper_arm = [list(l) for l in params['limbs_point']].index([J.RShoulder, J.RElbow])
+    paf[2 * upper_arm:2 * upper_arm + 2] = paf_twin[2 * upper_arm:2 * upper_arm + 2]
+    assert (pose_core.find_peaks(heat)[:, 0] == J.RShoulder).sum() == 2
+    monkeypatch.setitem(params, 'peak_nms_radius', 0)
+    split, _ = pose_core.group_people(heat, paf, smooth=False)
+    assert len(split) == 2  # the right arm is a person of its own
+    monkeypatch.setitem(params, 'peak_nms_radius', 5)
+    whole, _ = pose_core.group_people(heat, paf, smooth=False)
+    assert_same_people(whole, [pose], tol=2.5)
+
+
+def test_person_scores_and_limb_columns():
+    # without ears, the limbs between a person's joints form a tree: all of them are its own
+    # (with ears, a shoulder -> ear and an eye -> ear limb compete for the ear)
+    people_in = [person(80, 20, 180, missing=[J.LEar, J.REar]),
+                 person(250, 30, 170, missing=[J.LKnee, J.LAnkle, J.RKnee, J.RAnkle, J.LEar,
+                                               J.REar])]
+    heat, paf = synthetic_maps(people_in, (230, 340))
+    heat = pose_core.smooth_heatmaps(heat[:N])
+    peaks = pose_core.joint_peaks(heat)
+    conns = pose_core.compute_connections(paf, peaks, 340)
+    people = pose_core.assemble_people(conns, peaks)
+    assert len(people) == 2
+    pairs = {(int(a), int(b)): s for c in conns for a, b, s in c}
+    coco = params['coco_joint_indices']
+    for p in people:
+        ids = p[:N].astype(int)
+        mine = [pairs[(ids[a], ids[b])] for a, b in params['limbs_point']
+                if ids[a] >= 0 and ids[b] >= 0]
+        assert p[pose_core.N_LIMBS] == len(mine) == p[pose_core.N_FOUND] - 1  # a tree
+        assert p[pose_core.LIMB_SUM] == pytest.approx(sum(mine))
+        found = ids >= 0
+        assert p[pose_core.TOTAL] == pytest.approx(peaks[ids[found], 3].sum() + sum(mine))
+        kp = [peaks[ids[j], 3] if ids[j] >= 0 else 0.0 for j in coco]
+        expected = sum(kp) / 17.0 * sum(mine) / len(mine)
+        assert pose_core.person_scores(p[None], peaks, 'coco17')[0] == pytest.approx(expected)
+    np.testing.assert_array_equal(pose_core.person_scores(people, peaks, 'total'),
+                                  people[:, pose_core.TOTAL])
+    scores = pose_core.person_scores(people, peaks, 'coco17')
+    complete = np.argmax(people[:, pose_core.N_FOUND])
+    assert scores[complete] == scores.max()  # same per-joint quality: the whole person first
+    with pytest.raises(ValueError, match='person_score'):
+        pose_core.person_scores(people, peaks, 'best')
+
+
+def test_oks_nms_drops_duplicates_only():
+    a = person(100, 20, 200)
+    b = person(300, 20, 200)                       # someone else
+    dup = a.copy()
+    dup[:, :2] += 1.5                              # the same person, 1.5 px off
+    part = np.zeros_like(a)
+    part[[J.RShoulder, J.RElbow, J.RWrist]] = a[[J.RShoulder, J.RElbow, J.RWrist]] + [2, 1, 0]
+    legs = np.zeros_like(a)                        # a fragment of a's own joints' kind but
+    legs[[J.RKnee, J.RAnkle]] = a[[J.RKnee, J.RAnkle]] + [40, 0, 0]  # far from a's: kept
+    poses = np.stack([dup, a, b, part, legs])
+    scores = np.array([0.5, 0.9, 0.7, 0.2, 0.1])
+    np.testing.assert_array_equal(pose_core.oks_nms(poses, scores, 0.5), [1, 2, 4])
+    np.testing.assert_array_equal(pose_core.oks_nms(poses, scores, None), [1, 2, 0, 3, 4])
+    assert len(pose_core.oks_nms(poses[:1], scores[:1], 0.5)) == 1

@@ -418,3 +418,52 @@ def test_npz_of_other_dtypes_or_forged_sizes(tmp_path):
                                             r'\(40000, 40000, 3, 3\) \(57600000000 bytes\) but '
                                             r'holds 4096 bytes'):
         pose_detector.load_model('mobilenet', str(forged))
+
+
+def test_flip_option_end_to_end(tmp_path):
+    # --flip: the mirrored image too (twice the forwards); still the skier, on the labels
+    p = run(['--img', DEMO_IMAGE, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
+             '--scales', '1', '--flip'], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert 'Found 1 person' in p.stdout
+    with open(tmp_path / 'p.json') as f:
+        kp = np.array(json.load(f)['people'][0]['pose_keypoints_2d']).reshape(N_JOINTS, 3)
+    err = keypoint_errors(kp, ground_truth_785())
+    assert len(err) >= 13 and np.median(err) < 8, err
+
+
+class _Built(Exception):
+    pass
+
+
+@pytest.mark.parametrize('script, argv', [
+    ('pose_detector', ['--img', DEMO_IMAGE]),
+    ('demo', ['--img', DEMO_IMAGE]),
+    ('evaluate_coco', ['--ann', 'a.json', '--img-dir', '.']),
+    ('camera_pose_demo', ['--images', '.', '--no-display'])])
+def test_flip_flag_of_every_script_reaches_the_detector(monkeypatch, script, argv):
+    """--flip / --no-flip / nothing (the default flip_test) arrive as PoseDetector's flip."""
+    import importlib
+    import evaluate_coco
+    module = importlib.import_module(script)
+    got = []
+
+    def fake_detector(*args, **kw):
+        got.append(kw.get('flip'))
+        raise _Built()
+    monkeypatch.setattr(pose_detector, 'PoseDetector', fake_detector)
+    monkeypatch.setattr(module, 'PoseDetector', fake_detector, raising=False)
+    # an annotation file with one image: evaluate_coco refuses one with none before the detector
+    one_image = type('Coco', (), {'getImgIds': lambda self: [1]})()
+    monkeypatch.setattr(evaluate_coco, 'load_coco', lambda ann: one_image)
+    for flag, want in (('--flip', True), ('--no-flip', False), (None, None)):
+        with pytest.raises(_Built):
+            module.main(argv + ([flag] if flag else []))
+        assert got[-1] is want
+
+
+def test_flip_defaults_to_flip_test(monkeypatch):
+    for value in (False, True):
+        monkeypatch.setitem(params, 'flip_test', value)
+        assert pose_detector.PoseDetector(model=object()).flip is value
+        assert pose_detector.PoseDetector(model=object(), flip=not value).flip is (not value)
