@@ -24,8 +24,6 @@ Targets (issue 9): body net Chainer <= 1.5x cv2.dnn, onnx <= 0.6x; MobileNet Cha
 four-scale peak RSS <= 1.5 GB.
 """
 import argparse
-import ctypes
-import glob
 import json
 import os
 import sys
@@ -58,22 +56,8 @@ CMU = {'posenet': ('coco_pose_deploy.prototxt', ['Mconv7_stage6_L1', 'Mconv7_sta
 
 def openblas_info():
     """OPENBLAS_CORETYPE as set in the environment, and the core OpenBLAS is using."""
-    env = os.environ.get('OPENBLAS_CORETYPE', '(unset)')
-    core = 'unknown'
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), '..', 'numpy.libs',
-                                  'libopenblas*'))
-    for lib in libs:
-        try:
-            dll = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for name in ('openblas_get_corename64_', 'openblas_get_corename'):
-            fn = getattr(dll, name, None)
-            if fn is not None:
-                fn.restype = ctypes.c_char_p
-                core = fn().decode()
-                break
-    return env, core
+    from models import _blas
+    return os.environ.get('OPENBLAS_CORETYPE', '(unset)'), _blas.openblas_core() or 'unknown'
 
 
 def have_onnxruntime():
