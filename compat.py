@@ -113,3 +113,15 @@ def opencv_log_level(level):
     if setter is None:
         setter = cv2.utils.logging.setLogLevel
     return setter(level)
+
+
+def cv2_dnn_missing(name):
+    """One line saying that this OpenCV lacks ``cv2.dnn.<name>`` (OpenCV 5 removed
+    ``readNetFromCaffe`` and ``readNetFromTensorflow``, the tests' and benches' independent
+    reference), or None when it has it."""
+    import cv2
+    if hasattr(cv2.dnn, name):
+        return None
+    return ('OpenCV %s has no cv2.dnn.%s (OpenCV 5 removed it), the reference this compares '
+            'with: run it with OpenCV 4.x, e.g. pip install opencv-python-headless==4.14.0.94'
+            % (cv2.__version__, name))

@@ -317,6 +317,10 @@ def main(argv=None):
     p.add_argument('--rounds', type=int, default=5)
     args = p.parse_args(argv)
     rounds = 1 if args.quick else args.rounds
+    missing = compat.cv2_dnn_missing('readNetFromCaffe')
+    if missing:
+        print('error: %s' % missing, file=sys.stderr)
+        return 2
     env, core = openblas_info()
     print('bench/run_all.py%s: %d CPU(s), load average %.1f, OPENBLAS_CORETYPE=%s (OpenBLAS '
           'core %s), numpy %s, chainer %s, opencv %s, onnxruntime %s, %d rounds; MobileNet '

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO, shared_path
+from conftest import FIXTURES, REPO, needs_cv2_tensorflow, shared_path
 from entity import params
 from models import _native, get_model_class
 from models.MobileNetV2PoseNet import (MobileNetV2PoseNet, interpolation_matrix_tf_legacy,
@@ -240,6 +240,7 @@ def test_legacy_resize_formula():
     np.testing.assert_allclose(y, np.einsum('ah,nchw,bw->ncab', mh, x, mw), atol=1e-6)
 
 
+@needs_cv2_tensorflow
 def test_close_to_cv2_dnn(model, reference):
     """OpenCV's own importer of the fixed-size graph (its resize differs a little
     from TensorFlow's legacy one, so it is further from TensorFlow than we are)."""
