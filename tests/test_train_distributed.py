@@ -41,7 +41,9 @@ def mpi_problem():
 def mpi():
     why = mpi_problem()
     if why:
-        make = subprocess.run(['make', '-s', '-C', REPO, 'mpi'], capture_output=True, text=True,
+        # into the venv running the tests, whichever stack it is
+        make = subprocess.run(['make', '-s', '-C', REPO, 'mpi', 'PYTHON=' + sys.executable,
+                               'VENV=' + sys.prefix], capture_output=True, text=True,
                               timeout=900)
         lines = [l for l in make.stderr.splitlines() if l.strip() and not l.startswith('make')]
         errors = [l for l in lines if 'error' in l.lower()]
