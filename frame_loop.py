@@ -46,14 +46,7 @@ def warn(msg):
     tqdm.write('warning: %s' % msg, file=sys.stderr)
 
 
-@contextlib.contextmanager
-def _opencv_quiet():
-    """Silence OpenCV's own log lines (e.g. V4L2 'can't open camera by index')."""
-    old = compat.opencv_log_level(0)
-    try:
-        yield
-    finally:
-        compat.opencv_log_level(old)
+_opencv_quiet = compat.opencv_quiet
 
 
 def _natural_key(name):

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 import cli
+import compat
 from entity import JointType, params
 
 N_JOINTS = len(JointType)
@@ -46,7 +47,8 @@ def read_image(path):
         raise cli.UserError('%s: cannot read (%s)' % (path, e.strerror or e))
     if not data:
         raise cli.UserError('%s: empty file, not an image' % path)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    with compat.opencv_quiet():  # the line below says what went wrong
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise cli.UserError('%s: not an image OpenCV can decode (unknown format, corrupt or '
                             'too large)' % path)

@@ -201,6 +201,7 @@ def hwm_mb():
 FOUR_SCALE_CHILD = HWM + r'''
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
+import compat  # before chainer: Chainer 7.8.1 on NumPy 2
 import cv2, numpy as np
 import pose_core
 backend, npz, caffemodel, proto, h, w = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])

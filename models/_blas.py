@@ -12,6 +12,7 @@ NumPy, loaded once with ctypes; the same library and thread pool NumPy uses).  W
 is none (another NumPy build), ``gemm`` falls back on ``numpy.matmul`` with the same
 results (slower; ``tests/test_fast_path.py`` runs both).
 """
+import contextlib
 import ctypes
 import glob
 import os
@@ -85,6 +86,81 @@ def openblas_core(found=None):
         return None
     fn.restype = ctypes.c_char_p
     return fn().decode()
+
+
+def _threads_fns():
+    """``(openblas_get_num_threads, openblas_set_num_threads)`` of NumPy's OpenBLAS, or
+    None."""
+    found = openblas()
+    if found is None:
+        return None
+    lib, prefix, suffix, _ = found
+    get = getattr(lib, prefix + 'openblas_get_num_threads' + suffix, None)
+    put = getattr(lib, prefix + 'openblas_set_num_threads' + suffix, None)
+    if get is None or put is None:
+        return None
+    get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+    return get, put
+
+
+_THREADS = []  # [(get, set)] or [None] once looked for
+_POOL = []  # [concurrent.futures.ThreadPoolExecutor] once made
+# Fewer output columns per thread than this: one thread does it all (hand-offs cost more).
+PARALLEL_MIN_COLS = 256
+
+
+def _threads():
+    if not _THREADS:
+        _THREADS.append(_threads_fns())
+    return _THREADS[0]
+
+
+_OWN_THREADS = []  # inside ``own_threads``: the BLAS thread count it took over
+
+
+@contextlib.contextmanager
+def own_threads():
+    """Run the block with single-threaded BLAS, its threads left to ``parallel_cols``.
+
+    OpenBLAS hands every call to its threads and waits for them, so a convolution made of
+    thousands of small GEMMs waits thousands of times for a thread to be scheduled, which
+    on a loaded machine costs more than the GEMMs (measured on the 2-core machine under
+    load from other processes: the body net at 368x656 took 22 s with OpenBLAS's two
+    threads, 4.4 s with one); ``parallel_cols`` meets its threads once per loop instead.
+    """
+    fns = _threads()
+    if fns is None or _OWN_THREADS:
+        yield
+        return
+    threads = fns[0]()
+    fns[1](1)
+    _OWN_THREADS.append(threads)
+    try:
+        yield
+    finally:
+        _OWN_THREADS.pop()
+        fns[1](threads)
+
+
+def parallel_cols(m, fn):
+    """Call ``fn(lo, hi)`` for contiguous ranges of ``range(m)`` (output columns: each
+    thread's GEMMs read their own columns of the big operand, which BLAS packs once), one per
+    BLAS thread, each on its own thread with single-threaded BLAS; return when all are done.
+    Outside ``own_threads`` this is ``fn(0, m)`` with BLAS's own threads."""
+    n = min(_OWN_THREADS[-1] if _OWN_THREADS else 1, m // PARALLEL_MIN_COLS)
+    if n <= 1:
+        fn(0, m)
+        return
+    if not _POOL or _POOL[0]._max_workers < n - 1:
+        import concurrent.futures
+        _POOL[:] = [concurrent.futures.ThreadPoolExecutor(n - 1, thread_name_prefix='blas')]
+    bounds = [m * i // n for i in range(n + 1)]
+    futures = [_POOL[0].submit(fn, bounds[i], bounds[i + 1]) for i in range(1, n)]
+    try:
+        fn(bounds[0], bounds[1])
+    finally:
+        for f in futures:
+            f.result()
 
 
 def _ld(a):
