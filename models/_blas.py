@@ -258,8 +258,10 @@ def restart_with_fitting_kernels():
     if decision is None:
         return
     coretype, message = decision
-    sys.stderr.write('note: %s\n' % message)
-    sys.stderr.flush()
+    # Under mpiexec every rank restarts (MPI starts only in main, after this); one says so.
+    if os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0')) == '0':
+        sys.stderr.write('note: %s\n' % message)
+        sys.stderr.flush()
     sys.stdout.flush()
     env = dict(os.environ, OPENBLAS_CORETYPE=coretype)
     # argv[0] as the interpreter's path: a bare "python" would be searched on PATH again.
