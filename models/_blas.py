@@ -14,9 +14,11 @@ results (slower; ``tests/test_fast_path.py`` runs both).
 """
 import contextlib
 import ctypes
+import functools
 import glob
 import os
 import sys
+import threading
 
 import numpy
 
@@ -142,15 +144,27 @@ def own_threads():
         fns[1](threads)
 
 
+_IN_PARALLEL = threading.local()  # .on: this thread runs a part of a parallel_cols call
+
+
+def _in_parallel(fn, lo, hi):
+    _IN_PARALLEL.on = True
+    try:
+        fn(lo, hi)
+    finally:
+        _IN_PARALLEL.on = False
+
+
 def parallel_cols(m, fn):
     """Call ``fn(lo, hi)`` for contiguous ranges of ``range(m)`` (output columns: each
     thread's GEMMs read their own columns of the big operand, which BLAS packs once), one per
     BLAS thread, each on its own thread with single-threaded BLAS; return when all are done.
     Outside ``own_threads`` this is ``fn(0, m)`` with BLAS's own threads."""
     n = min(_OWN_THREADS[-1] if _OWN_THREADS else 1, m // PARALLEL_MIN_COLS)
-    if n <= 1:
+    if n <= 1 or getattr(_IN_PARALLEL, 'on', False):
         fn(0, m)
         return
+    fn = functools.partial(_in_parallel, fn)
     if not _POOL or _POOL[0]._max_workers < n - 1:
         import concurrent.futures
         _POOL[:] = [concurrent.futures.ThreadPoolExecutor(n - 1, thread_name_prefix='blas')]
@@ -189,6 +203,10 @@ def gemm(a, b, c, beta=0.0, use_blas=True):
             c[...] = numpy.matmul(a, b)
         return c
     fn, int_t = lib
+    if (_OWN_THREADS and _OWN_THREADS[-1] > 1 and n >= 2 * PARALLEL_MIN_COLS
+            and not getattr(_IN_PARALLEL, 'on', False)):  # see own_threads
+        parallel_cols(n, lambda lo, hi: gemm(a, b[:, lo:hi], c[:, lo:hi], beta))
+        return c
     lda, ldb, ldc = _ld(a), _ld(b), _ld(c)
     fn(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, lda,
        b.ctypes.data, ldb, float(beta), c.ctypes.data, ldc)
