@@ -45,6 +45,10 @@ def build_parser():
 
 def load_cascade(path=None):
     """The Haar face cascade: ``path``, else the one OpenCV ships."""
+    if not hasattr(cv2, 'CascadeClassifier'):  # OpenCV 5 moved it to opencv-contrib
+        raise cli.UserError('OpenCV %s has no Haar cascades (cv2.CascadeClassifier): pip install '
+                            'opencv-contrib-python-headless==%s, or OpenCV 4.x'
+                            % (cv2.__version__, cv2.__version__))
     if path is None:
         base = getattr(getattr(cv2, 'data', None), 'haarcascades', None)
         if not base:

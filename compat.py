@@ -6,6 +6,7 @@ running stack lacks it, so on the pinned stack (NumPy 1.26, OpenCV 4.10,
 CuPy 13) importing this changes nothing.  ``opencv_log_level`` is the one
 OpenCV call whose home moved in OpenCV 5.
 """
+import contextlib
 import importlib.util
 import os
 import sys
@@ -113,3 +114,27 @@ def opencv_log_level(level):
     if setter is None:
         setter = cv2.utils.logging.setLogLevel
     return setter(level)
+
+
+@contextlib.contextmanager
+def opencv_quiet():
+    """Silence OpenCV's own log lines for a call whose failure the caller reports in one
+    line (V4L2's "can't open camera by index"; OpenCV 4.11+'s PNG decoder prints
+    "[ WARN ...] read_chunk ..." and "[ERROR ...] readHeader ..." on a corrupt file)."""
+    old = opencv_log_level(0)
+    try:
+        yield
+    finally:
+        opencv_log_level(old)
+
+
+def cv2_dnn_missing(name):
+    """One line saying that this OpenCV lacks ``cv2.dnn.<name>`` (OpenCV 5 removed
+    ``readNetFromCaffe`` and ``readNetFromTensorflow``, the tests' and benches' independent
+    reference), or None when it has it."""
+    import cv2
+    if hasattr(cv2.dnn, name):
+        return None
+    return ('OpenCV %s has no cv2.dnn.%s (OpenCV 5 removed it), the reference this compares '
+            'with: run it with OpenCV 4.x, e.g. pip install opencv-python-headless==4.14.0.94'
+            % (cv2.__version__, name))

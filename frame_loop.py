@@ -53,14 +53,7 @@ OPENPOSE_JSON_VERSION = 1.3
 warn = cli.warn  # one-line warning that keeps a running tqdm bar intact
 
 
-@contextlib.contextmanager
-def _opencv_quiet():
-    """Silence OpenCV's own log lines (e.g. V4L2 'can't open camera by index')."""
-    old = compat.opencv_log_level(0)
-    try:
-        yield
-    finally:
-        compat.opencv_log_level(old)
+_opencv_quiet = compat.opencv_quiet
 
 
 def _natural_key(name):

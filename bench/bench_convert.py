@@ -40,6 +40,8 @@ PROTOTXT = os.path.join(SHARED_DATA, 'data', 'prototxt')
 
 CAFFE_CHILD = r'''
 import json, sys, time
+sys.path.insert(0, sys.argv[3])
+import compat  # before chainer: Chainer 7.8.1 on NumPy 2
 import numpy as np
 t = time.perf_counter()
 from chainer.links.caffe import CaffeFunction
@@ -97,7 +99,7 @@ def main(argv=None):
             [sys.executable, os.path.join(REPO, 'convert_model.py'), arch, src, dst])
         env = dict(os.environ, PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION='python')
         caffe_wall, caffe_rss, out = run_child(
-            [sys.executable, '-c', CAFFE_CHILD, src, json.dumps(names)], env=env)
+            [sys.executable, '-c', CAFFE_CHILD, src, json.dumps(names), REPO], env=env)
         theirs = json.loads(out.strip().splitlines()[-1])
 
         with np.load(dst) as npz:

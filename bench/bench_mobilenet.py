@@ -110,6 +110,9 @@ def main(argv=None):
     parser.add_argument('--quick', action='store_true',
                         help='one size (432x368), 2 rounds: a smoke test for the test suite')
     args = parser.parse_args(argv)
+    missing = compat.cv2_dnn_missing('readNetFromTensorflow')
+    if missing:
+        raise SystemExit('error: %s' % missing)
 
     model = MobileNetV2PoseNet()
     chainer.serializers.load_npz(args.weights, model)

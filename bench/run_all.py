@@ -24,8 +24,6 @@ Targets (issue 9): body net Chainer <= 1.5x cv2.dnn, onnx <= 0.6x; MobileNet Cha
 four-scale peak RSS <= 1.5 GB.
 """
 import argparse
-import ctypes
-import glob
 import json
 import os
 import sys
@@ -58,22 +56,8 @@ CMU = {'posenet': ('coco_pose_deploy.prototxt', ['Mconv7_stage6_L1', 'Mconv7_sta
 
 def openblas_info():
     """OPENBLAS_CORETYPE as set in the environment, and the core OpenBLAS is using."""
-    env = os.environ.get('OPENBLAS_CORETYPE', '(unset)')
-    core = 'unknown'
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), '..', 'numpy.libs',
-                                  'libopenblas*'))
-    for lib in libs:
-        try:
-            dll = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        for name in ('openblas_get_corename64_', 'openblas_get_corename'):
-            fn = getattr(dll, name, None)
-            if fn is not None:
-                fn.restype = ctypes.c_char_p
-                core = fn().decode()
-                break
-    return env, core
+    from models import _blas
+    return os.environ.get('OPENBLAS_CORETYPE', '(unset)'), _blas.openblas_core() or 'unknown'
 
 
 def have_onnxruntime():
@@ -217,6 +201,7 @@ def hwm_mb():
 FOUR_SCALE_CHILD = HWM + r'''
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
+import compat  # before chainer: Chainer 7.8.1 on NumPy 2
 import cv2, numpy as np
 import pose_core
 backend, npz, caffemodel, proto, h, w = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
@@ -333,6 +318,10 @@ def main(argv=None):
     p.add_argument('--rounds', type=int, default=5)
     args = p.parse_args(argv)
     rounds = 1 if args.quick else args.rounds
+    missing = compat.cv2_dnn_missing('readNetFromCaffe')
+    if missing:
+        print('error: %s' % missing, file=sys.stderr)
+        return 2
     env, core = openblas_info()
     print('bench/run_all.py%s: %d CPU(s), load average %.1f, OPENBLAS_CORETYPE=%s (OpenBLAS '
           'core %s), numpy %s, chainer %s, opencv %s, onnxruntime %s, %d rounds; MobileNet '

@@ -89,15 +89,21 @@ def conv2d(x, W, b, pad, relu):
     oh, ow = h + 2 * pad - k + 1, w + 2 * pad - k + 1
     out = numpy.empty((n, o, oh, ow), dtype=numpy.float32)
     if k == 1 and pad == 0:
-        numpy.matmul(W.reshape(o, c), x.reshape(n, c, h * w), out=out.reshape(n, o, oh * ow))
+        wm, xm, om = W.reshape(o, c), x.reshape(n, c, h * w), out.reshape(n, o, oh * ow)
+        with _blas.own_threads():  # NumPy 2's OpenBLAS threads: 10x slower under load
+            for i in range(n):
+                _blas.parallel_cols(h * w, lambda lo, hi: numpy.matmul(
+                    wm, xm[i, :, lo:hi], out=om[i, :, lo:hi]))
     elif k == 3 and pad == 1 and c >= WINOGRAD_MIN_CHANNELS and o >= WINOGRAD_MIN_CHANNELS:
-        _conv_winograd(x, W, b, relu, out)
+        with _blas.own_threads():  # many small GEMMs: threads meet once per band
+            _conv_winograd(x, W, b, relu, out)
         return out
     elif c >= TAPS_MIN_CHANNELS and _blas.sgemm() is not None:
-        if k == WINOGRAD_1D_KSIZE and pad == k // 2:
-            _conv_winograd_1d(x, W, b, relu, out)
-        else:
-            _conv_taps(x, W, b, pad, relu, out)
+        with _blas.own_threads():
+            if k == WINOGRAD_1D_KSIZE and pad == k // 2:
+                _conv_winograd_1d(x, W, b, relu, out)
+            else:
+                _conv_taps(x, W, b, pad, relu, out)
         return out
     elif _use_row_split(c, k):
         _conv_row_split(x, W, pad, out)
@@ -140,12 +146,15 @@ def _conv_taps(x, W, b, pad, relu, out):
             # Output pixel (y0 + y, j) of the band is column y * wp + j; the last row
             # stops at its ow-th column, so every read stays inside the band's rows.
             cols = (r - 1) * wp + ow
-            dst = acc[:, :cols]
-            for ky in range(k):
-                for kx in range(k):
-                    off = ky * wp + kx
-                    _blas.gemm(taps[ky, kx], src[:, off:off + cols], dst,
-                               beta=0.0 if ky == kx == 0 else 1.0)
+
+            def cols_of_taps(lo, hi, src=src):
+                dst = acc[:, lo:hi]
+                for ky in range(k):
+                    for kx in range(k):
+                        off = ky * wp + kx
+                        _blas.gemm(taps[ky, kx], src[:, off + lo:off + hi], dst,
+                                   beta=0.0 if ky == kx == 0 else 1.0)
+            _blas.parallel_cols(cols, cols_of_taps)
             res = out[i, :, y0:y0 + r]
             numpy.add(acc.reshape(o, rows, wp)[:, :r, :ow], bias, out=res)
             if relu:
@@ -221,10 +230,13 @@ def _conv_winograd_1d(x, W, b, relu, out):
             v = v_buf[:a * c * ri * tw].reshape(a, c, ri * tw)
             numpy.matmul(bt, d.reshape(a, -1), out=v.reshape(a, -1))
             prod = m_buf[:a * o * r * tw].reshape(a, o, r * tw)
-            for j in range(a):
-                for ky in range(k):
-                    _blas.gemm(u[j, ky], v[j][:, ky * tw:(ky + r) * tw], prod[j],
-                               beta=0.0 if ky == 0 else 1.0)
+
+            def cols_of_products(lo, hi, v=v, prod=prod):
+                for j in range(a):
+                    for ky in range(k):
+                        _blas.gemm(u[j, ky], v[j][:, ky * tw + lo:ky * tw + hi],
+                                   prod[j, :, lo:hi], beta=0.0 if ky == 0 else 1.0)
+            _blas.parallel_cols(r * tw, cols_of_products)
             y = y_buf[:m * o * r * tw].reshape(m, o, r, tw)
             numpy.matmul(at, prod.reshape(a, -1), out=y.reshape(m, -1))
             band = out[i, :, y0:y0 + r]
@@ -262,7 +274,10 @@ def _conv_full(x, W, pad, out):
             for ky in range(k):
                 for kx in range(k):
                     _fill_shift(col[:, ky, kx], x[i], y0 + ky - pad, kx - pad)
-            numpy.matmul(wm, col.reshape(c * k * k, r * ow), out=flat[:, y0 * ow:(y0 + r) * ow])
+            cm, dst = col.reshape(c * k * k, r * ow), flat[:, y0 * ow:(y0 + r) * ow]
+            with _blas.own_threads():
+                _blas.parallel_cols(r * ow, lambda lo, hi: numpy.matmul(
+                    wm, cm[:, lo:hi], out=dst[:, lo:hi]))
 
 
 def _conv_row_split(x, W, pad, out):
@@ -369,7 +384,11 @@ def _conv_winograd(x, W, b, relu, out):
             v = v_buf[:16 * c * r * tw].reshape(16, c * r * tw)
             numpy.matmul(_BB, d.reshape(16, c * r * tw), out=v)
             m = m_buf[:16 * o * r * tw].reshape(16, o, r * tw)
-            numpy.matmul(u, v.reshape(16, c, r * tw), out=m)
+            v16 = v.reshape(16, c, r * tw)
+
+            def cols_of_products(lo, hi, v16=v16, m=m):
+                numpy.matmul(u, v16[:, :, lo:hi], out=m[:, :, lo:hi])
+            _blas.parallel_cols(r * tw, cols_of_products)
             y = y_buf[:4 * o * r * tw].reshape(4, o * r * tw)
             numpy.matmul(_AA, m.reshape(16, o * r * tw), out=y)
             y = y.reshape(2, 2, o, r, tw)

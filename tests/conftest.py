@@ -24,6 +24,15 @@ if 'POSE_NATIVE_CACHE' not in os.environ:
     atexit.register(shutil.rmtree, os.environ['POSE_NATIVE_CACHE'], True)
 
 
+# OpenCV 5 removed cv2.dnn's Caffe and TensorFlow importers, the independent reference of
+# the tests marked with these; both stacks' requirements keep OpenCV 4.x.
+needs_cv2_caffe = pytest.mark.skipif(compat.cv2_dnn_missing('readNetFromCaffe') is not None,
+                                     reason=str(compat.cv2_dnn_missing('readNetFromCaffe')))
+needs_cv2_tensorflow = pytest.mark.skipif(
+    compat.cv2_dnn_missing('readNetFromTensorflow') is not None,
+    reason=str(compat.cv2_dnn_missing('readNetFromTensorflow')))
+
+
 def shared_path(*parts):
     """Path under ../shared/data; the test fails (not skips) when it is absent."""
     path = os.path.join(SHARED_DATA, *parts)

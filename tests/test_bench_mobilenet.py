@@ -5,9 +5,10 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, needs_cv2_tensorflow
 
 
+@needs_cv2_tensorflow
 def test_quick_bench_runs_and_agrees_with_cv2_dnn():
     r = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'bench_mobilenet.py'),
                         '--quick'], capture_output=True, text=True, timeout=120)

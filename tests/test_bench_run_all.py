@@ -5,9 +5,10 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO
+from conftest import REPO, needs_cv2_caffe
 
 
+@needs_cv2_caffe
 def test_quick_bench_prints_the_table():
     r = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'run_all.py'), '--quick'],
                        capture_output=True, text=True, timeout=300)

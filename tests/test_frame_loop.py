@@ -27,7 +27,8 @@ def make_video(path, frames, fps=10.0):
 
 
 def grey_frames(n, w=64, h=48):
-    return [np.full((h, w, 3), 20 + 30 * i, np.uint8) for i in range(n)]
+    # modulo 256: NumPy 2 refuses out-of-range ints (NumPy 1.26 wrapped them the same way)
+    return [np.full((h, w, 3), (20 + 30 * i) % 256, np.uint8) for i in range(n)]
 
 
 def standin(frame):

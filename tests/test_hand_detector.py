@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
+from conftest import REPO, needs_cv2_caffe, shared_path
 import cli
 from entity import JointType, params
 from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
@@ -150,6 +150,7 @@ def test_gpu_without_cupy_is_a_one_line_error(hand_npz, tmp_path, monkeypatch):
     assert not (tmp_path / 'gpu.png').exists()
 
 
+@needs_cv2_caffe
 def test_keypoints_match_an_opencv_caffe_reference(tmp_path):
     """The whole crop -> net -> peaks pipeline against an independent one: a random-weight
     caffemodel built from CMU's real hand prototxt, converted by convert_model.py for us, and

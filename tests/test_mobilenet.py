@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO, shared_path
+from conftest import FIXTURES, REPO, needs_cv2_tensorflow, shared_path
 from entity import params
 from models import _native, get_model_class
 from models.MobileNetV2PoseNet import (MobileNetV2PoseNet, interpolation_matrix_tf_legacy,
@@ -151,8 +151,9 @@ def test_fast_path_as_exact_as_stock_chainer(model, weights, image, hw):
     channels of tiny variance) amplify rounding, and stock Chainer in float32 is itself
     up to ~5e-4 (of the output's magnitude) away from the same functions run in float64.
     So both are measured against the float64 run: the fast path must be as close to it
-    as stock Chainer's float32 result (within 3x of its error, per net output; seen
-    0.15-1.9x), and within 1e-3.  A wrong kernel is off by 1e-2 or more."""
+    as stock Chainer's float32 result (within 4x of its error, per net output; seen
+    0.15-1.9x with NumPy 1.26's OpenBLAS, 3.3x with NumPy 2.5's single-threaded one, whose
+    SGEMM sums in another order), and within 1e-3.  A wrong kernel is off by 1e-2 or more."""
     m = model if weights == 'shipped' else _random_weights(model, seed=2)
     if image is None:
         x = np.random.default_rng(2).uniform(0, 255, (1, 3) + hw).astype(np.float32)
@@ -170,7 +171,7 @@ def test_fast_path_as_exact_as_stock_chainer(model, weights, image, hw):
                    for o, e in zip(outputs[0] + outputs[1], exact))
     stock_error, fast_error = error(stock), error(fast)
     assert fast_error <= 1e-3 and stock_error <= 1e-3, (fast_error, stock_error)
-    assert fast_error <= 3 * stock_error, (fast_error, stock_error)
+    assert fast_error <= 4 * stock_error, (fast_error, stock_error)
 
 
 @pytest.mark.parametrize('fast', [True, False])
@@ -240,6 +241,7 @@ def test_legacy_resize_formula():
     np.testing.assert_allclose(y, np.einsum('ah,nchw,bw->ncab', mh, x, mw), atol=1e-6)
 
 
+@needs_cv2_tensorflow
 def test_close_to_cv2_dnn(model, reference):
     """OpenCV's own importer of the fixed-size graph (its resize differs a little
     from TensorFlow's legacy one, so it is further from TensorFlow than we are)."""

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_path
+from conftest import needs_cv2_caffe, shared_path
 import convert_model
 import weights_io
 from models.CocoPoseNet import CocoPoseNet, VGG19_FRONT, copy_vgg19_front
@@ -86,6 +86,7 @@ def _convert_random(work, prototxt_name, arch, seed, v1=False, keep=None):
     ('facenet', FaceNet, 'face_pose_deploy.prototxt', ['net_output', 'conv6_2_CPM']),
     ('handnet', HandNet, 'hand_pose_deploy.prototxt', ['net_output', 'Mconv7_stage2']),
 ])
+@needs_cv2_caffe
 def test_net_matches_opencv_caffe(work, tmp_path, arch, cls, prototxt, outputs):
     text, caffemodel, npz = _convert_random(work, prototxt, arch, seed=len(arch))
     model = cls()
@@ -117,6 +118,7 @@ def test_link_names_and_shapes_are_the_prototxts(work):
                 == {n: (o, i, k) for n, i, o, k in ours})
 
 
+@needs_cv2_caffe
 def test_vgg19_v1_caffemodel_initialises_posenet_front(work, tmp_path):
     """The 2014 VGG-19 file is in the V1 ``layers`` format: convert it and copy
     conv1_1 .. conv4_2 into CocoPoseNet; its conv4_2 features equal OpenCV's."""

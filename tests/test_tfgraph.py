@@ -11,7 +11,7 @@ import pytest
 import protowire as pw
 import tfgraph
 from cli import UserError
-from conftest import REPO, shared_path
+from conftest import REPO, needs_cv2_tensorflow, shared_path
 from models.MobileNetV2PoseNet import MobileNetV2PoseNet
 
 
@@ -155,6 +155,7 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path, pb_bytes):
     assert not out.exists() and os.listdir(str(tmp_path)) == ['bad.pb']
 
 
+@needs_cv2_tensorflow
 def test_fix_resize_size_matches_the_shared_fixed_graph(tmp_path, pb):
     """Our fixed-size derivation = the shared fixed432x368 file, for cv2.dnn."""
     ours = tmp_path / 'fixed.pb'
@@ -168,6 +169,7 @@ def test_fix_resize_size_matches_the_shared_fixed_graph(tmp_path, pb):
     np.testing.assert_array_equal(outs[0], outs[1])
 
 
+@needs_cv2_tensorflow
 def test_fix_resize_size_other_size_agrees_with_chainer(tmp_path, pb):
     fixed = tmp_path / 'fixed.pb'
     tfgraph.fix_resize_size(pb, str(fixed), (200, 328))

@@ -29,8 +29,9 @@ def mpi_problem():
     """Why 2-rank jobs cannot run here (None when they can)."""
     if not shutil.which('mpiexec'):
         return 'mpiexec not found'
-    p = subprocess.run([sys.executable, '-c', 'from mpi4py import MPI; import chainermn'],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, '-c', 'import compat; from mpi4py import MPI; '
+                        'import chainermn'],  # compat first: Chainer 7.8.1 on NumPy 2
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
     if p.returncode:
         return 'mpi4py does not load in %s: %s' % (
             sys.executable, (p.stderr.strip().splitlines() or ['?'])[-1])
@@ -41,7 +42,9 @@ def mpi_problem():
 def mpi():
     why = mpi_problem()
     if why:
-        make = subprocess.run(['make', '-s', '-C', REPO, 'mpi'], capture_output=True, text=True,
+        # into the venv running the tests, whichever stack it is
+        make = subprocess.run(['make', '-s', '-C', REPO, 'mpi', 'PYTHON=' + sys.executable,
+                               'VENV=' + sys.prefix], capture_output=True, text=True,
                               timeout=900)
         lines = [l for l in make.stderr.splitlines() if l.strip() and not l.startswith('make')]
         errors = [l for l in lines if 'error' in l.lower()]
@@ -116,8 +119,12 @@ def test_two_ranks_step_equals_one_process_with_double_batch(tmp_path, coco_dir,
                          'updater/optimizer:main/model/%s/v'):
                 a = s1[kind % name].astype(np.float64)
                 b = s2[kind % name].astype(np.float64)
-                # parameters and Adam's moments (m: the averaged gradient), per array
-                assert np.linalg.norm(b - a) <= 1e-5 * np.linalg.norm(a), (kind % name)
+                # parameters and Adam's moments (m: the averaged gradient), per array.
+                # Worst array measured on both stacks: 4.7e-6 with the OpenBLAS core picked
+                # for this CPU (Cooperlake/SkylakeX), 3.5e-3 with OPENBLAS_CORETYPE=Haswell
+                # (conv5_3_CPM_L1/W's v; the step moves near-zero gradients' signs); a wrong
+                # average or batch is off by ~1.
+                assert np.linalg.norm(b - a) <= 1e-2 * np.linalg.norm(a), (kind % name)
         # the biases start at zero: after one step they are the step itself
         b = s1['updater/model:main/model/Mconv7_stage6_L1/b']
         assert np.abs(b).max() > 0.5e-4
