@@ -68,6 +68,10 @@ def read_image(path, exif=True):
     if too_large:
         raise cli.UserError('%s: image over the %d-pixel limit of OpenCV\'s decoders '
                             '(entity max_image_pixels)' % (path, params['max_image_pixels']))
+    if (img is None or img.size == 0) and jpeg_truncated(data):
+        # OpenCV 4.10 decodes the part that is there; 4.11+ refuse the file
+        raise cli.UserError('%s: truncated JPEG (the file ends inside the image data) that '
+                            'this OpenCV does not decode' % path)
     if img is None or img.size == 0:
         raise cli.UserError('%s: not an image OpenCV can decode (unknown format, corrupt or '
                             'too large%s)' % (path, '; ' + said[-1] if said else ''))
