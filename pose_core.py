@@ -23,6 +23,7 @@ import numpy as np
 
 import cli
 from entity import JointType, params
+from models import _blas
 
 N_JOINTS = len(JointType)
 
@@ -969,7 +970,8 @@ def group_people(heatmaps, pafs, img_len=None, smooth=True):
 def joint_peaks(heatmaps):
     """The joint candidates of (N_JOINTS, H, W) smoothed heatmaps (array or ``LazyMaps``):
     ``find_peaks`` without the close duplicates (``suppress_close_peaks``)."""
-    return suppress_close_peaks(find_peaks(heatmaps), params['peak_nms_radius'])
+    with _blas.own_threads():
+        return suppress_close_peaks(find_peaks(heatmaps), params['peak_nms_radius'])
 
 
 def group_peaks(heatmaps, pafs, peaks, img_len):
@@ -979,6 +981,11 @@ def group_peaks(heatmaps, pafs, peaks, img_len):
     (``oks_nms``).  Returns (poses (N, 18, 3), scores (N,)) as ``group_people``."""
     if len(peaks) == 0:
         return np.zeros((0, N_JOINTS, 3)), np.zeros(0)
+    with _blas.own_threads():
+        return _group_peaks(heatmaps, pafs, peaks, img_len)
+
+
+def _group_peaks(heatmaps, pafs, peaks, img_len):
     people = assemble_people(compute_connections(pafs, peaks, img_len), peaks)
     poses = people_to_poses(people, refine_peaks(heatmaps, peaks, params['peak_subpixel']))
     scores = person_scores(people, peaks)
