@@ -359,6 +359,36 @@ def test_lazy_peaks_equal_dense_peaks_for_small_blobs(monkeypatch, where, stack_
         assert (rows[3] <= 0.1).all() and (cols[3] <= 0.1).all()  # empty maps are skipped
 
 
+@pytest.mark.parametrize('scales, stack_pixels', [([1], None), ([0.5, 1, 1.5], None),
+                                                   ([1], 64)])
+def test_lazy_peaks_equal_dense_peaks_for_faint_noisy_maps(monkeypatch, scales, stack_pixels):
+    """Maps of smooth noise with many faint maxima around the default threshold (several
+    runs of columns per run of rows, blocks of many widths, negative values): the lazy peak
+    search finds exactly the dense maps' peaks."""
+    rng = np.random.RandomState(7)
+    noise = {}
+
+    def forward(x):
+        _, _, h, w = x.shape
+        if (h, w) not in noise:
+            raw = rng.randn(19, h // 8, w // 8).astype(np.float32)
+            noise[h, w] = np.stack([cv2.GaussianBlur(m, (0, 0), 1.5) for m in raw]) * 0.12
+        return np.zeros((1, 38, h // 8, w // 8), np.float32), noise[h, w][None]
+
+    img = np.zeros((300, 470, 3), np.uint8)
+    dense, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales)
+    lazy, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales, lazy=True)
+    want = pose_core.find_peaks(dense[:18])
+    assert params['heatmap_peak_thresh'] == 0.02 and len(want) > 100
+    assert (dense[:18] > 0.02).mean() < 0.5  # faint: many maps hold few values above
+    if stack_pixels:
+        monkeypatch.setattr(pose_core, 'PEAK_STACK_PIXELS', stack_pixels)
+        np.testing.assert_array_equal(pose_core.find_peaks(dense[:18]), want)
+    got = pose_core.find_peaks(lazy.select(18))
+    np.testing.assert_array_equal(got[:, [0, 1, 2, 4]], want[:, [0, 1, 2, 4]])
+    np.testing.assert_allclose(got[:, 3], want[:, 3], atol=1e-5)
+
+
 def test_sizes_and_padding():
     assert pose_core.fit_size(425, 640, 368) == (368, 554)
     assert pose_core.fit_size(1, 1, 368) == (368, 368)
