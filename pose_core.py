@@ -326,8 +326,8 @@ class LazyMaps(object):
     cost: for one person at 432x368, 3.3 ms of upsampling + 2.6 ms of peak search, against
     ~1.2 ms in all this way) values are computed from the net's low-resolution maps with the
     same interpolation matrices: value(c, y, x) = mean over scales of rh[y] @ maps[c] @
-    rw[x].  ``sample`` serves ``score_pairs``; ``bounds`` and ``stacked_rows`` serve
-    ``find_peaks``.
+    rw[x].  ``sample`` serves ``score_pairs``; ``bounds``, ``run_segments`` and
+    ``stacked_segments`` serve ``find_peaks``.
     """
 
     def __init__(self, out_hw):
@@ -464,7 +464,8 @@ class LazyMaps(object):
         return out
 
     def _transposed(self, i):
-        """Scale ``i``'s ``rw.T`` as a C-contiguous array (kept), for ``_blas.gemm``."""
+        """Scale ``i``'s ``rw.T`` as a C-contiguous array (kept): its column ranges are
+        strided views BLAS reads in place."""
         key = ('rwt', i)
         if self._columns.get(key) is None:
             self._columns[key] = np.ascontiguousarray(self.parts[i][2].T)
@@ -572,12 +573,6 @@ def smooth_heatmaps(heatmaps, sigma=None, ksize=None):
     return out
 
 
-# cv2.dilate kernels (anchor at the centre) giving the max of the up/left and of the
-# down/right neighbours.
-_BEFORE = np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], np.uint8)
-_AFTER = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0]], np.uint8)
-
-
 def _runs(bounds, thresh):
     """``(map, start, stop)`` arrays: per map of ``bounds`` (C, N), the runs of indices that
     can hold peaks (bound > ``thresh``), each grown by one on both sides for the neighbours;
@@ -603,7 +598,7 @@ def _canvas_maxima(canvas, thresh):
     """(row, column) of the local maxima above ``thresh`` inside a canvas of width 8k + 2
     whose outer rows and columns are never peaks, row-major."""
     inner = canvas[1:-1, 1:-1]
-    # on shifted views, no cv2.dilate (non-rectangular kernels take its slow generic path)
+    # neighbours on shifted views: 15-20 % faster than two cv2.dilate on people.png's canvases
     nb = cv2.max(canvas[:-2, 1:-1], canvas[1:-1, :-2])
     cv2.max(nb, float(thresh), dst=nb)
     ok = cv2.compare(inner, nb, cv2.CMP_GT)
@@ -658,7 +653,8 @@ def find_peaks(heatmaps, thresh=None):
         seg_x0, seg_x1 = np.zeros_like(seg_c), np.full_like(seg_c, width)
     # One canvas per class of block widths (within sqrt 2), each block after a row of zeros
     # and a column of zeros (= the border), in chunks of whole blocks of at most
-    # PEAK_STACK_PIXELS.
+    # PEAK_STACK_PIXELS.  (Blocks per run of columns, not one union of columns per class:
+    # 23 % instead of 55 % of people.png's maps computed at the 0.02 threshold.)
     heights, widths = seg_y1 - seg_y0, seg_x1 - seg_x0
     wclass = np.ceil(np.log2(widths) * 2).astype(np.intp)
     chunk = np.empty(len(widths), np.intp)
