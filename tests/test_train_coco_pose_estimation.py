@@ -199,16 +199,97 @@ def test_vgg_front_schedule(tmp_path, coco_dir):
     assert resumed.active and not model.conv1_1.update_enabled
 
 
-def test_finetune_shipped_mobilenet(tmp_path, coco_dir):
+SHIPPED = os.path.join(REPO, 'models', 'mobilenet_v2_small.npz')
+
+
+def first_step(argv):
+    """A trainer from ``argv`` (--deterministic: batches in dataset order): the loss its
+    first update reports (training mode) and the inference-mode loss of that same batch."""
+    import chainer
+    import train_coco_pose_estimation as tcpe
+    trainer, _ = tcpe.build_trainer(tcpe.parse_args(argv + ['--deterministic']))
+    loss_chain = trainer.updater.get_optimizer('main').target
+    it = trainer.updater.get_iterator('main')
+    batch = chainer.dataset.concat_examples([it.dataset[i] for i in range(it.batch_size)])
+    with chainer.using_config('train', False):
+        inference = float(loss_chain(*batch).array)
+    observed = {}
+    with trainer.reporter.scope(observed):
+        trainer.updater.update()
+    return float(observed['main/loss'].array), inference, loss_chain.model
+
+
+def test_pretrained_training_loss_equals_inference_loss(tmp_path, coco_dir):
+    """Fine-tuning (--initmodel) normalises with the stored batch-norm statistics: the first
+    training step sees the model as inference does (batch statistics: 1.8 vs 0.075)."""
+    from models.MobileNetV2PoseNet import MobileNetV2PoseNet
+    import chainer
+    shipped = MobileNetV2PoseNet()
+    chainer.serializers.load_npz(SHIPPED, shipped)
+    argv = ['--arch', 'mobilenet', '--initmodel', SHIPPED, '--coco-dir', coco_dir,
+            '--out', str(tmp_path / 'o'), '--insize', '184', '--batchsize', '4']
+    train_loss, inference_loss, model = first_step(argv)
+    print('first step: training-mode loss %.5f, inference-mode loss %.5f'
+          % (train_loss, inference_loss))
+    assert inference_loss < 0.15  # the trained model fits the targets (random weights: ~0.3)
+    assert abs(train_loss - inference_loss) <= 0.03 * inference_loss
+    # the stored statistics are kept (gamma and beta train)
+    for name, link in shipped.namedlinks(skipself=True):
+        if isinstance(link, chainer.links.BatchNormalization):
+            trained = model[name.lstrip('/')]
+            np.testing.assert_array_equal(trained.avg_mean, link.avg_mean)
+            np.testing.assert_array_equal(trained.avg_var, link.avg_var)
+            assert not np.array_equal(trained.beta.array, link.beta.array)
+    # --bn-mode batch asks for ordinary batch norm: the batch's own statistics
+    train_loss, inference_loss, _ = first_step(argv + ['--bn-mode', 'batch'])
+    assert train_loss > 5 * inference_loss
+
+
+def test_bn_mode_defaults_and_resume(tmp_path, coco_dir):
+    """From scratch: batch statistics; --initmodel: frozen; --resume: the mode of the run it
+    continues (saved in its snapshot), unless --bn-mode says otherwise."""
+    import train_coco_pose_estimation as tcpe
+
+    def frozen(*argv):
+        trainer, _ = tcpe.build_trainer(tcpe.parse_args(list(argv) + common))
+        return trainer.updater.get_optimizer('main').target.model.frozen_bn_stats
+
+    common = ['--arch', 'mobilenet', '--coco-dir', coco_dir, *SMALL]
+    for name, init in (('tuned', ['--initmodel', SHIPPED]), ('scratch', [])):
+        out = str(tmp_path / name)
+        p = train('--iteration', '1', '--snapshot-interval', '1', '--val-interval', '1',
+                  '--out', out, *init, *common)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert ('batch norms: frozen statistics' if init else 'batch norms: batch statistics'
+                ) in p.stdout
+        assert frozen('--out', out, '--resume', out) == bool(init)
+        assert frozen('--out', out, '--resume', out, '--bn-mode', 'batch') is False
+        assert frozen('--out', out, '--resume', out, '--bn-mode', 'frozen') is True
+    assert frozen('--out', str(tmp_path / 'o'), '--initmodel', SHIPPED, '--bn-mode',
+                  'batch') is False
+
+
+def test_finetune_shipped_mobilenet_keeps_its_ap(tmp_path, coco_dir):
+    """A few fine-tuning iterations on coco_mini keep the model's AP on those images (with
+    batch statistics two iterations were enough to find nobody)."""
+    import evaluate_coco
     out = str(tmp_path / 'out')
-    init = os.path.join(REPO, 'models', 'mobilenet_v2_small.npz')
-    p = train('--arch', 'mobilenet', '--initmodel', init, '--coco-dir', coco_dir, '--out', out,
-              '--iteration', '1', '--val-interval', '1', '--log-interval', '1', '--insize', '184',
-              '--batchsize', '2', '--valbatchsize', '2', '--val-samples', '2', '--no-progress')
+    p = train('--arch', 'mobilenet', '--initmodel', SHIPPED, '--coco-dir', coco_dir, '--out', out,
+              '--iteration', '10', '--val-interval', '10', '--log-interval', '5',
+              '--snapshot-interval', '10', '--insize', '184', '--batchsize', '4',
+              '--valbatchsize', '2', '--val-samples', '2', '--no-progress', '--deterministic')
     assert p.returncode == 0, p.stderr[-3000:]
-    assert 'initialised mobilenet from %s (model)' % init in p.stdout
-    # the trained weights already fit the targets: a random net's validation loss is ~0.33
-    assert read_log(out)[-1]['validation/main/loss'] < 0.15
+    assert 'initialised mobilenet from %s (model)' % SHIPPED in p.stdout
+    log = read_log(out)
+    # the trained weights already fit the targets: a random net's loss is ~0.33
+    assert log[-1]['validation/main/loss'] < 0.15 and log[0]['main/loss'] < 0.15
+    ann, images = shared_path('coco_mini', 'test_coco.json'), shared_path('coco_mini')
+    before = evaluate_coco.evaluate(ann, images, 'mobilenet', SHIPPED, verbose=False)[0]
+    after = evaluate_coco.evaluate(ann, images, 'mobilenet', os.path.join(out, 'model_iter_10'),
+                                   verbose=False)[0]
+    print('coco_mini AP: shipped %.3f, after 10 fine-tuning iterations %.3f' % (before, after))
+    assert before > 0.45
+    assert abs(after - before) <= 0.05
 
 
 def test_missing_coco_dir_names_getdata(tmp_path):
