@@ -659,14 +659,24 @@ def run_trainer(trainer, out):
     """``trainer.run()``; a failed write (full disk, quota, lost mount) is one line naming
     the out directory.  The snapshot writer writes into a temporary directory and renames,
     so every snapshot already there is intact and ``--resume`` continues from it."""
+    import gc
     try:
         trainer.run(show_loop_exception_msg=False)
+        return
     except OSError as e:
-        what = e.strerror or str(e) or type(e).__name__
-        raise cli.UserError('iteration %d: cannot write in %s (%s)%s; snapshots already '
-                            'there are intact: rerun with --resume %s'
-                            % (trainer.updater.iteration, out, what,
-                               ': %s' % e.filename if e.filename else '', out))
+        error = cli.UserError('iteration %d: cannot write in %s (%s)%s; snapshots already '
+                              'there are intact: rerun with --resume %s'
+                              % (trainer.updater.iteration, out,
+                                 e.strerror or str(e) or type(e).__name__,
+                                 ': %s' % e.filename if e.filename else '', out))
+    # numpy's savez leaves its ZipFile open when a write fails; collected with the failed
+    # frames, its __del__ would print "Exception ignored ... seek of closed file"
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    raise error
 
 
 def parse_args(argv=None):

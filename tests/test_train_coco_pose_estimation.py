@@ -333,3 +333,171 @@ def test_bad_initmodel_and_resume(tmp_path, coco_dir):
               '--resume', str(junk), *SMALL)
     assert p.returncode == 2 and p.stderr.count('\n') == 1
     assert 'not a snapshot of this training setup' in p.stderr
+
+
+# ----------------------------------------------------------------------------- VGG-19 caffemodel
+
+@pytest.fixture(scope='module')
+def vgg_caffemodel(tmp_path_factory):
+    """A VGG-19 caffemodel in the 2014 release's V1 ``layers`` format, random weights of the
+    real shapes (the loader checks them): the VGG front plus conv5_1, which must be skipped."""
+    import weights_io
+    from models.CocoPoseNet import VGG19_FRONT
+    with open(shared_path('prototxt', 'VGG_ILSVRC_19_layers_deploy.prototxt')) as f:
+        convs = [c for c in weights_io.conv_layers_from_prototxt(f.read())
+                 if c[0] in set(VGG19_FRONT) | {'conv5_1'}]
+    path = str(tmp_path_factory.mktemp('vgg') / 'VGG_ILSVRC_19_layers.caffemodel')
+    layers = weights_io.random_conv_weights(convs, seed=5)
+    weights_io.write_caffemodel(path, layers, v1=True)
+    return path, dict(layers)
+
+
+def test_seed_workflow_starts_from_the_vgg_caffemodel_in_models(tmp_path, vgg_caffemodel):
+    """The original README: `wget -P models .../VGG_ILSVRC_19_layers.caffemodel`, then
+    `python train_coco_pose_estimation.py`, verbatim, from a checkout holding COCO in coco/."""
+    seed = tmp_path / 'checkout'
+    (seed / 'models').mkdir(parents=True)
+    os.symlink(TRAIN, str(seed / 'train_coco_pose_estimation.py'))  # imports from the repo
+    os.symlink(vgg_caffemodel[0], str(seed / 'models' / 'VGG_ILSVRC_19_layers.caffemodel'))
+    make_coco_dir_with_masks(str(seed / 'coco'))
+    proc = subprocess.Popen([sys.executable, 'train_coco_pose_estimation.py'], cwd=str(seed),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    try:
+        first = proc.stdout.readline()  # then 300k iterations of CocoPoseNet at 368: stop
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert first.strip() == 'initialised posenet from %s (vgg19)' % (
+        seed / 'models' / 'VGG_ILSVRC_19_layers.caffemodel'), (first, err[-2000:])
+    assert 'random weights' not in err
+
+
+def test_initmodel_reads_a_vgg_caffemodel(tmp_path, coco_dir, vgg_caffemodel):
+    import train_coco_pose_estimation as tcpe
+    from models.CocoPoseNet import VGG19_FRONT
+    path, layers = vgg_caffemodel
+    trainer, _ = tcpe.build_trainer(tcpe.parse_args(
+        ['--arch', 'posenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+         '--initmodel', path, *SMALL]))
+    model = trainer.updater.get_optimizer('main').target.model
+    for name in VGG19_FRONT:
+        np.testing.assert_array_equal(getattr(model, name).W.array, layers[name][0])
+        np.testing.assert_array_equal(getattr(model, name).b.array, layers[name][1])
+    assert trainer.get_extension('FreezeSchedule').active  # the VGG warm-up schedule
+    # the mobilenet takes npz files only
+    p = train('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+              '--initmodel', path, *SMALL)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert 'not an npz' in p.stderr and path in p.stderr
+
+
+def test_initmodel_reads_cmus_full_caffemodel(tmp_path, coco_dir):
+    """CMU's pose_iter_440000.caffemodel (current ``layer`` format) fine-tunes as a whole."""
+    import weights_io
+    import train_coco_pose_estimation as tcpe
+    with open(shared_path('prototxt', 'coco_pose_deploy.prototxt')) as f:
+        layers = weights_io.random_conv_weights(weights_io.conv_layers_from_prototxt(f.read()),
+                                                seed=9)
+    path = str(tmp_path / 'pose_iter_440000.caffemodel')
+    weights_io.write_caffemodel(path, layers)
+    trainer, _ = tcpe.build_trainer(tcpe.parse_args(
+        ['--arch', 'posenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+         '--initmodel', path, *SMALL]))
+    model = trainer.updater.get_optimizer('main').target.model
+    for name, (w, b) in layers:
+        np.testing.assert_array_equal(getattr(model, name).W.array, w)
+        np.testing.assert_array_equal(getattr(model, name).b.array, b)
+    assert not trainer.get_extension('FreezeSchedule').active
+
+
+# ----------------------------------------------------------------------------- outputs, resume
+
+def test_out_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    for out, why in ((a_file, 'exists and is not a directory'),
+                     (a_file / 'sub', 'cannot write there'),
+                     ('/proc', 'cannot write there'),
+                     ('/proc/result', 'cannot write there')):
+        # no COCO directory either: the output is checked first
+        p = train('--coco-dir', str(tmp_path / 'no_coco'), '--out', str(out), *SMALL)
+        assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+        assert p.stderr.startswith('error: --out %s: %s' % (out, why)), p.stderr
+    assert a_file.read_text() == 'x'
+
+
+def test_full_disk_at_a_snapshot_is_one_line_and_keeps_the_snapshots(tmp_path, coco_dir):
+    """--out on a 16 MB tmpfs (a mount namespace of its own): the files of iteration 1
+    (~8 MB) fit, a write at iteration 2 does not."""
+    if subprocess.run(['unshare', '-m', 'true'], capture_output=True).returncode:
+        if subprocess.run(['unshare', '-rm', 'true'], capture_output=True).returncode:
+            pytest.skip('no mount namespace here (unshare -m and -rm fail): cannot make a '
+                        'small disk')
+        unshare = ['unshare', '-rm']
+    else:
+        unshare = ['unshare', '-m']
+    out = str(tmp_path / 'out')
+    os.makedirs(out)
+    check = tmp_path / 'check.py'  # run inside the namespace, where the tmpfs is
+    check.write_text('import numpy as np, os\nnames = sorted(os.listdir(%r))\nprint(names)\n'
+                     'print([int(np.load(os.path.join(%r, n))["updater/iteration"]) for n in '
+                     'names if n.startswith("snapshot_iter_")])' % (out, out))
+    script = ('mount -t tmpfs -o size=16m tmpfs %s || exit 99; %s %s "$@"; echo "rc=$?"; '
+              '%s %s' % (out, sys.executable, TRAIN, sys.executable, check))
+    p = subprocess.run(unshare + ['sh', '-c', script, 'sh', '--arch', 'mobilenet',
+                                  '--coco-dir', coco_dir, '--out', out, '--iteration', '3',
+                                  '--snapshot-interval', '1', '--val-interval', '100',
+                                  '--log-interval', '1', '--keep-snapshots', '-1', *SMALL],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    if 'rc=99' in p.stdout or not p.stdout:
+        pytest.skip('cannot mount a tmpfs here: %s' % p.stderr[-300:])
+    assert 'rc=2' in p.stdout, (p.stdout[-2000:], p.stderr[-3000:])
+    assert 'Traceback' not in p.stderr, p.stderr
+    error = p.stderr.strip().splitlines()
+    assert len(error) == 1, p.stderr
+    assert error[0].startswith('error: iteration 2: cannot write in %s (No space left on '
+                               'device)' % out), p.stderr
+    assert '--resume %s' % out in error[0]
+    listing, iterations = p.stdout.strip().splitlines()[-2:]
+    assert "'snapshot_iter_1'" in listing and "'model_iter_1'" in listing
+    assert 'tmp' not in listing  # the half-written file's temporary directory is gone
+    # every snapshot there loads and holds its iteration
+    assert iterations in ('[1]', '[1, 2]'), (listing, iterations)
+
+
+def test_resume_passes_over_a_damaged_newest_snapshot(tmp_path, coco_dir):
+    out = str(tmp_path / 'out')
+    args = ['--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', out, '--log-interval', '1',
+            '--snapshot-interval', '2', '--val-interval', '100', *SMALL]
+    p = train('--iteration', '6', *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    snap = lambda n: os.path.join(out, 'snapshot_iter_%d' % n)  # noqa: E731
+    with open(snap(6), 'r+b') as f:  # cut short (a full disk, a copy that stopped)
+        f.truncate(os.path.getsize(snap(6)) // 2)
+    with open(snap(4), 'r+b') as f:  # one flipped byte inside an array
+        f.seek(os.path.getsize(snap(4)) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xff]))
+    p = train('--iteration', '7', '--resume', out, *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert re.search(r'warning: %s is damaged \(.+\): trying the one before'
+                     % re.escape(snap(6)), p.stderr), p.stderr
+    assert re.search(r'warning: %s is damaged \(bad checksum in .+\)' % re.escape(snap(4)),
+                     p.stderr), p.stderr
+    assert 'resumed from %s at iteration 2' % snap(2) in p.stdout
+    assert load_all(snap(6))['updater/iteration'] == 6  # rewritten by the resumed run
+    # a damaged file named explicitly is not replaced by another
+    with open(snap(6), 'r+b') as f:
+        f.truncate(100)
+    p = train('--iteration', '8', '--resume', snap(6), *args)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
+    assert 'not a snapshot of this training setup' in p.stderr
+    for n in (2, 4, 6, 7):  # keep_snapshots 3: every one damaged
+        if os.path.exists(snap(n)):
+            with open(snap(n), 'r+b') as f:
+                f.truncate(100)
+    p = train('--iteration', '8', '--resume', out, *args)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+        'error: --resume %s: every snapshot_iter_N in it is damaged' % out), p.stderr
