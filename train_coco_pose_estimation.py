@@ -182,8 +182,10 @@ class AggregateObservations(object):
 # ----------------------------------------------------------------------------- setup
 
 def is_npz(path):
-    """True for a NumPy npz (model_iter_N has no extension); False for a caffemodel or a
-    PyTorch .pth, whose zip form holds no ``.npy`` members."""
+    """True for a NumPy npz, by name or content (model_iter_N has no extension); False for a
+    caffemodel or a PyTorch .pth, whose zip form holds no ``.npy`` members."""
+    if path.endswith('.npz'):
+        return True
     try:
         with zipfile.ZipFile(path) as z:
             return any(n.endswith('.npy') for n in z.namelist())
