@@ -267,6 +267,12 @@ def test_bn_mode_defaults_and_resume(tmp_path, coco_dir):
         assert frozen('--out', out, '--resume', out, '--bn-mode', 'frozen') is True
     assert frozen('--out', str(tmp_path / 'o'), '--initmodel', SHIPPED, '--bn-mode',
                   'batch') is False
+    # a snapshot from before the modes: its run used batch statistics, and goes on so
+    old = load_all(os.path.join(str(tmp_path / 'tuned'), 'snapshot_iter_1'))
+    assert old.pop('extensions/BatchNormMode/frozen')
+    np.savez(str(tmp_path / 'old_snapshot.npz'), **old)
+    assert frozen('--out', str(tmp_path / 'o'), '--resume', str(tmp_path / 'old_snapshot.npz')
+                  ) is False
 
 
 def test_finetune_shipped_mobilenet_keeps_its_ap(tmp_path, coco_dir):
