@@ -10,7 +10,9 @@ inference then sees: no augmentation, no crop.  Targets, ignore masks and the lo
 training script's (coco_data_loader, gen_ignore_mask, train_coco_pose_estimation); batch norms
 use batch statistics, as training from scratch does.  Every --eval-every iterations the net
 runs through PoseDetector (one scale: the image at its own size) and evaluate_coco's COCOeval
-scores it against the equally resized annotations.  Stops at the target AP, at
+scores it against the equally resized annotations; the target maps themselves, scored the same
+way first, give the ceiling (stride-8 maps of a small image cannot place joints finely enough
+for COCO's keypoint similarity).  Stops at the target AP, at
 --iterations, or when --time-limit seconds are spent; exit status 1 when the target was not
 reached.  The last lines are the curve (iteration, loss, AP) and the final AP.
 """
@@ -82,6 +84,20 @@ def resized_set(coco, img_dir, image_ids, size, out_dir):
     return examples, ann_path
 
 
+class TargetMaps(object):
+    """Stands in for the net: each call returns the next example's target maps (the images
+    are evaluated in the examples' order).  What the pipeline makes of perfect maps: the
+    highest AP a net can reach at this size."""
+
+    def __init__(self, examples):
+        self.queue = list(examples)
+
+    def __call__(self, x):
+        import chainer
+        _, pafs, heatmaps, _ = self.queue.pop(0)
+        return [chainer.Variable(pafs[None])], [chainer.Variable(heatmaps[None])]
+
+
 def overfit(args, out):
     """Train and evaluate; returns the curve [(iteration, loss, AP, seconds)]."""
     import chainer
@@ -109,7 +125,7 @@ def overfit(args, out):
     detector = PoseDetector(args.arch, model=model, device=args.gpu,
                             scales=[args.size / params['inference_img_size']])
 
-    def ap():
+    def ap(detector=detector):
         results, image_ids = evaluate_coco.detect_all(eval_coco, out, detector, progress=False)
         return float(evaluate_coco.coco_eval(eval_coco, results, image_ids, verbose=False)[0])
 
@@ -118,6 +134,8 @@ def overfit(args, out):
                             sum(1 for a in eval_coco.dataset['annotations']
                                 if a.get('num_keypoints', 0) > 0), len(ids), args.alpha,
                             'GPU %d' % args.gpu if args.gpu >= 0 else 'CPU'))
+    print('the target maps themselves score AP %.3f (the ceiling at this size)'
+          % ap(PoseDetector(args.arch, model=TargetMaps(examples), scales=detector.scales)))
     print('%9s %9s %7s %8s' % ('iteration', 'loss', 'AP', 'seconds'))
     curve = []
     start = time.perf_counter()
@@ -147,7 +165,8 @@ def main(argv=None):
     p.add_argument('--img-dir', default=COCO_MINI)
     p.add_argument('--images', type=int, help='how many images (the first by id; default 4)')
     p.add_argument('--size', type=int, help='image side in pixels, a multiple of 16 '
-                   '(default 368)')
+                   '(default 368; the stride-8 maps limit the AP a small size can reach, '
+                   'printed first)')
     p.add_argument('--iterations', type=int, help='at most this many (default 3000)')
     p.add_argument('--eval-every', type=int, help='iterations between AP evaluations '
                    '(default 50)')

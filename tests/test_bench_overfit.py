@@ -15,6 +15,9 @@ def test_quick_overfit_runs_and_prints_the_curve():
     assert r.returncode == 1, (r.stdout, r.stderr)  # 6 iterations: the target is not reached
     lines = r.stdout.strip().splitlines()
     assert re.match(r'mobilenet from scratch on 2 images at 64x64 \(\d+ people', lines[0])
+    ceiling = re.fullmatch(r'the target maps themselves score AP (\d\.\d{3}) \(the ceiling '
+                           r'at this size\)', lines[1])
+    assert ceiling and 0 < float(ceiling.group(1)) <= 1, lines[1]
     rows = [[float(v) for v in l.split()] for l in lines if re.match(r'^ +\d+ ', l)]
     assert [int(row[0]) for row in rows] == [0, 3, 6]
     assert all(0 <= row[2] <= 1 for row in rows)

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -370,7 +371,9 @@ def test_seed_workflow_starts_from_the_vgg_caffemodel_in_models(tmp_path, vgg_ca
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED='1'))
     try:
-        first = proc.stdout.readline()  # then 300k iterations of CocoPoseNet at 368: stop
+        # its first line, then 300k iterations of CocoPoseNet at 368: stop it there
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        first = proc.stdout.readline() if ready else '(nothing on stdout in 120 s)'
     finally:
         proc.kill()
         _, err = proc.communicate()
