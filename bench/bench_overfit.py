@@ -6,9 +6,11 @@ finds the people in them: keypoint AP >= --target-ap on those same images.
 
 The images are ../shared/data/coco_mini's (or --ann / --img-dir), each resized to --size x
 --size (people stretched with it) so that the training input is the whole image, exactly what
-inference then sees: no augmentation, no crop.  Targets, ignore masks and the loss are the
-training script's (coco_data_loader, gen_ignore_mask, train_coco_pose_estimation); batch norms
-use batch statistics, as training from scratch does.  Every --eval-every iterations the net
+inference then sees: no augmentation, no crop, and no ignore mask: a net that sees a few images
+only learns nothing where the mask hides people annotated without keypoints, and fires there
+at random (the maps are then trained everywhere; COCOeval ignores those people either way).
+Targets and loss are the training script's (coco_data_loader, train_coco_pose_estimation);
+batch norms use batch statistics, as training from scratch does.  Every --eval-every iterations the net
 runs through PoseDetector (one scale: the image at its own size) and evaluate_coco's COCOeval
 scores it against the equally resized annotations; the target maps themselves, scored the same
 way first, give the ceiling (stride-8 maps of a small image cannot place joints finely enough
@@ -39,13 +41,11 @@ def resized_set(coco, img_dir, image_ids, size, out_dir):
     file of the same resized images (written with the images into ``out_dir``).
 
     Returns (examples, annotation path): examples are (image, pafs, heatmaps, ignore) as
-    CocoDataLoader gives them.
+    CocoDataLoader gives them, nothing ignored.
     """
     import cv2
     import coco_data_loader as cdl
-    import gen_ignore_mask
     import pose_core
-    from entity import params
     data = {'images': [], 'annotations': [], 'categories': coco.dataset['categories']}
     examples = []
     for image_id in image_ids:
@@ -54,16 +54,12 @@ def resized_set(coco, img_dir, image_ids, size, out_dir):
         h, w = img.shape[:2]
         sx, sy = size / w, size / h
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))
-        mask = gen_ignore_mask.ignore_mask(coco, anns, h, w)
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask.astype(np.uint8), (size, size),
-                          interpolation=cv2.INTER_NEAREST) > 0
         poses = cdl.coco_to_poses([a for a in anns if cdl.is_training_person(a)])
         poses[..., 0] *= sx
         poses[..., 1] *= sy
         pafs, heatmaps = cdl.make_targets(poses, size)
-        ignore = cdl.downsample_mask(mask, params['downscale'], params['ignore_mask_dilate'])
-        examples.append((img, pafs, heatmaps, ignore))
+        examples.append((img, pafs, heatmaps, np.zeros(heatmaps.shape[1:], bool)))
         name = '%012d.png' % image_id  # lossless: inference reads what training saw
         cv2.imwrite(os.path.join(out_dir, name), img)
         data['images'].append(dict(info, file_name=name, width=size, height=size))
