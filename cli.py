@@ -209,6 +209,22 @@ def library_stderr():
                          sink.read().decode('utf-8', 'replace').splitlines() if line.strip())
 
 
+def ensure_output_dir(path, flag='--out'):
+    """Create the output directory ``path`` if needed and check that files can be made in it:
+    a file in its place or a read-only place is a ``UserError`` before any long work."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError('%s %s: exists and is not a directory' % (flag, path))
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=path)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError('%s %s: cannot write there (%s)' % (flag, path, e.strerror or e))
+    return path
+
+
 def get_array_module(device):
     """Select ``device`` (-1 = CPU) and return numpy or cupy.
 

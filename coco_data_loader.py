@@ -467,9 +467,9 @@ def main(argv=None):
     p.add_argument('--show', action='store_true', help='also show them (needs a display)')
     p.add_argument('--seed', type=int, default=0)
     args = p.parse_args(argv)
+    cli.ensure_output_dir(args.out, '--out')
     data = CocoDataLoader(args.coco_dir, args.split, args.insize, deterministic=True,
                           seed=args.seed)
-    os.makedirs(args.out, exist_ok=True)
     show = args.show and can_show()
     if args.show and not show:
         print('no display available: writing files only', file=sys.stderr)

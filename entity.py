@@ -91,6 +91,8 @@ params = {
     # used by train_coco_pose_estimation.py --arch posenet when --initmodel is not given and
     # this file exists (convert_model.py vgg19 VGG_ILSVRC_19_layers.caffemodel models/vgg19.npz)
     'vgg19_weights': 'models/vgg19.npz',
+    # ... or else this one, read directly (the original README's `wget -P models`)
+    'vgg19_caffemodel': 'models/VGG_ILSVRC_19_layers.caffemodel',
 
     # GPU convolutions (models/_gpu.py): the precision of their GEMMs, --precision on the
     # scripts with --gpu (fp32 exact; tf32 tensor cores; bf16/fp16 16-bit operands, float32

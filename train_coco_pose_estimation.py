@@ -181,11 +181,31 @@ class AggregateObservations(object):
 
 # ----------------------------------------------------------------------------- setup
 
+def is_npz(path):
+    """True for a NumPy npz, by name or content (model_iter_N has no extension); False for a
+    caffemodel or a PyTorch .pth, whose zip form holds no ``.npy`` members."""
+    if path.endswith('.npz'):
+        return True
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith('.npy') for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def load_initmodel(model, arch, path):
-    """Load a full ``arch`` npz (fine-tuning) or, for posenet, a VGG-19 npz (its front)."""
+    """Initialise ``model`` from ``path``; returns 'model' (all its weights: fine-tuning) or
+    'vgg19' (posenet's VGG-19 front, ImageNet weights).
+
+    ``path``: an npz of ``arch`` (model_iter_N, convert_model.py's output) or of VGG-19, or
+    for posenet a Caffe ``.caffemodel`` / pytorch-openpose ``.pth``: CMU's COCO model or the
+    ImageNet ``VGG_ILSVRC_19_layers.caffemodel``, read directly (under a second).
+    """
     import chainer
     if not os.path.isfile(path):
         raise cli.UserError('--initmodel %s: no such file' % path)
+    if not is_npz(path):
+        return load_initmodel_layers(model, arch, path)
     try:
         with np.load(path) as npz:
             keys = set(npz.files)
@@ -207,14 +227,119 @@ def load_initmodel(model, arch, path):
                         % (path, arch, len(missing), len(names), missing[0]))
 
 
+def load_initmodel_layers(model, arch, path):
+    """``load_initmodel`` for Caffe / PyTorch files (convert_model.py's readers and checks)."""
+    import convert_model
+    import weights_io
+    if arch != 'posenet':
+        weights_io.sniff(path)  # a directory or an unreadable file: its own message
+        raise cli.UserError('--initmodel %s: not an npz; %s starts from an npz of its own '
+                            'weights (convert_model.py %s ... makes one)' % (path, arch, arch))
+    every = convert_model.expected_layers('posenet')
+    layers = weights_io.read_layers(path, wanted=set(every))
+    if all(n in layers for n in every):
+        arrays = convert_model.check_layers('posenet', layers, path)
+        for name, array in arrays.items():
+            link, attr = name.split('/')
+            getattr(model[link], attr).array[...] = array
+        return 'model'
+    from models.CocoPoseNet import copy_vgg19_front
+    copy_vgg19_front(model, convert_model.check_layers('vgg19', layers, path), path)
+    return 'vgg19'
+
+
+def default_initmodel(arch):
+    """The ImageNet VGG-19 weights a posenet starts from when --initmodel is not given: the
+    converted npz, else the caffemodel itself (the original README's ``wget -P models``)."""
+    if arch != 'posenet':
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in (params['vgg19_weights'], params['vgg19_caffemodel']):
+        if os.path.isfile(os.path.join(here, name)):
+            return os.path.join(here, name)
+    return None
+
+
+def batch_norm_links(model):
+    """The batch normalisations of ``model`` (plain or ChainerMN's multi-node ones)."""
+    import chainer
+    kinds = (chainer.links.BatchNormalization,)
+    if 'chainermn' in sys.modules:
+        kinds += (sys.modules['chainermn'].links.MultiNodeBatchNormalization,)
+    return [link for link in model.links() if isinstance(link, kinds)]
+
+
+class BatchNormMode(object):
+    """Batch norms of trained weights keep the statistics the weights were fitted to.
+
+    ``frozen``: the model normalises with the stored statistics in training too (no batch
+    statistics, nothing overwritten; see MobileNetV2PoseNet.frozen_bn_stats); gamma and beta
+    are still trained (fine-tuning measured a little better with them than without).
+    Otherwise ordinary batch norm.  Saved in trainer snapshots, so a ``--resume``d run keeps
+    the mode of the run it continues unless ``explicit``.
+    """
+    trigger = (1, 'iteration')
+    priority = 300
+    name = 'BatchNormMode'
+
+    def __init__(self, model, frozen, explicit, verbose):
+        self.model, self.frozen, self.explicit, self.verbose = model, frozen, explicit, verbose
+        self.apply()
+
+    def apply(self):
+        self.model.frozen_bn_stats = self.frozen
+
+    def initialize(self, trainer):
+        self.apply()
+        if self.verbose:
+            print('batch norms: %s' % ('frozen statistics (those of the trained weights)'
+                                       if self.frozen else 'batch statistics'))
+
+    def __call__(self, trainer):
+        pass
+
+    def serialize(self, serializer):
+        try:
+            saved = bool(serializer('frozen', self.frozen))
+        except KeyError:  # a snapshot from before the modes existed: its runs used batch
+            saved = False
+        if not self.explicit:
+            self.frozen = saved
+        self.apply()
+
+
+def snapshot_damage(path):
+    """Why the trainer snapshot ``path`` cannot be loaded (truncated, a bad checksum, no
+    iteration count), or None when it is intact.  Reads every byte (CRC of every array)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            if 'updater/iteration.npy' not in z.namelist():
+                return 'no updater/iteration in it'
+            bad = z.testzip()
+            if bad is not None:
+                return 'bad checksum in %s' % bad
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return None
+
+
 def latest_snapshot(path):
-    """``path`` itself, or the newest snapshot_iter_N inside the directory ``path``."""
+    """``path`` itself, or the newest intact snapshot_iter_N inside the directory ``path``
+    (damaged newer ones, e.g. from a full disk or a copy cut short, are passed over, saying
+    so)."""
     if os.path.isdir(path):
-        found = [(int(m.group(1)), f) for f in os.listdir(path)
-                 for m in [re.fullmatch(r'snapshot_iter_(\d+)', f)] if m]
+        found = sorted(((int(m.group(1)), f) for f in os.listdir(path)
+                        for m in [re.fullmatch(r'snapshot_iter_(\d+)', f)] if m), reverse=True)
         if not found:
             raise cli.UserError('--resume %s: no snapshot_iter_N in this directory' % path)
-        return os.path.join(path, max(found)[1])
+        for _, name in found:
+            snapshot = os.path.join(path, name)
+            damage = snapshot_damage(snapshot)
+            if damage is None:
+                return snapshot
+            print('warning: %s is damaged (%s): trying the one before' % (snapshot, damage),
+                  file=sys.stderr)
+        raise cli.UserError('--resume %s: every snapshot_iter_N in it is damaged' % path)
     if not os.path.isfile(path):
         raise cli.UserError('--resume %s: no such file' % path)
     return path
@@ -333,6 +458,8 @@ def build_trainer(args, model=None, comm=None):
                             % (args.insize, stride))
     cli.get_array_module(args.gpu)  # clear message when CuPy or the GPU is missing
     device = chainer.get_device('@numpy' if args.gpu < 0 else '@cupy:%d' % args.gpu)
+    if rank0:  # before minutes of work, not at the first snapshot
+        cli.ensure_output_dir(args.out, '--out')
 
     # data first: a missing COCO directory or mask is reported before building the net
     train = coco_data_loader.CocoDataLoader(args.coco_dir, 'train', args.insize,
@@ -351,22 +478,18 @@ def build_trainer(args, model=None, comm=None):
         if args.deterministic:
             np.random.seed(0)  # the same initial weights in every run (Chainer's initializers)
         model = get_model_class(args.arch)()
-    from_vgg = False
-    vgg_default = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                               params['vgg19_weights'])
-    if not args.initmodel and args.arch == 'posenet' and not args.resume and os.path.isfile(
-            vgg_default):
-        args.initmodel = vgg_default
+    kind = None
+    if not args.initmodel and not args.resume:
+        args.initmodel = default_initmodel(args.arch)
     if args.initmodel:
         kind = load_initmodel(model, args.arch, args.initmodel)
         if rank0:
             print('initialised %s from %s (%s)' % (args.arch, args.initmodel, kind))
-        from_vgg = kind == 'vgg19'
     elif args.arch == 'posenet' and not args.resume and rank0:
-        print('warning: training CocoPoseNet from random weights: %s not found (make it with '
-              '`python convert_model.py vgg19 VGG_ILSVRC_19_layers.caffemodel %s` or pass '
-              '--initmodel)' % (params['vgg19_weights'], params['vgg19_weights']),
-              file=sys.stderr)
+        print('warning: training CocoPoseNet from random weights: neither %s nor %s found '
+              '(download VGG_ILSVRC_19_layers.caffemodel into models/, or pass --initmodel)'
+              % (params['vgg19_weights'], params['vgg19_caffemodel']), file=sys.stderr)
+    from_vgg = kind == 'vgg19'
     if comm is not None:
         import chainermn
         if any(isinstance(link, chainer.links.BatchNormalization) for link in model.links()):
@@ -376,6 +499,12 @@ def build_trainer(args, model=None, comm=None):
             with warnings.catch_warnings():  # "MultiNodeBatchNormalization is experimental"
                 warnings.simplefilter('ignore', FutureWarning)
                 model = chainermn.links.create_mnbn_model(model, comm)
+    bn_mode = None
+    if batch_norm_links(model):
+        # trained weights ('model') were fitted to their stored statistics; a --resume'd
+        # run keeps the mode saved in its snapshot (BatchNormMode.serialize)
+        frozen = args.bn_mode == 'frozen' if args.bn_mode else kind == 'model'
+        bn_mode = BatchNormMode(model, frozen, explicit=bool(args.bn_mode), verbose=rank0)
     model.to_device(device)
     device.use()
 
@@ -425,6 +554,8 @@ def build_trainer(args, model=None, comm=None):
     if args.alpha_decay_at is None:
         args.alpha_decay_at = [round(f * args.iteration) for f in params['train_alpha_steps']]
     trainer.extend(AlphaSchedule(args.alpha, args.alpha_decay_at))
+    if bn_mode is not None:
+        trainer.extend(bn_mode)
     if args.arch == 'posenet':
         trainer.extend(FreezeSchedule([getattr(model, n) for n in VGG19_FRONT],
                                       params['vgg_freeze_iterations'], from_vgg))
@@ -526,6 +657,30 @@ def load_snapshot(trainer, resume, comm=None):
         print('resumed from %s at iteration %d' % (path, trainer.updater.iteration))
 
 
+def run_trainer(trainer, out):
+    """``trainer.run()``; a failed write (full disk, quota, lost mount) is one line naming
+    the out directory.  The snapshot writer writes into a temporary directory and renames,
+    so every snapshot already there is intact and ``--resume`` continues from it."""
+    import gc
+    try:
+        trainer.run(show_loop_exception_msg=False)
+        return
+    except OSError as e:
+        error = cli.UserError('iteration %d: cannot write in %s (%s)%s; snapshots already '
+                              'there are intact: rerun with --resume %s'
+                              % (trainer.updater.iteration, out,
+                                 e.strerror or str(e) or type(e).__name__,
+                                 ': %s' % e.filename if e.filename else '', out))
+    # numpy's savez leaves its ZipFile open when a write fails; collected with the failed
+    # frames, its __del__ would print "Exception ignored ... seek of closed file"
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    raise error
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a PAF pose network on COCO 2017.')
     p.add_argument('--arch', '-a', choices=sorted(params['pose_archs']), default='posenet')
@@ -538,10 +693,16 @@ def parse_args(argv=None):
     p.add_argument('--val-samples', type=int, default=params['val_samples'],
                    help='validation images (evenly spaced over val2017)')
     p.add_argument('--iteration', '-i', type=int, default=params['train_iterations'])
-    p.add_argument('--initmodel', help='VGG-19 npz (posenet front; default %s when it exists) '
-                   'or a full model npz to fine-tune' % params['vgg19_weights'])
+    p.add_argument('--initmodel', help='a full model npz to fine-tune, or for posenet a '
+                   'VGG-19 npz or caffemodel (its front; default %s or %s when there) or CMU\'s '
+                   'caffemodel / .pth' % (params['vgg19_weights'], params['vgg19_caffemodel']))
     p.add_argument('--resume', '-r', default='', help='trainer snapshot (snapshot_iter_N) or '
-                   'an out directory (its newest snapshot)')
+                   'an out directory (its newest intact snapshot)')
+    p.add_argument('--bn-mode', choices=('frozen', 'batch'),
+                   help="batch norms (mobilenet): 'frozen' normalises with the stored "
+                   "statistics and keeps them (default with --initmodel: fine-tuning); 'batch' "
+                   "normalises with each batch's statistics and updates the stored ones "
+                   "(default from scratch); --resume: the mode of the run it continues")
     p.add_argument('--out', '-o', default='result', help='output directory')
     p.add_argument('--loaderjob', '-j', type=int, default=0,
                    help='data-loading processes (0: load in the training process)')
@@ -587,7 +748,7 @@ def main(argv=None, model=None):
         trainer, train = build_trainer(args, model)
         cli.write_bytes_atomic(os.path.join(args.out, 'params.json'),
                                json.dumps(vars(args), indent=2).encode())
-        trainer.run()
+        run_trainer(trainer, args.out)
         if train.skipped_images:
             print('skipped %d undecodable images' % train.skipped_images)
         return 0
@@ -602,7 +763,7 @@ def main(argv=None, model=None):
         if comm.rank == 0:
             cli.write_bytes_atomic(os.path.join(args.out, 'params.json'), json.dumps(
                 dict(vars(args), ranks=comm.size), indent=2).encode())
-        trainer.run()
+        run_trainer(trainer, args.out)
         check_same_weights(comm, trainer.updater.get_optimizer('main').target.model,
                            'after iteration %d' % trainer.updater.iteration)
         skipped = comm.allreduce_obj(train.skipped_images)

@@ -161,22 +161,26 @@ class CocoPoseNet(chainer.Chain):
         return as_outputs(pafs, fast), as_outputs(heatmaps, fast)
 
 
-def copy_vgg19_front(model, npz_path):
+def copy_vgg19_front(model, npz_path, name=None):
     """Copy the ImageNet VGG-19 layers conv1_1 .. conv4_2 into ``model``.
 
     ``npz_path``: ``convert_model.py vgg19 VGG_ILSVRC_19_layers.caffemodel
-    vgg19.npz``'s output (keys ``conv1_1/W``, ``conv1_1/b``, ...).  Raises
-    ``cli.UserError`` naming the file, layer and shapes on any mismatch,
-    before touching the model.
+    vgg19.npz``'s output (keys ``conv1_1/W``, ``conv1_1/b``, ...), or those
+    arrays as a dict (read from the caffemodel; ``name``: its file, for
+    messages).  Raises ``cli.UserError`` naming the file, layer and shapes on
+    any mismatch, before touching the model.
     """
     from cli import UserError
-    try:
-        with np.load(npz_path) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise UserError('%s: no such file' % npz_path)
-    except (OSError, ValueError) as e:
-        raise UserError('%s: not a readable npz file (%s)' % (npz_path, e))
+    if isinstance(npz_path, dict):
+        arrays, npz_path = npz_path, name
+    else:
+        try:
+            with np.load(npz_path) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except FileNotFoundError:
+            raise UserError('%s: no such file' % npz_path)
+        except (OSError, ValueError) as e:
+            raise UserError('%s: not a readable npz file (%s)' % (npz_path, e))
     new = collections.OrderedDict()
     for name in VGG19_FRONT:
         link = getattr(model, name)

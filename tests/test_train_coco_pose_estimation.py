@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -199,16 +200,103 @@ def test_vgg_front_schedule(tmp_path, coco_dir):
     assert resumed.active and not model.conv1_1.update_enabled
 
 
-def test_finetune_shipped_mobilenet(tmp_path, coco_dir):
+SHIPPED = os.path.join(REPO, 'models', 'mobilenet_v2_small.npz')
+
+
+def first_step(argv):
+    """A trainer from ``argv`` (--deterministic: batches in dataset order): the loss its
+    first update reports (training mode) and the inference-mode loss of that same batch."""
+    import chainer
+    import train_coco_pose_estimation as tcpe
+    trainer, _ = tcpe.build_trainer(tcpe.parse_args(argv + ['--deterministic']))
+    loss_chain = trainer.updater.get_optimizer('main').target
+    it = trainer.updater.get_iterator('main')
+    batch = chainer.dataset.concat_examples([it.dataset[i] for i in range(it.batch_size)])
+    with chainer.using_config('train', False):
+        inference = float(loss_chain(*batch).array)
+    observed = {}
+    with trainer.reporter.scope(observed):
+        trainer.updater.update()
+    return float(observed['main/loss'].array), inference, loss_chain.model
+
+
+def test_pretrained_training_loss_equals_inference_loss(tmp_path, coco_dir):
+    """Fine-tuning (--initmodel) normalises with the stored batch-norm statistics: the first
+    training step sees the model as inference does (batch statistics: 1.8 vs 0.075)."""
+    from models.MobileNetV2PoseNet import MobileNetV2PoseNet
+    import chainer
+    shipped = MobileNetV2PoseNet()
+    chainer.serializers.load_npz(SHIPPED, shipped)
+    argv = ['--arch', 'mobilenet', '--initmodel', SHIPPED, '--coco-dir', coco_dir,
+            '--out', str(tmp_path / 'o'), '--insize', '184', '--batchsize', '4']
+    train_loss, inference_loss, model = first_step(argv)
+    print('first step: training-mode loss %.5f, inference-mode loss %.5f'
+          % (train_loss, inference_loss))
+    assert inference_loss < 0.15  # the trained model fits the targets (random weights: ~0.3)
+    assert abs(train_loss - inference_loss) <= 0.03 * inference_loss
+    # the stored statistics are kept (gamma and beta train)
+    for name, link in shipped.namedlinks(skipself=True):
+        if isinstance(link, chainer.links.BatchNormalization):
+            trained = model[name.lstrip('/')]
+            np.testing.assert_array_equal(trained.avg_mean, link.avg_mean)
+            np.testing.assert_array_equal(trained.avg_var, link.avg_var)
+            assert not np.array_equal(trained.beta.array, link.beta.array)
+    # --bn-mode batch asks for ordinary batch norm: the batch's own statistics
+    train_loss, inference_loss, _ = first_step(argv + ['--bn-mode', 'batch'])
+    assert train_loss > 5 * inference_loss
+
+
+def test_bn_mode_defaults_and_resume(tmp_path, coco_dir):
+    """From scratch: batch statistics; --initmodel: frozen; --resume: the mode of the run it
+    continues (saved in its snapshot), unless --bn-mode says otherwise."""
+    import train_coco_pose_estimation as tcpe
+
+    def frozen(*argv):
+        trainer, _ = tcpe.build_trainer(tcpe.parse_args(list(argv) + common))
+        return trainer.updater.get_optimizer('main').target.model.frozen_bn_stats
+
+    common = ['--arch', 'mobilenet', '--coco-dir', coco_dir, *SMALL]
+    for name, init in (('tuned', ['--initmodel', SHIPPED]), ('scratch', [])):
+        out = str(tmp_path / name)
+        p = train('--iteration', '1', '--snapshot-interval', '1', '--val-interval', '1',
+                  '--out', out, *init, *common)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert ('batch norms: frozen statistics' if init else 'batch norms: batch statistics'
+                ) in p.stdout
+        assert frozen('--out', out, '--resume', out) == bool(init)
+        assert frozen('--out', out, '--resume', out, '--bn-mode', 'batch') is False
+        assert frozen('--out', out, '--resume', out, '--bn-mode', 'frozen') is True
+    assert frozen('--out', str(tmp_path / 'o'), '--initmodel', SHIPPED, '--bn-mode',
+                  'batch') is False
+    # a snapshot from before the modes: its run used batch statistics, and goes on so
+    old = load_all(os.path.join(str(tmp_path / 'tuned'), 'snapshot_iter_1'))
+    assert old.pop('extensions/BatchNormMode/frozen')
+    np.savez(str(tmp_path / 'old_snapshot.npz'), **old)
+    assert frozen('--out', str(tmp_path / 'o'), '--resume', str(tmp_path / 'old_snapshot.npz')
+                  ) is False
+
+
+def test_finetune_shipped_mobilenet_keeps_its_ap(tmp_path, coco_dir):
+    """A few fine-tuning iterations on coco_mini keep the model's AP on those images (with
+    batch statistics two iterations were enough to find nobody)."""
+    import evaluate_coco
     out = str(tmp_path / 'out')
-    init = os.path.join(REPO, 'models', 'mobilenet_v2_small.npz')
-    p = train('--arch', 'mobilenet', '--initmodel', init, '--coco-dir', coco_dir, '--out', out,
-              '--iteration', '1', '--val-interval', '1', '--log-interval', '1', '--insize', '184',
-              '--batchsize', '2', '--valbatchsize', '2', '--val-samples', '2', '--no-progress')
+    p = train('--arch', 'mobilenet', '--initmodel', SHIPPED, '--coco-dir', coco_dir, '--out', out,
+              '--iteration', '10', '--val-interval', '10', '--log-interval', '5',
+              '--snapshot-interval', '10', '--insize', '184', '--batchsize', '4',
+              '--valbatchsize', '2', '--val-samples', '2', '--no-progress', '--deterministic')
     assert p.returncode == 0, p.stderr[-3000:]
-    assert 'initialised mobilenet from %s (model)' % init in p.stdout
-    # the trained weights already fit the targets: a random net's validation loss is ~0.33
-    assert read_log(out)[-1]['validation/main/loss'] < 0.15
+    assert 'initialised mobilenet from %s (model)' % SHIPPED in p.stdout
+    log = read_log(out)
+    # the trained weights already fit the targets: a random net's loss is ~0.33
+    assert log[-1]['validation/main/loss'] < 0.15 and log[0]['main/loss'] < 0.15
+    ann, images = shared_path('coco_mini', 'test_coco.json'), shared_path('coco_mini')
+    before = evaluate_coco.evaluate(ann, images, 'mobilenet', SHIPPED, verbose=False)[0]
+    after = evaluate_coco.evaluate(ann, images, 'mobilenet', os.path.join(out, 'model_iter_10'),
+                                   verbose=False)[0]
+    print('coco_mini AP: shipped %.3f, after 10 fine-tuning iterations %.3f' % (before, after))
+    assert before > 0.45
+    assert abs(after - before) <= 0.05
 
 
 def test_missing_coco_dir_names_getdata(tmp_path):
@@ -252,3 +340,173 @@ def test_bad_initmodel_and_resume(tmp_path, coco_dir):
               '--resume', str(junk), *SMALL)
     assert p.returncode == 2 and p.stderr.count('\n') == 1
     assert 'not a snapshot of this training setup' in p.stderr
+
+
+# ----------------------------------------------------------------------------- VGG-19 caffemodel
+
+@pytest.fixture(scope='module')
+def vgg_caffemodel(tmp_path_factory):
+    """A VGG-19 caffemodel in the 2014 release's V1 ``layers`` format, random weights of the
+    real shapes (the loader checks them): the VGG front plus conv5_1, which must be skipped."""
+    import weights_io
+    from models.CocoPoseNet import VGG19_FRONT
+    with open(shared_path('prototxt', 'VGG_ILSVRC_19_layers_deploy.prototxt')) as f:
+        convs = [c for c in weights_io.conv_layers_from_prototxt(f.read())
+                 if c[0] in set(VGG19_FRONT) | {'conv5_1'}]
+    path = str(tmp_path_factory.mktemp('vgg') / 'VGG_ILSVRC_19_layers.caffemodel')
+    layers = weights_io.random_conv_weights(convs, seed=5)
+    weights_io.write_caffemodel(path, layers, v1=True)
+    return path, dict(layers)
+
+
+def test_seed_workflow_starts_from_the_vgg_caffemodel_in_models(tmp_path, vgg_caffemodel):
+    """The original README: `wget -P models .../VGG_ILSVRC_19_layers.caffemodel`, then
+    `python train_coco_pose_estimation.py`, verbatim, from a checkout holding COCO in coco/."""
+    seed = tmp_path / 'checkout'
+    (seed / 'models').mkdir(parents=True)
+    os.symlink(TRAIN, str(seed / 'train_coco_pose_estimation.py'))  # imports from the repo
+    os.symlink(vgg_caffemodel[0], str(seed / 'models' / 'VGG_ILSVRC_19_layers.caffemodel'))
+    make_coco_dir_with_masks(str(seed / 'coco'))
+    proc = subprocess.Popen([sys.executable, 'train_coco_pose_estimation.py'], cwd=str(seed),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    try:
+        # its first line, then 300k iterations of CocoPoseNet at 368: stop it there
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        first = proc.stdout.readline() if ready else '(nothing on stdout in 120 s)'
+    finally:
+        proc.kill()
+        _, err = proc.communicate()
+    assert first.strip() == 'initialised posenet from %s (vgg19)' % (
+        seed / 'models' / 'VGG_ILSVRC_19_layers.caffemodel'), (first, err[-2000:])
+    assert 'random weights' not in err
+
+
+def test_initmodel_reads_a_vgg_caffemodel(tmp_path, coco_dir, vgg_caffemodel):
+    import train_coco_pose_estimation as tcpe
+    from models.CocoPoseNet import VGG19_FRONT
+    path, layers = vgg_caffemodel
+    trainer, _ = tcpe.build_trainer(tcpe.parse_args(
+        ['--arch', 'posenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+         '--initmodel', path, *SMALL]))
+    model = trainer.updater.get_optimizer('main').target.model
+    for name in VGG19_FRONT:
+        np.testing.assert_array_equal(getattr(model, name).W.array, layers[name][0])
+        np.testing.assert_array_equal(getattr(model, name).b.array, layers[name][1])
+    assert trainer.get_extension('FreezeSchedule').active  # the VGG warm-up schedule
+    # the mobilenet takes npz files only
+    p = train('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+              '--initmodel', path, *SMALL)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert 'not an npz' in p.stderr and path in p.stderr
+
+
+def test_initmodel_reads_cmus_full_caffemodel(tmp_path, coco_dir):
+    """CMU's pose_iter_440000.caffemodel (current ``layer`` format) fine-tunes as a whole."""
+    import weights_io
+    import train_coco_pose_estimation as tcpe
+    with open(shared_path('prototxt', 'coco_pose_deploy.prototxt')) as f:
+        layers = weights_io.random_conv_weights(weights_io.conv_layers_from_prototxt(f.read()),
+                                                seed=9)
+    path = str(tmp_path / 'pose_iter_440000.caffemodel')
+    weights_io.write_caffemodel(path, layers)
+    trainer, _ = tcpe.build_trainer(tcpe.parse_args(
+        ['--arch', 'posenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+         '--initmodel', path, *SMALL]))
+    model = trainer.updater.get_optimizer('main').target.model
+    for name, (w, b) in layers:
+        np.testing.assert_array_equal(getattr(model, name).W.array, w)
+        np.testing.assert_array_equal(getattr(model, name).b.array, b)
+    assert not trainer.get_extension('FreezeSchedule').active
+
+
+# ----------------------------------------------------------------------------- outputs, resume
+
+def test_out_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    a_file = tmp_path / 'a_file'
+    a_file.write_text('x')
+    for out, why in ((a_file, 'exists and is not a directory'),
+                     (a_file / 'sub', 'cannot write there'),
+                     ('/proc', 'cannot write there'),
+                     ('/proc/result', 'cannot write there')):
+        # no COCO directory either: the output is checked first
+        p = train('--coco-dir', str(tmp_path / 'no_coco'), '--out', str(out), *SMALL)
+        assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+        assert p.stderr.startswith('error: --out %s: %s' % (out, why)), p.stderr
+    assert a_file.read_text() == 'x'
+
+
+def test_full_disk_at_a_snapshot_is_one_line_and_keeps_the_snapshots(tmp_path, coco_dir):
+    """--out on a 16 MB tmpfs (a mount namespace of its own): the files of iteration 1
+    (~8 MB) fit, a write at iteration 2 does not."""
+    if subprocess.run(['unshare', '-m', 'true'], capture_output=True).returncode:
+        if subprocess.run(['unshare', '-rm', 'true'], capture_output=True).returncode:
+            pytest.skip('no mount namespace here (unshare -m and -rm fail): cannot make a '
+                        'small disk')
+        unshare = ['unshare', '-rm']
+    else:
+        unshare = ['unshare', '-m']
+    out = str(tmp_path / 'out')
+    os.makedirs(out)
+    check = tmp_path / 'check.py'  # run inside the namespace, where the tmpfs is
+    check.write_text('import numpy as np, os\nnames = sorted(os.listdir(%r))\nprint(names)\n'
+                     'print([int(np.load(os.path.join(%r, n))["updater/iteration"]) for n in '
+                     'names if n.startswith("snapshot_iter_")])' % (out, out))
+    script = ('mount -t tmpfs -o size=16m tmpfs %s || exit 99; %s %s "$@"; echo "rc=$?"; '
+              '%s %s' % (out, sys.executable, TRAIN, sys.executable, check))
+    p = subprocess.run(unshare + ['sh', '-c', script, 'sh', '--arch', 'mobilenet',
+                                  '--coco-dir', coco_dir, '--out', out, '--iteration', '3',
+                                  '--snapshot-interval', '1', '--val-interval', '100',
+                                  '--log-interval', '1', '--keep-snapshots', '-1', *SMALL],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    if 'rc=99' in p.stdout or not p.stdout:
+        pytest.skip('cannot mount a tmpfs here: %s' % p.stderr[-300:])
+    assert 'rc=2' in p.stdout, (p.stdout[-2000:], p.stderr[-3000:])
+    assert 'Traceback' not in p.stderr, p.stderr
+    error = p.stderr.strip().splitlines()
+    assert len(error) == 1, p.stderr
+    assert error[0].startswith('error: iteration 2: cannot write in %s (No space left on '
+                               'device)' % out), p.stderr
+    assert '--resume %s' % out in error[0]
+    listing, iterations = p.stdout.strip().splitlines()[-2:]
+    assert "'snapshot_iter_1'" in listing and "'model_iter_1'" in listing
+    assert 'tmp' not in listing  # the half-written file's temporary directory is gone
+    # every snapshot there loads and holds its iteration
+    assert iterations in ('[1]', '[1, 2]'), (listing, iterations)
+
+
+def test_resume_passes_over_a_damaged_newest_snapshot(tmp_path, coco_dir):
+    out = str(tmp_path / 'out')
+    args = ['--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', out, '--log-interval', '1',
+            '--snapshot-interval', '2', '--val-interval', '100', *SMALL]
+    p = train('--iteration', '6', *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    snap = lambda n: os.path.join(out, 'snapshot_iter_%d' % n)  # noqa: E731
+    with open(snap(6), 'r+b') as f:  # cut short (a full disk, a copy that stopped)
+        f.truncate(os.path.getsize(snap(6)) // 2)
+    with open(snap(4), 'r+b') as f:  # one flipped byte inside an array
+        f.seek(os.path.getsize(snap(4)) // 2)
+        byte = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([byte[0] ^ 0xff]))
+    p = train('--iteration', '7', '--resume', out, *args)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert re.search(r'warning: %s is damaged \(.+\): trying the one before'
+                     % re.escape(snap(6)), p.stderr), p.stderr
+    assert re.search(r'warning: %s is damaged \(bad checksum in .+\)' % re.escape(snap(4)),
+                     p.stderr), p.stderr
+    assert 'resumed from %s at iteration 2' % snap(2) in p.stdout
+    assert load_all(snap(6))['updater/iteration'] == 6  # rewritten by the resumed run
+    # a damaged file named explicitly is not replaced by another
+    with open(snap(6), 'r+b') as f:
+        f.truncate(100)
+    p = train('--iteration', '8', '--resume', snap(6), *args)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1
+    assert 'not a snapshot of this training setup' in p.stderr
+    for n in (2, 4, 6, 7):  # keep_snapshots 3: every one damaged
+        if os.path.exists(snap(n)):
+            with open(snap(n), 'r+b') as f:
+                f.truncate(100)
+    p = train('--iteration', '8', '--resume', out, *args)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+        'error: --resume %s: every snapshot_iter_N in it is damaged' % out), p.stderr
