@@ -301,6 +301,12 @@ params = {
     # walker re-emerging from 0.9 s behind a pillar in track_eval's 'pillar' scored OKS 0.34,
     # at 1.5 0.45, against track_min_oks 0.3.)
     'track_lost_growth': 1.5,
+    # A lost track is also looked for where each of its states of the last this many seconds
+    # before it was lost (this many of them, evenly spaced) predicts it: a person going
+    # behind an occluder is often last seen with the hidden joints placed at the occluder's
+    # edge, which bends the track's latest positions and velocity.
+    'track_relink_history_s': 0.5,
+    'track_relink_states': 5,
     # At most this many people per frame are tracked (the strongest; OpenPose's
     # POSE_MAX_PEOPLE); the rest keep person_id -1 and their raw keypoints.
     'track_max_people': 127,

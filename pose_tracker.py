@@ -8,7 +8,11 @@ and returns each person's ID and smoothed keypoints:
   keypoints predicted to time ``t`` (constant velocity), solved as a minimum-cost assignment
   (not first-come greedy); pairs below ``track_min_oks`` never match;
 * a track that finds no detection is kept for ``track_max_lost_s`` seconds, so a person
-  hidden for a moment gets the same ID back; new people get new IDs; IDs are never reused;
+  hidden for a moment gets the same ID back; it is looked for where it was heading, where it
+  was last seen, and where its states of the last ``track_relink_history_s`` seconds predict
+  it (the last detections before an occlusion often place the hidden joints at the
+  occluder's edge, which bends the latest state); new people get new IDs; IDs are never
+  reused;
 * smoothing: a One-Euro filter (Casiez et al., CHI 2012) per keypoint of each track, its
   cutoff rising with the joint's speed measured in person sizes per second (resolution and
   distance do not change the filter), its steps taken from the real time between frames.
@@ -135,7 +139,8 @@ class PoseTracker(object):
 
     def __init__(self, sigmas=None, smooth=True, min_oks=None,
                  max_lost_s=None, max_people=None, min_cutoff=None, beta=None,
-                 d_cutoff=None, person_min_cutoff=None, person_beta=None, fallback_dt=None):
+                 d_cutoff=None, person_min_cutoff=None, person_beta=None, fallback_dt=None,
+                 relink_states=None):
         p = params
         self.sigmas = np.asarray(p['track_oks_sigmas'] if sigmas is None else sigmas,
                                  np.float64)
@@ -155,6 +160,8 @@ class PoseTracker(object):
                                   else person_min_cutoff)
         self.person_beta = p['smooth_person_beta'] if person_beta is None else person_beta
         self.fallback_dt = p['smooth_fallback_dt'] if fallback_dt is None else fallback_dt
+        self.history = p['track_relink_states'] if relink_states is None else relink_states
+        self.history_step = p['track_relink_history_s'] / max(self.history, 1)
         self.next_id = 0
         self.t = None           # the last frame's (effective) time
         self.t_prev = None      # the frame's before
@@ -172,6 +179,14 @@ class PoseTracker(object):
         self.n_seen = np.zeros(0, np.int64)  # joints of the track's last detection
         self.hits = np.zeros(0, np.int64)    # frames the track was matched in
         self.born = np.zeros(0)              # time the track started
+        # the track's earlier states, latest first, one per history_step seconds: a lost track
+        # is also looked for where each of them predicts it (see _similarity)
+        h = self.history
+        self.h_pos = np.zeros((0, h, k, 2))
+        self.h_vel = np.zeros((0, h, 2))
+        self.h_tt = np.zeros((0, h))
+        self.h_has = np.zeros((0, h, k), bool)  # all False: no such update yet
+        self.h_n = np.zeros((0, h), np.int64)
         self.frames = 0                      # frames seen by this tracker
 
     def __len__(self):
@@ -233,6 +248,7 @@ class PoseTracker(object):
 
         # matched tracks: filter their joints seen now
         if len(pairs):
+            self._remember(matched_t)
             self._filter(matched_t, det[matched_d], det_present[matched_d], t)
         self.n_seen[matched_t] = det_present[matched_d].sum(1)
         self.hits[matched_t] += 1
@@ -263,8 +279,10 @@ class PoseTracker(object):
     def _similarity(self, rows, t, xy, present, count):
         """OKS of tracks ``rows`` predicted to time ``t`` against people (M, K, 2) with joints
         ``present`` (M, K), ``count`` (M,) joints each.  A track lost for a while may have
-        stopped (or its last velocity came from an occlusion that moved its joints): it may
-        also match where it was last seen."""
+        stopped: it may also match where it was last seen.  And a person going behind an
+        occluder is often last seen in part, with the hidden joints placed at the occluder's
+        edge, which bends the track's last positions and velocity: a lost track may also match
+        where each of its states of the last ``track_relink_history_s`` seconds predicts it."""
         since = t - self.tt[rows]
         ref = self.pos[rows] + self.vel_person[rows, None, :] * since[:, None, None]
         # the prediction's uncertainty grows with the time since the track was last seen
@@ -277,7 +295,29 @@ class PoseTracker(object):
             sim[lost] = np.maximum(sim[lost], oks_matrix(
                 self.pos[r], self.has[r], xy, present, self.sigmas, ref_count=self.n_seen[r],
                 count=count, ref_scale=scale[lost]))
+            for h in range(self.history):  # one state at a time: memory as for one
+                held = np.nonzero(self.h_has[r, h].any(1))[0]
+                if not len(held):
+                    break
+                rh = r[held]
+                since_h = t - self.h_tt[rh, h]
+                ref_h = self.h_pos[rh, h] + self.h_vel[rh, h, None, :] * since_h[:, None, None]
+                sim[lost[held]] = np.maximum(sim[lost[held]], oks_matrix(
+                    ref_h, self.h_has[rh, h], xy, present, self.sigmas, ref_count=self.h_n[rh, h],
+                    count=count, ref_scale=1.0 + self.lost_growth * since_h))
         return sim
+
+    def _remember(self, rows):
+        """Tracks ``rows`` are about to be updated: their state goes first in their history
+        if the latest there is ``history_step`` seconds older (or there is none)."""
+        if not self.history:
+            return
+        rows = rows[(self.tt[rows] - self.h_tt[rows, 0] >= self.history_step)
+                    | ~self.h_has[rows, 0].any(1)]
+        for name, now in (('h_pos', self.pos), ('h_vel', self.vel_person), ('h_tt', self.tt),
+                          ('h_has', self.has), ('h_n', self.n_seen)):
+            past = getattr(self, name)
+            past[rows] = np.concatenate([now[rows][:, None], past[rows][:, :-1]], axis=1)
 
     def _confirm(self, t):
         """New tracks get an ID once seen in ``track_confirm_frames`` frames (at once in the
@@ -335,7 +375,8 @@ class PoseTracker(object):
         self.has[rows] = has | seen
         self.tt[rows] = t
 
-    _STATE = ('ids', 'pos', 'vel', 'jt', 'has', 'n_seen', 'vel_person', 'tt', 'hits', 'born')
+    _STATE = ('ids', 'pos', 'vel', 'jt', 'has', 'n_seen', 'vel_person', 'tt', 'hits', 'born',
+              'h_pos', 'h_vel', 'h_tt', 'h_has', 'h_n')
 
     def _start(self, xy, seen, t):
         m = len(xy)
@@ -345,7 +386,11 @@ class PoseTracker(object):
                'vel': np.zeros((m, self.n_joints, 2)), 'jt': np.where(seen, t, 0.0),
                'has': seen, 'n_seen': seen.sum(1),
                'vel_person': np.zeros((m, 2)), 'tt': np.full(m, t),
-               'hits': np.ones(m, np.int64), 'born': np.full(m, t)}
+               'hits': np.ones(m, np.int64), 'born': np.full(m, t),
+               'h_pos': np.zeros((m, self.history, self.n_joints, 2)),
+               'h_vel': np.zeros((m, self.history, 2)), 'h_tt': np.zeros((m, self.history)),
+               'h_has': np.zeros((m, self.history, self.n_joints), bool),
+               'h_n': np.zeros((m, self.history), np.int64)}
         for name in self._STATE:
             setattr(self, name, np.concatenate([getattr(self, name), new[name]]))
 

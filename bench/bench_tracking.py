@@ -9,8 +9,10 @@ COCO keypoints moved by the known motion), the mean frame-to-frame keypoint disp
 the known motion is undone (jitter) raw and smoothed, and the lag of the smoothed keypoints
 along the motion, both in % of the person's height.  Rows "10 FPS" use every third frame with
 its own timestamp (a slow CPU's rate); rows "plain One-Euro" turn the person-level filter off
-(one One-Euro filter per keypoint on its image position) for comparison.  Also prints the
-tracker's time per frame next to the detector's.
+(one One-Euro filter per keypoint on its image position) for comparison; the row "pillar,
+last state only" looks for a lost person only where its last state predicts it (no earlier
+states: track_relink_states 0).  Also prints the tracker's time per frame next to the
+detector's.
 
 Targets (issue 19): 0 ID switches on the pans; jitter cut >= 50 %; lag <= 2 % of the height
 at walking speed.
@@ -30,6 +32,7 @@ from pose_tracker import PoseTracker  # noqa: E402
 
 DEFAULT_COCO = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'coco_mini')
 PLAIN = {'person_min_cutoff': 0.0, 'person_beta': 0.0}  # no person-level filter
+LAST_STATE = {'relink_states': 0}  # a lost person looked for from its last state only
 
 
 def score(seq, detections, only=None, **tracker_args):
@@ -115,10 +118,16 @@ def main(argv=None):
             print(fmt('crossing, the walker alone', seq, walker))
             cuts['the walker'] = walker['jitter_cut']
         if name in ('pillar', 'leave and return'):
-            ids = m['ids_per_person']
-            print('  %s: IDs per person %s; %d IDs given in all'
-                  % (name, ', '.join('%s %s' % (k, v) for k, v in sorted(ids.items())),
-                     m['new_ids']))
+            rows = [(name, m)]
+            if name == 'pillar':
+                last = score(seq, dets[name], **LAST_STATE)[0]
+                print(fmt(name + ', last state only', seq, last))
+                rows.append((name + ', last state only', last))
+            for label, r in rows:
+                print('  %s: IDs per person %s; %d IDs given in all'
+                      % (label, ', '.join('%s %s' % (k, v)
+                                          for k, v in sorted(r['ids_per_person'].items())),
+                         r['new_ids']))
     det_ms = 1e3 * sum(det_time) / len(det_time)
     trk_ms = 1e3 * sum(tracker_time) / len(tracker_time)
     print('time per frame: detector %.1f ms, tracker + smoothing %.2f ms (%.1f %% of the '
