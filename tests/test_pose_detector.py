@@ -13,7 +13,7 @@ import cli
 import pose_detector
 from entity import params
 from support import testing
-from support.testing import REPO, coco_mini, one_line_error, shared_path
+from support.testing import REPO, coco_mini, one_line_error
 
 run = functools.partial(testing.run, 'pose_detector.py')  # this module's script
 DEMO_IMAGE = os.path.join(REPO, 'data', '000000000785.jpg')
@@ -38,7 +38,7 @@ def keypoint_errors(pose18, gt17, scale=1.0):
 @pytest.fixture(scope='module')
 def random_posenet(tmp_path_factory):
     """A random-weight CocoPoseNet saved as models/coco_posenet.npz, beside data/person.png
-    (the original repo's person.png shrunk to 64x64), as the original's README expects."""
+    (a photo shrunk to 64x64), as the original's README expects."""
     import chainer
     from models.CocoPoseNet import CocoPoseNet
     root = tmp_path_factory.mktemp('orig')
@@ -46,7 +46,7 @@ def random_posenet(tmp_path_factory):
     (root / 'data').mkdir()
     chainer.serializers.save_npz(str(root / 'models' / 'coco_posenet.npz'), CocoPoseNet(),
                                  compression=False)
-    person = cv2.imread(shared_path('images', 'person.png'), cv2.IMREAD_COLOR)
+    person = cv2.imread(DEMO_IMAGE, cv2.IMREAD_COLOR)
     # square: the net's inputs (shorter side 368 x scale) are then as small as they get
     cv2.imwrite(str(root / 'data' / 'person.png'), cv2.resize(person, (64, 64)))
     return root
@@ -268,7 +268,7 @@ def test_truncated_jpeg_warns_and_bad_png_is_one_line(tmp_path):
         assert p.returncode == 0, p.stderr
         assert p.stderr == ('warning: %s: truncated JPEG (the file ends inside the image '
                             'data): the missing part is grey\n' % cut)
-    png = open(shared_path('images', 'person.png'), 'rb').read()
+    png = cv2.imencode('.png', cv2.imread(DEMO_IMAGE))[1].tobytes()
     cut_png = tmp_path / 'cut.png'
     cut_png.write_bytes(png[:len(png) // 3])
     p = run('--img', cut_png, '--out', tmp_path / 'o2.png', cwd=tmp_path)
@@ -299,7 +299,7 @@ def test_outputs_never_destroy_inputs_devices_or_links(tmp_path):
     import stat
     from support.testing import full_device
     img = tmp_path / 'a.png'
-    img.write_bytes(open(shared_path('images', 'person.png'), 'rb').read())
+    img.write_bytes(cv2.imencode('.png', cv2.imread(DEMO_IMAGE))[1].tobytes())
     before = img.read_bytes()
     p = run('--img', img, '--out', img, cwd=tmp_path)
     one_line_error(p, '--out %s is the same file as --img %s' % (img, img))

@@ -14,7 +14,7 @@ import pytest
 
 from support import testing
 from support.coco_mini import make_coco_dir, make_coco_dir_with_masks
-from support.testing import REPO, coco_mini, one_line_error, shared_path
+from support.testing import REPO, coco_mini, one_line_error
 
 TRAIN = os.path.join(REPO, 'train_coco_pose_estimation.py')
 train = functools.partial(testing.run, 'train_coco_pose_estimation.py')  # this module's script
@@ -155,7 +155,7 @@ def test_posenet_from_vgg19_front_and_model_iter_loads_in_pose_detector(tmp_path
     for name in VGG19_FRONT:  # copied, and still frozen after an update
         np.testing.assert_array_equal(weights[name + '/W'], vgg[name + '/W'])
     r = testing.run('pose_detector.py', 'posenet', model_file, '--img',
-                    shared_path('images', 'person.png'), '--scales', '0.25', '--out',
+                    coco_mini('000000000785.jpg'), '--scales', '0.25', '--out',
                     tmp_path / 'result.png')
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(tmp_path / 'result.png')
