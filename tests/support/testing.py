@@ -57,6 +57,7 @@ def tfpose_pb(fixed=False):
 
 def shared_path(*parts):
     """Path of a file under ../shared/data; absent, the test skips (fails in CI mode)."""
+    __tracebackhide__ = True  # the skip is reported at the test's line, not here
     path = os.path.join(SHARED_DATA, *parts)
     if not os.path.exists(path):
         why = ('%s%s (not redistributable: lay ../shared beside the clone or set '
@@ -70,6 +71,7 @@ def shared_path(*parts):
 def haar_cascade():
     """OpenCV's frontal-face Haar cascade as shipped with OpenCV (cv2.data); the copy in
     ../shared where this OpenCV has none (OpenCV 5 moved them to opencv-contrib)."""
+    __tracebackhide__ = True
     import cv2
     from entity import params
     base = getattr(getattr(cv2, 'data', None), 'haarcascades', None)
