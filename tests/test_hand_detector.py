@@ -14,7 +14,7 @@ from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pos
 from support import testing
 from support.cmu_nets import deploy_prototxt
 from support.keypoint_nets import TOL, PeakNet, cells, expected
-from support.testing import needs_cv2_caffe, one_line_error, shared_path
+from support.testing import coco_mini, needs_cv2_caffe, one_line_error, shared_path
 
 run = functools.partial(testing.run, 'hand_detector.py')  # this module's script
 N = params['hand_n_keypoints']
@@ -136,7 +136,7 @@ def test_gpu_without_cupy_is_a_one_line_error(hand_npz, tmp_path, monkeypatch):
     import hand_detector
     monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
     with pytest.raises(cli.UserError, match='needs CuPy'):
-        hand_detector.main(['handnet', str(hand_npz), '--img', shared_path('images', 'hand.png'),
+        hand_detector.main(['handnet', str(hand_npz), '--img', coco_mini('000000000785.jpg'),
                             '--gpu', '0', '--out', str(tmp_path / 'gpu.png')])
     assert not (tmp_path / 'gpu.png').exists()
 
@@ -164,7 +164,8 @@ def test_keypoints_match_an_opencv_caffe_reference(tmp_path):
     ref_net = cv2.dnn.readNetFromCaffe(str(proto), caffemodel)
     ref_net.enableWinograd(False)
 
-    img = cv2.imread(shared_path('images', 'hand.png'), cv2.IMREAD_COLOR)
+    # a photo textured where the crop is cut (grass and infield)
+    img = cv2.imread(coco_mini('000000196141.jpg'), cv2.IMREAD_COLOR)
     detector = HandDetector(npz, insize=insize)
     box = (-12, 150, side, side)  # past the left border: 12 columns of black padding
     results = {}
