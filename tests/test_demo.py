@@ -168,15 +168,15 @@ def test_no_people_and_skipped_parts(face_npz, tmp_path):
 
 
 def test_bad_inputs(hand_npz, tmp_path):
-    dinner = shared_path('images', 'dinner.png')
+    photo = coco_mini('000000196141.jpg')
     one_line_error(run('--img', tmp_path / 'none.png'), 'none.png: no such file')
     (tmp_path / 'bad.jpg').write_bytes(b'\xff\xd8\xff garbage')
     one_line_error(run('--img', tmp_path / 'bad.jpg'), 'bad.jpg')
-    one_line_error(run('--img', dinner, '--face-weights', tmp_path / 'f.npz'),
+    one_line_error(run('--img', photo, '--face-weights', tmp_path / 'f.npz'),
                    'f.npz: no such weights file', 'convert_model.py facenet')
-    one_line_error(run('--img', dinner, '--face-weights', hand_npz, '--no-hands'),
+    one_line_error(run('--img', photo, '--face-weights', hand_npz, '--no-hands'),
                    'not facenet weights')
-    one_line_error(run('--img', dinner, '--pose-weights', hand_npz), 'not mobilenet weights')
+    one_line_error(run('--img', photo, '--pose-weights', hand_npz), 'not mobilenet weights')
     assert not os.path.exists(os.path.join(str(tmp_path), 'result.png'))
 
 
@@ -185,6 +185,6 @@ def test_gpu_without_cupy_is_a_one_line_error(tmp_path, monkeypatch):
     import demo
     monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
     with pytest.raises(cli.UserError, match='needs CuPy'):
-        demo.main(['--img', shared_path('images', 'dinner.png'), '--gpu', '0',
+        demo.main(['--img', coco_mini('000000196141.jpg'), '--gpu', '0',
                    '--out', str(tmp_path / 'gpu.png')])
     assert not (tmp_path / 'gpu.png').exists()

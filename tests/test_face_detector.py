@@ -15,7 +15,7 @@ from face_detector import FaceDetector, draw_face_keypoints, face_box_from_pose
 from hand_detector import HandDetector
 from support import testing
 from support.keypoint_nets import MAP, TOL, PeakNet, cells, expected
-from support.testing import REPO, one_line_error, shared_path
+from support.testing import REPO, coco_mini, one_line_error, shared_path
 
 run = functools.partial(testing.run, 'face_detector.py')  # this module's script
 N = params['face_n_keypoints']
@@ -178,7 +178,7 @@ def test_original_command_verbatim(face_npz, tmp_path):
 
 
 def test_cli_box_json_and_picture(face_npz, tmp_path):
-    src = shared_path('images', 'people.png')
+    src = coco_mini('000000196141.jpg')
     img = cv2.imread(src)
     box = (200, 30, 90, 90)
     out, js = tmp_path / 'faces.png', tmp_path / 'face.json'
@@ -223,7 +223,7 @@ def test_cli_weights_of_the_hand_net(tmp_path):
     from models.HandNet import HandNet
     path = tmp_path / 'handnet.npz'
     chainer.serializers.save_npz(str(path), HandNet(), compression=False)
-    r = run('facenet', path, '--img', shared_path('images', 'face.png'))
+    r = run('facenet', path, '--img', coco_mini('000000000785.jpg'))
     one_line_error(r, 'handnet.npz: not facenet weights', 'has shape', 'the network needs')
 
 
@@ -231,7 +231,7 @@ def test_gpu_without_cupy_is_a_one_line_error(face_npz, tmp_path, monkeypatch):
     import face_detector
     monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
     with pytest.raises(cli.UserError, match='needs CuPy'):
-        face_detector.main(['facenet', str(face_npz), '--img', shared_path('images', 'face.png'),
+        face_detector.main(['facenet', str(face_npz), '--img', coco_mini('000000000785.jpg'),
                             '--gpu', '0', '--out', str(tmp_path / 'gpu.png')])
     assert not (tmp_path / 'gpu.png').exists()
 
@@ -245,7 +245,7 @@ def test_net_resolution_limits_refused_before_any_work(face_npz, tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
     for n in (100000, 744, 0, -8):
-        r = run('facenet', face_npz, '--img', shared_path('images', 'face.png'),
+        r = run('facenet', face_npz, '--img', coco_mini('000000000785.jpg'),
                 '--net-resolution', n, '--out', tmp_path / 'o.png', timeout=120,
                 preexec_fn=limit)
         one_line_error(r, '--net-resolution must be a multiple of 8 from 8 to 736', 'got %d' % n)
