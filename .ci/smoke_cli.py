@@ -8,7 +8,6 @@ the files written and what they hold, one-line errors on bad input.
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,16 +18,18 @@ import compat  # noqa: E402,F401  (before chainer)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from conftest import read_video, shared_path  # noqa: E402
-from coco_mini import make_coco_dir  # noqa: E402
 import weights_io  # noqa: E402
+from support import testing  # noqa: E402
+from support.cmu_nets import conv_layers  # noqa: E402
+from support.coco_mini import make_coco_dir  # noqa: E402
+from support.testing import (coco_mini, one_line_error, read_video, shared_path,  # noqa: E402
+                             tfpose_pb)
 
 RESULTS = []
 
 
 def run(*args, status=0):
-    r = subprocess.run([sys.executable] + [str(a) for a in args], cwd=REPO,
-                       capture_output=True, text=True, timeout=600)
+    r = testing.run(*args, timeout=600)
     assert r.returncode == status, 'exit %d: %s' % (r.returncode, (r.stderr or r.stdout)[-2000:])
     if status == 0:
         assert 'Traceback' not in r.stderr and not re.search(r'\w+Warning: ', r.stderr), r.stderr
@@ -46,23 +47,15 @@ def check(name, fn, *args):
         print('FAIL  %-40s %s' % (name, str(e).strip().replace('\n', '\n      ')), flush=True)
 
 
-def one_line_error(r, text):
-    lines = r.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith('error: ') and text in lines[-1], r.stderr
-    assert 'Traceback' not in r.stderr, r.stderr
-
-
 def people(path):
     with open(path) as f:
         return json.load(f)['people']
 
 
-def random_net(tmp, arch, prototxt, seed):
-    """A random-weight CMU caffemodel from the real prototxt, converted by convert_model.py
-    (the conversion CLI); the npz path."""
-    with open(shared_path('prototxt', prototxt)) as f:
-        layers = weights_io.random_conv_weights(weights_io.conv_layers_from_prototxt(f.read()),
-                                                seed=seed)
+def random_net(tmp, arch, seed):
+    """A random-weight CMU caffemodel (tests/support/cmu_nets.py), converted by
+    convert_model.py (the conversion CLI); the npz path."""
+    layers = weights_io.random_conv_weights(conv_layers(arch), seed=seed)
     caffemodel, npz = os.path.join(tmp, arch + '.caffemodel'), os.path.join(tmp, arch + '.npz')
     weights_io.write_caffemodel(caffemodel, layers)
     run('convert_model.py', arch, caffemodel, npz)
@@ -76,14 +69,13 @@ def main():
     print('smoke pass: Python %s, NumPy %s, OpenCV %s (%s)'
           % (sys.version.split()[0], np.__version__, cv2.__version__, cv2.__file__), flush=True)
     tmp = tempfile.mkdtemp(prefix='smoke_cli.')
-    img = shared_path('coco_mini', '000000000785.jpg')
+    img = coco_mini('000000000785.jpg')
     t = lambda name: os.path.join(tmp, name)  # noqa: E731
     nets = {}
 
     def net(kind):  # random face/hand nets, converted once (by the conversion check or here)
         if kind not in nets:
-            proto = {'face': 'face_pose_deploy.prototxt', 'hand': 'hand_pose_deploy.prototxt'}
-            nets[kind] = random_net(tmp, kind + 'net', proto[kind], len(nets) + 1)
+            nets[kind] = random_net(tmp, kind + 'net', len(nets) + 1)
         return nets[kind]
 
     def image_detector():
@@ -92,12 +84,11 @@ def main():
         (person,) = people(t('pose.json'))  # the skier
         assert np.count_nonzero(np.reshape(person['pose_keypoints_2d'], (18, 3))[:, 2]) >= 12
         one_line_error(run('pose_detector.py', '--img', t('missing.jpg'), status=2),
-                       'missing.jpg')
+                       'missing.jpg', notes_first=True)
 
     def conversion():
         net('face'), net('hand')
-        run('convert_model.py', 'mobilenet', shared_path('models', 'tfpose_mobilenet_v2_small.pb'),
-            t('mobilenet.npz'))
+        run('convert_model.py', 'mobilenet', tfpose_pb(), t('mobilenet.npz'))
         with np.load(t('mobilenet.npz')) as a, \
                 np.load(os.path.join(REPO, 'models', 'mobilenet_v2_small.npz')) as b:
             assert sorted(a.files) == sorted(b.files)
@@ -123,7 +114,7 @@ def main():
         src = t('in.mp4')
         vw = cv2.VideoWriter(src, cv2.VideoWriter_fourcc(*'mp4v'), 5.0, (320, 240))
         for name in ('000000000785.jpg', '000000040083.jpg', '000000197388.jpg'):
-            frame = cv2.imread(shared_path('coco_mini', name))
+            frame = cv2.imread(coco_mini(name))
             vw.write(cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA))
         vw.release()
         r = run('camera_pose_demo.py', '--video', src, '--no-display', '--out', t('out.mp4'),
@@ -138,14 +129,15 @@ def main():
             run(*face_demo)
             assert len(read_video(t('faces.mp4'))) == 3
         else:  # OpenCV 5 without contrib: no Haar cascades, and a line saying what to install
-            one_line_error(run(*face_demo, status=2), 'pip install opencv-contrib-python-headless')
+            one_line_error(run(*face_demo, status=2), 'pip install opencv-contrib-python-headless',
+                           notes_first=True)
         one_line_error(run('camera_pose_demo.py', '--video', t('missing.mp4'), '--no-display',
-                           status=2), 'missing.mp4')
+                           status=2), 'missing.mp4', notes_first=True)
 
     def folder():
         os.mkdir(t('frames'))
         for name in ('000000000785.jpg', '000000040083.jpg'):
-            os.symlink(shared_path('coco_mini', name), os.path.join(t('frames'), name))
+            os.symlink(coco_mini(name), os.path.join(t('frames'), name))
         with open(os.path.join(t('frames'), 'notes.txt'), 'w') as f:
             f.write('not an image')
         r = run('camera_pose_demo.py', '--images', t('frames'), '--no-display', '--json-dir',

@@ -4,7 +4,7 @@
     python bench/bench_accuracy.py --cv [--quick]
 
 Ablation (default): COCO keypoint AP (pycocotools) of the embedded model on an annotated set
-(default ``../shared/data/coco_mini``) at the default scales and at the real-time demos' one
+(default ``tests/data/coco_mini``) at the default scales and at the real-time demos' one
 scale, with every technique of ``entity.params`` at its default and then each one switched
 (flip averaging, sub-pixel peaks, close-peak merging, the person score, OKS NMS, the tuned
 thresholds), plus everything off (the previous pipeline).  Time per image: the forwards
@@ -41,7 +41,7 @@ import pose_core  # noqa: E402
 from entity import params  # noqa: E402
 from pose_detector import PoseDetector  # noqa: E402
 
-COCO_MINI = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'coco_mini')
+COCO_MINI = os.path.join(REPO, 'tests', 'data', 'coco_mini')
 # the thresholds before issue 20, and the grid --cv searches
 ORIGINAL = {'heatmap_peak_thresh': 0.05, 'inner_product_thresh': 0.05,
             'n_integ_points_thresh': 8}

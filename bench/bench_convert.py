@@ -1,8 +1,9 @@
 """convert_model.py vs chainer.links.caffe.CaffeFunction on the same caffemodel.
 
 Writes a random-weight caffemodel of the full CMU COCO body net (209 MB, the
-size of ``pose_iter_440000.caffemodel``; layer list from the real deploy
-prototxt) into a temp dir, then in the same run, each in its own child process:
+size of ``pose_iter_440000.caffemodel``; layer list from the deploy prototxt
+tests/support/cmu_nets.py writes) into a temp dir, then in the same run, each in
+its own child process:
 
 * ours: ``python convert_model.py posenet IN OUT.npz`` (whole command: start-up,
   imports, read, check, write);
@@ -28,15 +29,12 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, 'tests')]
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import weights_io  # noqa: E402
 from models.CocoPoseNet import VGG19_FRONT  # noqa: E402
-
-SHARED_DATA = os.environ.get('POSE_SHARED_DIR',
-                             os.path.join(os.path.dirname(REPO), 'shared'))
-PROTOTXT = os.path.join(SHARED_DATA, 'data', 'prototxt')
+from support.cmu_nets import conv_layers  # noqa: E402
 
 CAFFE_CHILD = r'''
 import json, sys, time
@@ -72,13 +70,10 @@ def run_child(cmd, env=None):
 
 def make_caffemodel(path, quick):
     if quick:
-        with open(os.path.join(PROTOTXT, 'VGG_ILSVRC_19_layers_deploy.prototxt')) as f:
-            convs = [c for c in weights_io.conv_layers_from_prototxt(f.read())
-                     if c[0] in VGG19_FRONT]
+        convs = [c for c in conv_layers('vgg19') if c[0] in VGG19_FRONT]
         arch, what, v1 = 'vgg19', 'VGG-19 conv1_1..conv4_2 (V1 format)', True
     else:
-        with open(os.path.join(PROTOTXT, 'coco_pose_deploy.prototxt')) as f:
-            convs = weights_io.conv_layers_from_prototxt(f.read())
+        convs = conv_layers('posenet')
         arch, what, v1 = 'posenet', 'CMU COCO body net (V2 format)', False
     weights_io.write_caffemodel(path, weights_io.random_conv_weights(convs, seed=0), v1=v1)
     return arch, what, [c[0] for c in convs]

@@ -11,7 +11,7 @@ the iteration is much shorter, so compare the loader's samples/s with your GPU's
 
     python bench/bench_loader.py [--quick] [--arch mobilenet|posenet] [--coco-dir DIR]
 
-Without --coco-dir a tiny COCO directory is laid out from ../shared/data/coco_mini (4 images;
+Without --coco-dir a tiny COCO directory is laid out from tests/data/coco_mini (4 images;
 each sample is still a full augmentation of a real photo).
 """
 import argparse
@@ -28,9 +28,9 @@ import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 
 def mini_coco(tmp):
-    """A COCO dir from ../shared/data/coco_mini, with ignore masks."""
+    """A COCO dir from tests/data/coco_mini, with ignore masks."""
     sys.path.insert(0, os.path.join(REPO, 'tests'))
-    from coco_mini import make_coco_dir
+    from support.coco_mini import make_coco_dir
     import gen_ignore_mask
     root = make_coco_dir(os.path.join(tmp, 'coco'))
     gen_ignore_mask.process_split(root, 'train', progress=False)

@@ -35,9 +35,7 @@ from entity import params  # noqa: E402
 from models import _mobilenet_fast as _mf  # noqa: E402
 from models.MobileNetV2PoseNet import MobileNetV2PoseNet  # noqa: E402
 
-# ../shared/data beside the clone, or $POSE_SHARED_DIR/data (as tests/conftest.py)
-SHARED_DATA = os.path.join(
-    os.environ.get('POSE_SHARED_DIR', os.path.join(os.path.dirname(REPO), 'shared')), 'data')
+TEST_DATA = os.path.join(REPO, 'tests', 'data')
 SIZES = [(432, 368), (656, 368)]  # (W, H)
 
 
@@ -100,9 +98,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--weights',
                         default=os.path.join(REPO, params['default_weights']['mobilenet']))
-    parser.add_argument('--pb', default=os.path.join(SHARED_DATA, 'models',
+    parser.add_argument('--pb', default=os.path.join(TEST_DATA, 'tfpose',
                                                       'tfpose_mobilenet_v2_small.pb'))
-    parser.add_argument('--image', default=os.path.join(SHARED_DATA, 'coco_mini',
+    parser.add_argument('--image', default=os.path.join(TEST_DATA, 'coco_mini',
                                                          '000000000785.jpg'))
     parser.add_argument('--rounds', type=int, default=10)
     parser.add_argument('--stock', action='store_true',

@@ -4,7 +4,7 @@ finds the people in them: keypoint AP >= --target-ap on those same images.
     python bench/bench_overfit.py --gpu 0          # the real check, ~3 minutes on one GPU
     python bench/bench_overfit.py --quick          # CPU, tiny: the machinery runs end to end
 
-The images are ../shared/data/coco_mini's (or --ann / --img-dir), each resized to --size x
+The images are tests/data/coco_mini's (or --ann / --img-dir), each resized to --size x
 --size (people stretched with it) so that the training input is the whole image, exactly what
 inference then sees: no augmentation, no crop, and no ignore mask: a net that sees a few images
 only learns nothing where the mask hides people annotated without keypoints, and fires there
@@ -32,8 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
-SHARED = os.environ.get('POSE_SHARED_DIR', os.path.join(os.path.dirname(REPO), 'shared'))
-COCO_MINI = os.path.join(SHARED, 'data', 'coco_mini')
+COCO_MINI = os.path.join(REPO, 'tests', 'data', 'coco_mini')
 
 
 def resized_set(coco, img_dir, image_ids, size, out_dir):

@@ -30,7 +30,7 @@ import track_eval  # noqa: E402
 from pose_detector import PoseDetector  # noqa: E402
 from pose_tracker import PoseTracker  # noqa: E402
 
-DEFAULT_COCO = os.path.join(os.path.dirname(REPO), 'shared', 'data', 'coco_mini')
+DEFAULT_COCO = os.path.join(REPO, 'tests', 'data', 'coco_mini')
 PLAIN = {'person_min_cutoff': 0.0, 'person_beta': 0.0}  # no person-level filter
 LAST_STATE = {'relink_states': 0}  # a lost person looked for from its last state only
 

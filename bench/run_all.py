@@ -35,7 +35,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
-sys.path.insert(0, os.path.join(REPO, 'bench'))
+sys.path[:0] = [os.path.join(REPO, 'bench'), os.path.join(REPO, 'tests')]
 
 import chainer  # noqa: E402
 import cv2  # noqa: E402
@@ -44,14 +44,13 @@ import bench_convert  # noqa: E402
 import convert_model  # noqa: E402
 import weights_io  # noqa: E402
 from models import _mobilenet_fast as _mf  # noqa: E402
+from support.cmu_nets import conv_layers, deploy_prototxt  # noqa: E402
 
-SHARED_DATA = os.path.join(os.path.dirname(REPO), 'shared', 'data')
-PROTOTXT = os.path.join(SHARED_DATA, 'prototxt')
-IMAGE = os.path.join(SHARED_DATA, 'coco_mini', '000000000785.jpg')
-PB = os.path.join(SHARED_DATA, 'models', 'tfpose_mobilenet_v2_small.pb')
-CMU = {'posenet': ('coco_pose_deploy.prototxt', ['Mconv7_stage6_L1', 'Mconv7_stage6_L2']),
-       'facenet': ('face_pose_deploy.prototxt', ['net_output']),
-       'handnet': ('hand_pose_deploy.prototxt', ['net_output'])}
+IMAGE = os.path.join(REPO, 'data', '000000000785.jpg')
+PB = os.path.join(REPO, 'tests', 'data', 'tfpose', 'tfpose_mobilenet_v2_small.pb')
+# the CMU nets' output blobs
+CMU = {'posenet': ['Mconv7_stage6_L1', 'Mconv7_stage6_L2'], 'facenet': ['net_output'],
+       'handnet': ['net_output']}
 
 
 def openblas_info():
@@ -70,8 +69,7 @@ def have_onnxruntime():
 
 def make_weights(tmp, arch):
     """Random caffemodel + converted npz of a CMU net; returns (caffemodel, npz)."""
-    with open(os.path.join(PROTOTXT, CMU[arch][0])) as f:
-        convs = weights_io.conv_layers_from_prototxt(f.read())
+    convs = conv_layers(arch)
     caffemodel = os.path.join(tmp, arch + '.caffemodel')
     npz = os.path.join(tmp, arch + '.npz')
     weights_io.write_caffemodel(caffemodel, weights_io.random_conv_weights(convs, seed=0))
@@ -80,11 +78,9 @@ def make_weights(tmp, arch):
 
 
 def cv2_caffe_net(tmp, arch, caffemodel, h, w):
-    with open(os.path.join(PROTOTXT, CMU[arch][0])) as f:
-        text = weights_io.prototxt_with_input(f.read(), h, w)
     proto = os.path.join(tmp, '%s_%dx%d.prototxt' % (arch, w, h))
     with open(proto, 'w') as f:
-        f.write(text)
+        f.write(deploy_prototxt(arch, h, w))
     return cv2.dnn.readNetFromCaffe(proto, caffemodel)
 
 
@@ -123,7 +119,7 @@ def forward_rows(tmp, weights, rounds, quick, rows):
         model = get_model_class(arch)()
         chainer.serializers.load_npz(npz, model)
         net = cv2_caffe_net(tmp, arch, caffemodel, h, w)
-        outputs = CMU[arch][1]
+        outputs = CMU[arch]
         x = rng.integers(0, 256, size=(1, 3, h, w)).astype(np.float32) / 256 - 0.5
 
         def run_fast():
@@ -233,11 +229,9 @@ def four_scale_rows(tmp, weights, quick, rows):
     caffemodel, npz = weights['posenet']
     h, w = 368, 656
     scales = [0.125, 0.25] if quick else [0.5, 1.0, 1.5, 2.0]
-    with open(os.path.join(PROTOTXT, CMU['posenet'][0])) as f:
-        text = weights_io.prototxt_with_input(f.read(), 368, 368)
     proto = os.path.join(tmp, 'posenet_any.prototxt')
     with open(proto, 'w') as f:
-        f.write(text)
+        f.write(deploy_prototxt('posenet', 368, 368))
     backends = ['chainer'] + (['onnx'] if have_onnxruntime() else []) + ['cv2.dnn']
     res = {}
     onnx_file = os.path.join(tmp, 'posenet.onnx')
@@ -301,9 +295,11 @@ def conversion_row(tmp, weights):
     ours_wall, _, ours = bench_convert.run_child(
         [sys.executable, '-c', CONVERT_CHILD, os.path.join(REPO, 'convert_model.py'),
          'posenet', caffemodel, out])
+    proto = os.path.join(tmp, 'posenet.prototxt')
+    with open(proto, 'w') as f:
+        f.write(deploy_prototxt('posenet'))
     dnn_wall, _, dnn = bench_convert.run_child(
-        [sys.executable, '-c', CV2_LOAD_CHILD, os.path.join(PROTOTXT, CMU['posenet'][0]),
-         caffemodel])
+        [sys.executable, '-c', CV2_LOAD_CHILD, proto, caffemodel])
     ours_rss = float(ours.strip().splitlines()[-1])
     dnn_rss = float(dnn.strip().splitlines()[-1])
     print('  conversion (%.0f MB body caffemodel, whole commands): convert_model.py %.2f s '

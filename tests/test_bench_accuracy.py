@@ -1,22 +1,17 @@
 """bench/bench_accuracy.py --quick: the ablation rows and the cross-validation run end to end
 on two coco_mini images at scale 0.5 (no figure asserted but one: the defaults row is the AP
 evaluate_coco.py gives)."""
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 
 import evaluate_coco
-from conftest import REPO, shared_path
-
-SCRIPT = os.path.join(REPO, 'bench', 'bench_accuracy.py')
+from support import testing
+from support.testing import coco_mini
 
 
 def run(*args):
-    r = subprocess.run([sys.executable, SCRIPT, '--quick'] + list(args), cwd=REPO,
-                       capture_output=True, text=True, timeout=600)
+    r = testing.run('bench/bench_accuracy.py', '--quick', *args, timeout=600)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
@@ -32,10 +27,10 @@ def test_quick_ablation_rows_and_the_defaults_ap():
                       out, re.M)
         assert m, (label, out)
         rows[label] = [float(v) for v in m.groups()]
-    ids = sorted(evaluate_coco.load_coco(shared_path('coco_mini', 'test_coco.json'))
+    ids = sorted(evaluate_coco.load_coco(coco_mini('test_coco.json'))
                  .getImgIds())[:2]
-    stats = evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'),
-                                   shared_path('coco_mini'), scales=[0.5], image_ids=ids,
+    stats = evaluate_coco.evaluate(coco_mini('test_coco.json'),
+                                   coco_mini(), scales=[0.5], image_ids=ids,
                                    verbose=False)
     assert abs(rows['defaults'][0] - np.round(stats[0], 3)) < 1e-9
 

@@ -1,17 +1,12 @@
 """bench/bench_overfit.py --quick: trains from scratch on 2 coco_mini images at 64x64 for 6
 iterations and scores them with COCOeval (the machinery; reaching AP 0.5 is the GPU run's)."""
-import os
 import re
-import subprocess
-import sys
 
-from conftest import REPO, SHARED
+from support.testing import run
 
 
 def test_quick_overfit_runs_and_prints_the_curve():
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'bench_overfit.py'),
-                        '--quick'], cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, POSE_SHARED_DIR=SHARED))
+    r = run('bench/bench_overfit.py', '--quick')
     assert r.returncode == 1, (r.stdout, r.stderr)  # 6 iterations: the target is not reached
     lines = r.stdout.strip().splitlines()
     assert re.match(r'mobilenet from scratch on 2 images at 64x64 \(\d+ people', lines[0])
@@ -31,6 +26,5 @@ def test_quick_overfit_runs_and_prints_the_curve():
 
 
 def test_bad_size_is_refused():
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'bench_overfit.py'),
-                        '--size', '100'], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and 'multiple of 16' in r.stderr
+    r = run('bench/bench_overfit.py', '--size', 100, timeout=60)
+    assert r.returncode == 2 and 'multiple of 16' in r.stderr  # argparse's usage + error

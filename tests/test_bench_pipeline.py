@@ -1,17 +1,12 @@
-"""bench/bench_pipeline.py --quick runs end to end on people.png (no timing asserts: the
+"""bench/bench_pipeline.py --quick runs end to end on a group photo (no timing asserts: the
 figures are for the notes; the bench checks its timed stages find what PoseDetector finds)."""
-import os
 import re
-import subprocess
-import sys
 
-from conftest import REPO, shared_path
+from support.testing import coco_mini, run
 
 
 def test_quick_bench_runs():
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'bench_pipeline.py'),
-                        '--quick', '--img', shared_path('images', 'people.png')],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = run('bench/bench_pipeline.py', '--quick', '--img', coco_mini('000000196141.jpg'))
     assert r.returncode == 0, r.stderr
     for row in ('forward', 'resize+smooth', 'peaks', 'grouping', 'after forward'):
         assert re.search(r'^  %s +[0-9.]+ ms +[0-9.]+ %% of forward' % re.escape(row),

@@ -1,15 +1,10 @@
 """bench/bench_realtime.py --quick runs end to end (no timing asserts: the figures are for the
 notes; the bench itself checks that every loop processed every frame)."""
-import os
-import subprocess
-import sys
-
-from conftest import REPO
+from support.testing import run
 
 
 def test_quick_bench_runs():
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'bench_realtime.py'), '--quick'],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = run('bench/bench_realtime.py', '--quick')
     assert r.returncode == 0, r.stderr
     for row in ('network forward alone', 'detector call', 'demo loop (decode', 'demo loop + --out',
                 'loop machinery alone', 'drawing the poses',

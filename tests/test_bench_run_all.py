@@ -2,16 +2,13 @@
 asserts: the figures are measured side by side; see the script for the full run)."""
 import os
 import re
-import subprocess
-import sys
 
-from conftest import REPO, needs_cv2_caffe
+from support.testing import needs_cv2_caffe, run
 
 
 @needs_cv2_caffe
 def test_quick_bench_prints_the_table():
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'bench', 'run_all.py'), '--quick'],
-                       capture_output=True, text=True, timeout=300)
+    r = run('bench/run_all.py', '--quick')
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout
     print(out)

@@ -1,18 +1,16 @@
 """bench/bench_tracking.py --quick runs end to end (the metrics themselves are asserted by
 tests/test_pose_tracker.py on the full sequences)."""
-import os
+import functools
 import re
-import subprocess
-import sys
 
-from conftest import REPO, shared_path
+from support import testing
+from support.testing import coco_mini
 
-BENCH = os.path.join(REPO, 'bench', 'bench_tracking.py')
+run = functools.partial(testing.run, 'bench/bench_tracking.py')  # this module's script
 
 
 def test_quick_bench_runs():
-    r = subprocess.run([sys.executable, BENCH, '--quick', '--coco-dir', shared_path('coco_mini')],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = run('--quick', '--coco-dir', coco_mini())
     assert r.returncode == 0, r.stderr
     for row, frames in (('pan', 20), ('pan, 10 FPS', 7), ('pan, plain One-Euro', 20)):
         # name, frames, FPS, GT, ID switches, MOTA, IDF1, jitter raw -> smoothed, cut, lag
@@ -23,7 +21,6 @@ def test_quick_bench_runs():
 
 
 def test_missing_data_is_one_line_error(tmp_path):
-    r = subprocess.run([sys.executable, BENCH, '--coco-dir', str(tmp_path)], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = run('--coco-dir', tmp_path, timeout=120)
     assert r.returncode != 0 and r.stderr.strip().startswith('error: ')
     assert 'test_coco.json' in r.stderr and 'Traceback' not in r.stderr

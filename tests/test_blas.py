@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from support.testing import REPO
 from models import _blas
 
 # cblas_sgemm (row-major, no transposes) and openblas_get_corename under one naming, in C:

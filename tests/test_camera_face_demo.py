@@ -1,25 +1,18 @@
 """camera_face_demo.py end to end: Haar face boxes + a random-weight face net, headless."""
+import functools
 import json
 import os
-import subprocess
-import sys
 
 import chainer
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, error_last_line, read_video, shared_path
 import camera_face_demo
+from support.testing import one_line_error, read_video, run, shared_path
 
-SCRIPT = os.path.join(REPO, 'camera_face_demo.py')
+run_demo = functools.partial(run, 'camera_face_demo.py')
 FRAME_SIZE = (160, 120)  # (w, h)
-
-
-def run_demo(*args):
-    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-
 
 
 @pytest.fixture(scope='module')
@@ -79,19 +72,21 @@ def test_video_headless_one_face_per_frame(face_weights, face_video, tmp_path):
 
 
 def test_bad_inputs(tmp_path, face_weights):
-    error_last_line(run_demo('--weights', tmp_path / 'none.npz'),
-                   'none.npz: face net weights not found (make them with: python convert_model.py')
+    one_line_error(run_demo('--weights', tmp_path / 'none.npz'),
+                   'none.npz: face net weights not found (make them with: python convert_model.py',
+                   notes_first=True)
     bad = tmp_path / 'bad.xml'
     bad.write_text('hello')
-    error_last_line(run_demo('--cascade', bad), 'bad.xml: not an OpenCV cascade file')
-    error_last_line(run_demo('--device', 99, '--weights', face_weights),
-                   'cannot open camera --device 99')
-    error_last_line(run_demo('--video', tmp_path / 'missing.mp4', '--weights', face_weights),
-                   'missing.mp4: video file not found')
+    one_line_error(run_demo('--cascade', bad), 'bad.xml: not an OpenCV cascade file',
+                   notes_first=True)
+    one_line_error(run_demo('--device', 99, '--weights', face_weights),
+                   'cannot open camera --device 99', notes_first=True)
+    one_line_error(run_demo('--video', tmp_path / 'missing.mp4', '--weights', face_weights),
+                   'missing.mp4: video file not found', notes_first=True)
     empty = tmp_path / 'empty'
     empty.mkdir()
-    error_last_line(run_demo('--images', empty, '--weights', face_weights),
-                   'empty: folder has no files')
+    one_line_error(run_demo('--images', empty, '--weights', face_weights),
+                   'empty: folder has no files', notes_first=True)
 
 
 def test_face_crop_box_is_the_cascade_box_enlarged_about_its_centre():

@@ -1,4 +1,5 @@
 """camera_pose_demo.py end to end on real COCO images (embedded model, headless)."""
+import functools
 import glob
 import json
 import os
@@ -12,29 +13,24 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, error_last_line, read_video, shared_path
 from entity import params
+from support.testing import REPO, coco_mini, one_line_error, read_video, run
 
 SCRIPT = os.path.join(REPO, 'camera_pose_demo.py')
+run_demo = functools.partial(run, 'camera_pose_demo.py')
 SKIER = '000000000785'
 VIDEO_SIZE = (432, 288)  # (w, h): every COCO image resized to one size
 
 
-def run_demo(*args, cwd=None):
-    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=cwd or REPO,
-                          capture_output=True, text=True, timeout=300)
-
-
-
 def coco_images():
-    images = sorted(glob.glob(os.path.join(shared_path('coco_mini'), '*.jpg')))
+    images = sorted(glob.glob(os.path.join(coco_mini(), '*.jpg')))
     assert len(images) == 4 and os.path.basename(images[0]) == SKIER + '.jpg'
     return images
 
 
 def skier_truth():
     """COCO-17 keypoints (17, 3) and box height of the one person in image 785."""
-    coco = json.load(open(shared_path('coco_mini', 'test_coco.json')))
+    coco = json.load(open(coco_mini('test_coco.json')))
     (image,) = [im for im in coco['images'] if im['file_name'] == SKIER + '.jpg']
     (ann,) = [a for a in coco['annotations']
               if a['image_id'] == image['id'] and a['num_keypoints'] > 0]
@@ -104,9 +100,7 @@ def test_folder_headless_without_display(tmp_path):
     env = dict(os.environ)
     env.pop('DISPLAY', None)
     env.pop('WAYLAND_DISPLAY', None)
-    r = subprocess.run([sys.executable, SCRIPT, '--images', str(folder), '--out', str(out),
-                        '--json-dir', str(jdir)], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = run_demo('--images', folder, '--out', out, '--json-dir', jdir, env=env)
     assert r.returncode == 0, r.stderr
     assert 'note: no display ($DISPLAY is not set); running headless' in r.stderr
     assert 'readme.txt: not a readable image, skipped' in r.stderr
@@ -127,30 +121,32 @@ def json_files(folder):
 
 
 def test_bad_inputs(tmp_path):
-    error_last_line(run_demo('--device', 99), 'cannot open camera --device 99')
+    one_line_error(run_demo('--device', 99), 'cannot open camera --device 99', notes_first=True)
     # the original's command, verbatim: camera 0 (there is none here)
-    error_last_line(run_demo(), 'cannot open camera --device 0')
-    error_last_line(run_demo('--video', tmp_path / 'missing.mp4'), 'missing.mp4: video file not found')
+    one_line_error(run_demo(), 'cannot open camera --device 0', notes_first=True)
+    one_line_error(run_demo('--video', tmp_path / 'missing.mp4'),
+                   'missing.mp4: video file not found', notes_first=True)
     empty = tmp_path / 'empty'
     empty.mkdir()
-    error_last_line(run_demo('--images', empty), 'empty: folder has no files')
+    one_line_error(run_demo('--images', empty), 'empty: folder has no files', notes_first=True)
     text_only = tmp_path / 'text_only'
     text_only.mkdir()
     (text_only / 'notes.txt').write_text('hello')
     r = run_demo('--images', text_only, '--no-display', '--out', tmp_path / 'o.mp4')
     assert 'notes.txt: not a readable image, skipped' in r.stderr
-    error_last_line(r, 'text_only: no frame could be read (1 skipped)')
+    one_line_error(r, 'text_only: no frame could be read (1 skipped)', notes_first=True)
     assert not (tmp_path / 'o.mp4').exists()
-    error_last_line(run_demo('--images', empty, '--out', tmp_path / 'x.gif'),
-                   "unsupported video type '.gif'")
+    one_line_error(run_demo('--images', empty, '--out', tmp_path / 'x.gif'),
+                   "unsupported video type '.gif'", notes_first=True)
 
 
 def test_bad_model_options(coco_video, tmp_path):
-    error_last_line(run_demo('--video', coco_video, '--scales', 0, '--no-display'),
-                   'scales must be positive numbers')
-    error_last_line(run_demo('--video', coco_video, '--gpu', 0, '--no-display'), '--gpu 0')
-    error_last_line(run_demo('--video', coco_video, '--weights', tmp_path / 'none.npz',
-                            '--no-display'), 'none.npz: no such weights file')
+    one_line_error(run_demo('--video', coco_video, '--scales', 0, '--no-display'),
+                   'scales must be positive numbers', notes_first=True)
+    one_line_error(run_demo('--video', coco_video, '--gpu', 0, '--no-display'), '--gpu 0',
+                   notes_first=True)
+    one_line_error(run_demo('--video', coco_video, '--weights', tmp_path / 'none.npz',
+                            '--no-display'), 'none.npz: no such weights file', notes_first=True)
 
 
 def test_ctrl_c_mid_run_leaves_a_playable_video(coco_video, tmp_path):
@@ -193,8 +189,8 @@ def test_person_ids_stay_the_same_through_a_60_frame_pan(tmp_path):
     the smoothed keypoints are in pose_keypoints_2d, the detector's in
     pose_keypoints_2d_raw."""
     import track_eval
-    seq = track_eval.standard_sequences(shared_path('coco_mini'),
-                                        shared_path('coco_mini', 'test_coco.json'),
+    seq = track_eval.standard_sequences(coco_mini(),
+                                        coco_mini('test_coco.json'),
                                         which=['pan'])['pan']
     folder = tmp_path / 'frames'
     folder.mkdir()
@@ -265,7 +261,7 @@ def test_out_onto_the_input_video_or_weights_is_refused(coco_video, tmp_path):
     before = clip.read_bytes()
     (tmp_path / 'link.mp4').symlink_to(clip)
     for out in (clip, tmp_path / 'link.mp4'):
-        error_last_line(run_demo('--video', clip, '--out', out, '--no-display'),
-                        '--out %s is the same file as --video %s' % (out, clip))
+        one_line_error(run_demo('--video', clip, '--out', out, '--no-display'),
+                       '--out %s is the same file as --video %s' % (out, clip), notes_first=True)
     assert clip.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ['clip.mp4', 'link.mp4']

@@ -1,7 +1,5 @@
 """coco_data_loader: augmentation geometry, targets vs a direct reference, flip, bad input."""
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -9,18 +7,13 @@ import pytest
 
 import cli
 import coco_data_loader as cdl
-from conftest import REPO
-from coco_mini import make_coco_dir, make_coco_dir_with_masks
 from entity import JointType, params
 import gen_ignore_mask
+from support.coco_mini import make_coco_dir
+from support.testing import REPO, one_line_error, run
 
 STRIDE = params['downscale']
 INSIZE = 184
-
-
-@pytest.fixture(scope='module')
-def coco_dir(tmp_path_factory):
-    return make_coco_dir_with_masks(str(tmp_path_factory.mktemp('coco')))
 
 
 @pytest.fixture(scope='module')
@@ -239,9 +232,8 @@ def test_corrupt_annotation_json(tmp_path):
 
 def test_script_writes_overlays(coco_dir, tmp_path):
     out = tmp_path / 'vis'
-    p = subprocess.run([sys.executable, os.path.join(REPO, 'coco_data_loader.py'), '--coco-dir',
-                        coco_dir, '-n', '2', '--insize', '96', '--out', str(out)],
-                       capture_output=True, text=True, timeout=60)
+    p = run('coco_data_loader.py', '--coco-dir', coco_dir, '-n', 2, '--insize', 96, '--out', out,
+            timeout=60)
     assert p.returncode == 0, p.stderr
     files = sorted(os.listdir(out))
     assert files == ['train_0000.png', 'train_0001.png']
@@ -345,16 +337,14 @@ def test_script_out_that_cannot_be_written_is_refused_first(tmp_path):
     a_file = tmp_path / 'a_file'
     a_file.write_text('x')
     for out, why in ((a_file, 'exists and is not a directory'), ('/proc/vis', 'cannot write')):
-        p = subprocess.run([sys.executable, os.path.join(REPO, 'coco_data_loader.py'),
-                            '--coco-dir', str(tmp_path / 'no_coco'), '--out', str(out)],
-                           capture_output=True, text=True, timeout=60)
-        assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-        assert p.stderr.startswith('error: --out %s: %s' % (out, why)), p.stderr
+        p = run('coco_data_loader.py', '--coco-dir', tmp_path / 'no_coco', '--out', out,
+                timeout=60)
+        assert one_line_error(p).startswith('error: --out %s: %s' % (out, why)), p.stderr
     assert a_file.read_text() == 'x'
 
 
 def test_malformed_keypoints_name_the_annotation(tmp_path):
-    from coco_mini import coco_json
+    from support.coco_mini import coco_json
     data = coco_json()
     bad = [a for a in data['annotations'] if a['image_id'] == 785][0]
     bad['keypoints'] = bad['keypoints'][:50]

@@ -3,35 +3,32 @@
 Exactness of the converted nets against OpenCV is in tests/test_models.py, the
 .pth reader in tests/test_weights_io.py.
 """
+import functools
 import os
-import subprocess
-import sys
 
 import chainer
 import numpy as np
 import pytest
 
 from cli import UserError
-from conftest import FIXTURES, REPO, shared_path
 import convert_model
 import weights_io
 from models.CocoPoseNet import VGG19_FRONT
 from models.HandNet import HandNet
+from support import testing
+from support.cmu_nets import conv_layers
+from support.testing import FIXTURES, one_line_error, tfpose_pb
 
-
-def _convs(prototxt):
-    with open(shared_path('prototxt', prototxt)) as f:
-        return weights_io.conv_layers_from_prototxt(f.read())
+run = functools.partial(testing.run, 'convert_model.py', timeout=120)  # this module's script
 
 
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp('caffe')
     out = {}
-    for arch, proto, keep in [('hand', 'hand_pose_deploy.prototxt', None),
-                              ('face', 'face_pose_deploy.prototxt', None),
-                              ('vgg', 'VGG_ILSVRC_19_layers_deploy.prototxt', set(VGG19_FRONT))]:
-        convs = [c for c in _convs(proto) if keep is None or c[0] in keep]
+    for arch, net, keep in [('hand', 'handnet', None), ('face', 'facenet', None),
+                            ('vgg', 'vgg19', set(VGG19_FRONT))]:
+        convs = [c for c in conv_layers(net) if keep is None or c[0] in keep]
         layers = weights_io.random_conv_weights(convs, seed=3)
         out[arch] = str(d / (arch + '.caffemodel'))
         weights_io.write_caffemodel(out[arch], layers, v1=arch == 'vgg')
@@ -40,19 +37,6 @@ def files(tmp_path_factory):
             weights_io.write_caffemodel(out['hand_prefix'], layers[:20])
             out['hand_prefix_next'] = layers[20][0]
     return out
-
-
-def run(*args, cwd=REPO):
-    return subprocess.run([sys.executable, 'convert_model.py'] + list(args), cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
-
-
-def assert_user_error(res, *fragments):
-    assert res.returncode == 2, res.stderr
-    err = res.stderr.strip()
-    assert '\n' not in err and err.startswith('error: '), err  # one line, no traceback
-    for frag in fragments:
-        assert frag in err, (frag, err)
 
 
 def listing(directory):
@@ -75,9 +59,8 @@ def test_converts_caffemodel_and_loads_into_net(files, tmp_path):
 def test_original_workflow_from_models_directory(files, tmp_path):
     """The original README: ``cd models; python convert_model.py ARCH IN OUT``."""
     os.symlink(files['vgg'], str(tmp_path / 'VGG_ILSVRC_19_layers.caffemodel'))
-    res = subprocess.run([sys.executable, os.path.join(REPO, 'models', 'convert_model.py'),
-                          'vgg19', 'VGG_ILSVRC_19_layers.caffemodel', 'vgg19.npz'],
-                         cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    res = testing.run('models/convert_model.py', 'vgg19', 'VGG_ILSVRC_19_layers.caffemodel',
+                      'vgg19.npz', cwd=tmp_path, timeout=120)
     assert res.returncode == 0, res.stderr
     with np.load(str(tmp_path / 'vgg19.npz')) as f:
         assert len(f.files) == 2 * len(VGG19_FRONT)
@@ -87,7 +70,7 @@ def test_original_workflow_from_models_directory(files, tmp_path):
 
 def test_missing_input(tmp_path):
     res = run('posenet', str(tmp_path / 'pose_iter_440000.caffemodel'), str(tmp_path / 'o.npz'))
-    assert_user_error(res, 'pose_iter_440000.caffemodel: no such file')
+    one_line_error(res, 'pose_iter_440000.caffemodel: no such file')
     assert listing(str(tmp_path)) == []
 
 
@@ -113,28 +96,28 @@ def test_truncated_caffemodel(files, tmp_path):
                     and 'holds' not in msg)), (cut, msg)
         assert listing(str(tmp_path)) == ['cut.caffemodel']
     res = run('handnet', path, out)
-    assert_user_error(res, path, 'truncated or corrupt')
+    one_line_error(res, path, 'truncated or corrupt')
     assert not os.path.exists(out)
 
 
 def test_face_weights_for_posenet(files, tmp_path):
     out = str(tmp_path / 'coco_posenet.npz')
     res = run('posenet', files['face'], out)
-    assert_user_error(res, files['face'], 'layer conv4_3_CPM missing',
-                      'holds facenet weights')
+    one_line_error(res, files['face'], 'layer conv4_3_CPM missing',
+                   'holds facenet weights')
     res = run('facenet', files['hand'], out)
-    assert_user_error(res, files['hand'], 'layer conv6_2_CPM: weight has shape (22, 512, 1, 1), '
-                      'facenet expects (71, 512, 1, 1)', 'holds handnet weights')
+    one_line_error(res, files['hand'], 'layer conv6_2_CPM: weight has shape (22, 512, 1, 1), '
+                   'facenet expects (71, 512, 1, 1)', 'holds handnet weights')
     assert listing(str(tmp_path)) == []
 
 
 def test_pth_with_missing_or_wrong_shaped_layer(tmp_path):
     out = str(tmp_path / 'hand.npz')
     res = run('handnet', os.path.join(FIXTURES, 'hand_subset.pth'), out)
-    assert_user_error(res, 'hand_subset.pth: layer conv2_1 missing', '(128, 64, 3, 3)')
+    one_line_error(res, 'hand_subset.pth: layer conv2_1 missing', '(128, 64, 3, 3)')
     res = run('handnet', os.path.join(FIXTURES, 'hand_wrong_shape.pth'), out)
-    assert_user_error(res, 'hand_wrong_shape.pth: layer conv1_1: weight has shape (64, 3, 5, 5), '
-                      'handnet expects (64, 3, 3, 3)')
+    one_line_error(res, 'hand_wrong_shape.pth: layer conv1_1: weight has shape (64, 3, 5, 5), '
+                   'handnet expects (64, 3, 3, 3)')
     assert listing(str(tmp_path)) == []
 
 
@@ -146,8 +129,8 @@ def test_pth_calling_os_system_is_refused(tmp_path):
     with open(evil, 'wb') as f:
         f.write(pkl)
     res = run('posenet', evil, str(tmp_path / 'o.npz'))
-    assert_user_error(res, 'body_pose_model.pth: refusing to load', 'os.system',
-                      'nothing was executed')
+    one_line_error(res, 'body_pose_model.pth: refusing to load', 'os.system',
+                   'nothing was executed')
     assert not marker.exists()
     assert listing(str(tmp_path)) == ['body_pose_model.pth']
 
@@ -156,14 +139,14 @@ def test_other_bad_inputs(files, tmp_path):
     out = str(tmp_path / 'o.npz')
     empty = tmp_path / 'empty.caffemodel'
     empty.write_bytes(b'')
-    assert_user_error(run('handnet', str(empty), out), 'empty.caffemodel: empty file')
+    one_line_error(run('handnet', str(empty), out), 'empty.caffemodel: empty file')
     junk = tmp_path / 'junk.caffemodel'
     junk.write_bytes(b'\xff' * 64)
-    assert_user_error(run('handnet', str(junk), out), 'junk.caffemodel: truncated or corrupt')
+    one_line_error(run('handnet', str(junk), out), 'junk.caffemodel: truncated or corrupt')
     npz = tmp_path / 'already.npz'
     np.savez(str(npz), a=np.zeros(1))
-    assert_user_error(run('handnet', str(npz), out), 'already.npz: is already an npz')
-    assert_user_error(run('handnet', str(tmp_path), out), 'is a directory')
+    one_line_error(run('handnet', str(npz), out), 'already.npz: is already an npz')
+    one_line_error(run('handnet', str(tmp_path), out), 'is a directory')
     assert not os.path.exists(out)
 
 
@@ -171,26 +154,26 @@ def test_unwritable_output(files, tmp_path):
     existing = tmp_path / 'existing.npz'
     existing.write_bytes(b'old contents')
     # a failing conversion leaves an existing OUT untouched
-    assert_user_error(run('facenet', files['hand'], str(existing)), 'conv6_2_CPM')
+    one_line_error(run('facenet', files['hand'], str(existing)), 'conv6_2_CPM')
     assert existing.read_bytes() == b'old contents'
     missing_dir = str(tmp_path / 'no' / 'such' / 'dir' / 'o.npz')
-    assert_user_error(run('vgg19', files['vgg'], missing_dir), missing_dir, 'does not exist')
+    one_line_error(run('vgg19', files['vgg'], missing_dir), missing_dir, 'does not exist')
     under_file = str(existing / 'o.npz')  # parent is a regular file
-    assert_user_error(run('vgg19', files['vgg'], under_file), under_file)
+    one_line_error(run('vgg19', files['vgg'], under_file), under_file)
     # /proc refuses new files even for root (a chmod'ed directory would not)
-    assert_user_error(run('vgg19', files['vgg'], '/proc/vgg19.npz'),
-                      '/proc/vgg19.npz: cannot write')
+    one_line_error(run('vgg19', files['vgg'], '/proc/vgg19.npz'),
+                   '/proc/vgg19.npz: cannot write')
     assert listing(str(tmp_path)) == ['existing.npz']
 
 
 def test_mobilenet_dispatches_to_the_tf_graph_converter(tmp_path):
     from models.MobileNetV2PoseNet import MobileNetV2PoseNet
     out = str(tmp_path / 'mobilenet.npz')
-    res = run('mobilenet', shared_path('models', 'tfpose_mobilenet_v2_small.pb'), out)
+    res = run('mobilenet', tfpose_pb(), out)
     assert res.returncode == 0, res.stderr
     chainer.serializers.load_npz(out, MobileNetV2PoseNet())
-    assert_user_error(run('mobilenet', str(tmp_path / 'graph_opt.pb'), out),
-                      'graph_opt.pb: no such file')
+    one_line_error(run('mobilenet', str(tmp_path / 'graph_opt.pb'), out),
+                   'graph_opt.pb: no such file')
 
 
 def test_out_is_never_the_input_or_a_device(files, tmp_path):
@@ -198,18 +181,18 @@ def test_out_is_never_the_input_or_a_device(files, tmp_path):
     numbers) turned the device into a 147 MB regular file.  Both refused before reading."""
     import shutil
     import stat
-    from conftest import full_device
+    from support.testing import full_device
     src = tmp_path / 'hand.caffemodel'
     shutil.copy(files['hand'], src)
     before = src.read_bytes()
     (tmp_path / 'link.npz').symlink_to(src)
     for out in (src, tmp_path / 'link.npz', tmp_path / '.' / 'hand.caffemodel'):
-        assert_user_error(run('handnet', str(src), str(out)),
-                          'OUT %s is the same file as IN %s' % (out, src))
+        one_line_error(run('handnet', str(src), str(out)),
+                       'OUT %s is the same file as IN %s' % (out, src))
     dev = tmp_path / 'full'
     full_device(dev)
-    assert_user_error(run('handnet', str(src), str(dev)),
-                      'OUT %s: is a character device, not a regular file' % dev)
+    one_line_error(run('handnet', str(src), str(dev)),
+                   'OUT %s: is a character device, not a regular file' % dev)
     assert src.read_bytes() == before and stat.S_ISCHR(os.stat(dev).st_mode)
     assert listing(str(tmp_path)) == ['full', 'hand.caffemodel', 'link.npz']
 
@@ -218,21 +201,19 @@ def test_full_disk_is_one_line_and_leaves_nothing(files, small_disk):
     """A disk that fills up while the npz is written: one error line (was followed by
     ZipFile.__del__'s 'Exception ignored' traceback), no partial file."""
     out = small_disk.path / 'hand.npz'
-    res = subprocess.run([sys.executable, 'convert_model.py', 'handnet', files['hand'], str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120,
-                         preexec_fn=small_disk.preexec)
-    assert_user_error(res, '%s: cannot write (' % out)
+    res = run('handnet', files['hand'], out, preexec_fn=small_disk.preexec)
+    one_line_error(res, '%s: cannot write (' % out)
     assert 'Exception ignored' not in res.stderr
     assert os.listdir(small_disk.path) == []
 
 
 def test_nan_in_caffemodel_is_refused_naming_the_layer(tmp_path):
     """Corrupted bytes that decode as NaN / Inf converted without a word."""
-    convs = _convs('hand_pose_deploy.prototxt')
+    convs = conv_layers('handnet')
     layers = weights_io.random_conv_weights(convs, seed=5)
     layers[7][1][0].flat[11] = np.nan
     src = str(tmp_path / 'nan.caffemodel')
     weights_io.write_caffemodel(src, layers)
-    assert_user_error(run('handnet', src, str(tmp_path / 'o.npz')),
-                      'nan.caffemodel: layer %s/W holds 1 NaN or infinite values' % layers[7][0])
+    one_line_error(run('handnet', src, str(tmp_path / 'o.npz')),
+                   'nan.caffemodel: layer %s/W holds 1 NaN or infinite values' % layers[7][0])
     assert listing(str(tmp_path)) == ['nan.caffemodel']

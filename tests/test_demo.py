@@ -1,22 +1,21 @@
 """demo.py: face/hand boxes from real body poses vs COCO ground truth; the CLI end to end."""
+import functools
 import json
 import os
-import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
-from coco_mini import coco_json
 from entity import JointType, params
 from face_detector import face_box_from_pose
 from hand_detector import hand_boxes_from_pose
-from test_face_detector import face_npz, one_line_error  # noqa: F401  (fixture)
-from test_hand_detector import hand_npz  # noqa: F401  (fixture)
+from support import testing
+from support.coco_mini import coco_json
+from support.testing import REPO, coco_mini, one_line_error, shared_path
 
-SCRIPT = os.path.join(REPO, 'demo.py')
+run = functools.partial(testing.run, 'demo.py')  # this module's script
 HEAD = [JointType.Nose, JointType.LEye, JointType.REye, JointType.LEar, JointType.REar]
 
 
@@ -65,7 +64,7 @@ def detections():
     from pose_core import read_image
     from pose_detector import PoseDetector
     body = PoseDetector(scales=[1])  # the embedded model, one scale (fast)
-    return dict((name, body(read_image(shared_path('coco_mini', name)))[0])
+    return dict((name, body(read_image(coco_mini(name)))[0])
                 for name in gt_people())
 
 
@@ -99,11 +98,6 @@ def test_face_and_hand_boxes_contain_the_labelled_points(detections):
 
 # ----------------------------------------------------------------------------- CLI
 
-def run(*args, cwd=REPO):
-    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=str(cwd),
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_original_command_verbatim_without_face_and_hand_weights(tmp_path):
     """python demo.py --img data/dinner.png: with no face/hand npz the body part still runs,
     and one line says which files are missing and how to make them."""
@@ -125,8 +119,8 @@ def test_original_command_verbatim_without_face_and_hand_weights(tmp_path):
                     'models/handnet.npz' in notes[0]), notes[0]
 
 
-def test_body_face_hands_json(face_npz, hand_npz, tmp_path):  # noqa: F811
-    src = shared_path('coco_mini', '000000196141.jpg')
+def test_body_face_hands_json(face_npz, hand_npz, tmp_path):
+    src = coco_mini('000000196141.jpg')
     out, js = tmp_path / 'out.png', tmp_path / 'people.json'
     r = run('--img', src, '--face-weights', face_npz, '--hand-weights', hand_npz,
             '--out', out, '--json', js, '--scales', 1,
@@ -161,7 +155,7 @@ def test_body_face_hands_json(face_npz, hand_npz, tmp_path):  # noqa: F811
     assert n_faces >= 2 and n_hands >= 2
 
 
-def test_no_people_and_skipped_parts(face_npz, tmp_path):  # noqa: F811
+def test_no_people_and_skipped_parts(face_npz, tmp_path):
     img = np.full((120, 160, 3), 128, np.uint8)
     cv2.imwrite(str(tmp_path / 'grey.png'), img)
     js = tmp_path / 'p.json'
@@ -173,16 +167,16 @@ def test_no_people_and_skipped_parts(face_npz, tmp_path):  # noqa: F811
     assert cv2.imread(str(tmp_path / 'o.png')).shape == img.shape
 
 
-def test_bad_inputs(hand_npz, tmp_path):  # noqa: F811
-    dinner = shared_path('images', 'dinner.png')
+def test_bad_inputs(hand_npz, tmp_path):
+    photo = coco_mini('000000196141.jpg')
     one_line_error(run('--img', tmp_path / 'none.png'), 'none.png: no such file')
     (tmp_path / 'bad.jpg').write_bytes(b'\xff\xd8\xff garbage')
     one_line_error(run('--img', tmp_path / 'bad.jpg'), 'bad.jpg')
-    one_line_error(run('--img', dinner, '--face-weights', tmp_path / 'f.npz'),
+    one_line_error(run('--img', photo, '--face-weights', tmp_path / 'f.npz'),
                    'f.npz: no such weights file', 'convert_model.py facenet')
-    one_line_error(run('--img', dinner, '--face-weights', hand_npz, '--no-hands'),
+    one_line_error(run('--img', photo, '--face-weights', hand_npz, '--no-hands'),
                    'not facenet weights')
-    one_line_error(run('--img', dinner, '--pose-weights', hand_npz), 'not mobilenet weights')
+    one_line_error(run('--img', photo, '--pose-weights', hand_npz), 'not mobilenet weights')
     assert not os.path.exists(os.path.join(str(tmp_path), 'result.png'))
 
 
@@ -191,6 +185,6 @@ def test_gpu_without_cupy_is_a_one_line_error(tmp_path, monkeypatch):
     import demo
     monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
     with pytest.raises(cli.UserError, match='needs CuPy'):
-        demo.main(['--img', shared_path('images', 'dinner.png'), '--gpu', '0',
+        demo.main(['--img', coco_mini('000000196141.jpg'), '--gpu', '0',
                    '--out', str(tmp_path / 'gpu.png')])
     assert not (tmp_path / 'gpu.png').exists()

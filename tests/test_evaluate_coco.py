@@ -1,16 +1,18 @@
 """evaluate_coco.py: keypoint AP of the embedded model on real COCO val2017 ground truth."""
+import functools
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import cli
 import evaluate_coco
-from conftest import REPO, shared_path
 from entity import JointType as J, params
+from support import testing
+from support.testing import REPO, coco_mini, one_line_error
+
+run = functools.partial(testing.run, 'evaluate_coco.py')  # this module's script
 
 
 def test_embedded_model_keypoint_ap_on_coco_mini(tmp_path, capsys):
@@ -18,8 +20,8 @@ def test_embedded_model_keypoint_ap_on_coco_mini(tmp_path, capsys):
     AP >= 0.55 (0.513 before it; the thresholds were chosen by cross-validation over every
     annotated image, bench/bench_accuracy.py --cv, not on these 4 images as they are)."""
     out = tmp_path / 'results.json'
-    stats = evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'),
-                                   shared_path('coco_mini'), out=str(out))
+    stats = evaluate_coco.evaluate(coco_mini('test_coco.json'),
+                                   coco_mini(), out=str(out))
     table = capsys.readouterr().out
     print('coco_mini keypoint AP %.3f  AP50 %.3f  AR %.3f (four scales)'
           % (stats[0], stats[1], stats[5]))
@@ -38,8 +40,8 @@ def test_embedded_model_keypoint_ap_on_coco_mini(tmp_path, capsys):
 def test_one_scale_keypoint_ap_for_the_real_time_demos(flip):
     """The demos' one scale: issue 20 asks AP >= 0.46 (0.439 before it); flip averaging
     (twice the forwards) adds to it."""
-    stats = evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'),
-                                   shared_path('coco_mini'), scales=params['demo_scales'],
+    stats = evaluate_coco.evaluate(coco_mini('test_coco.json'),
+                                   coco_mini(), scales=params['demo_scales'],
                                    flip=flip, verbose=False)
     print('coco_mini keypoint AP %.3f at one scale, flip %s' % (stats[0], flip))
     assert stats[0] >= (0.50 if flip else 0.46)
@@ -65,28 +67,23 @@ def test_cli_bad_annotation_file_one_line_error(tmp_path):
     bad = tmp_path / 'ann.json'
     bad.write_text('{"not": "coco"}')
     for ann in (bad, tmp_path / 'missing.json'):
-        p = subprocess.run([sys.executable, os.path.join(REPO, 'evaluate_coco.py'), '--ann',
-                            str(ann), '--img-dir', str(tmp_path), '--out',
-                            str(tmp_path / 'r.json')], capture_output=True, text=True)
-        assert p.returncode == 2 and p.stderr.count('\n') == 1 and str(ann) in p.stderr, p.stderr
+        one_line_error(run('--ann', ann, '--img-dir', tmp_path, '--out', tmp_path / 'r.json'),
+                       ann)
     assert not (tmp_path / 'r.json').exists()
 
 
 def test_missing_image_names_the_file(tmp_path):
     with pytest.raises(cli.UserError, match='000000000785.jpg: no such file'):
-        evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'), str(tmp_path),
+        evaluate_coco.evaluate(coco_mini('test_coco.json'), str(tmp_path),
                                detector=lambda img: (np.zeros((0, 18, 3)), np.zeros(0)),
                                verbose=False)
 
 
 def test_cli_end_to_end_one_scale(tmp_path):
     # the README's command shape, with the arch and weights named and one small scale
-    p = subprocess.run([sys.executable, os.path.join(REPO, 'evaluate_coco.py'), 'mobilenet',
-                        os.path.join(REPO, 'models', 'mobilenet_v2_small.npz'),
-                        '--ann', shared_path('coco_mini', 'test_coco.json'),
-                        '--img-dir', shared_path('coco_mini'), '--scales', '0.5',
-                        '--out', str(tmp_path / 'results.json')],
-                       capture_output=True, text=True, cwd=str(tmp_path))
+    p = run('mobilenet', os.path.join(REPO, 'models', 'mobilenet_v2_small.npz'),
+            '--ann', coco_mini('test_coco.json'), '--img-dir', coco_mini(), '--scales', '0.5',
+            '--out', tmp_path / 'results.json', cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert '4/4' in p.stderr  # the tqdm bar
     assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets= 20 ]' in p.stdout
@@ -98,7 +95,7 @@ def test_cli_end_to_end_one_scale(tmp_path):
 
 def _subset(tmp_path, image_ids=None):
     """coco_mini's annotation file restricted to ``image_ids`` (None: all), in tmp_path."""
-    with open(shared_path('coco_mini', 'test_coco.json')) as f:
+    with open(coco_mini('test_coco.json')) as f:
         doc = json.load(f)
     if image_ids is not None:
         doc['images'] = [i for i in doc['images'] if i['id'] in image_ids]
@@ -111,10 +108,9 @@ def _subset(tmp_path, image_ids=None):
 def test_annotation_file_without_images_is_an_error(tmp_path):
     """It printed 'keypoint AP 0.000' and exited 0."""
     ann, _ = _subset(tmp_path, image_ids=set())
-    p = subprocess.run([sys.executable, os.path.join(REPO, 'evaluate_coco.py'), '--ann', ann,
-                        '--img-dir', shared_path('coco_mini')], capture_output=True, text=True)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-    assert 'ann.json: no images to evaluate' in p.stderr and 'AP' not in p.stdout
+    p = run('--ann', ann, '--img-dir', coco_mini())
+    one_line_error(p, 'ann.json: no images to evaluate')
+    assert 'AP' not in p.stdout
 
 
 def test_undecodable_image_is_skipped_and_the_others_kept(tmp_path, capsys):
@@ -125,7 +121,7 @@ def test_undecodable_image_is_skipped_and_the_others_kept(tmp_path, capsys):
     ann, doc = _subset(tmp_path)
     names = sorted(i['file_name'] for i in doc['images'])
     for name in names:
-        os.symlink(shared_path('coco_mini', name), img_dir / name)
+        os.symlink(coco_mini(name), img_dir / name)
     os.remove(img_dir / names[1])
     (img_dir / names[1]).write_bytes(b'\xff\xd8 not a JPEG any more')
     seen = []
@@ -147,10 +143,10 @@ def test_output_checked_before_any_image_is_read(tmp_path):
     """--out in a missing folder failed only after every image was processed."""
     calls = []
     for out, words in ((tmp_path / 'no' / 'r.json', 'does not exist'),
-                       (shared_path('coco_mini', 'test_coco.json'), 'is the same file as --ann')):
+                       (coco_mini('test_coco.json'), 'is the same file as --ann')):
         with pytest.raises(cli.UserError, match=words):
-            evaluate_coco.evaluate(shared_path('coco_mini', 'test_coco.json'),
-                                   shared_path('coco_mini'), out=str(out), verbose=False,
+            evaluate_coco.evaluate(coco_mini('test_coco.json'),
+                                   coco_mini(), out=str(out), verbose=False,
                                    detector=lambda img: calls.append(1))
     assert calls == []
 
@@ -160,8 +156,8 @@ def test_exif_orientation_follows_the_annotation_frame(tmp_path):
     width and height describe: turned when they are the turned size, as stored when they
     are the stored size."""
     import cv2
-    from conftest import jpeg_with_orientation
-    stored = cv2.imread(shared_path('coco_mini', '000000000785.jpg'))
+    from support.testing import jpeg_with_orientation
+    stored = cv2.imread(coco_mini('000000000785.jpg'))
     path = tmp_path / 'x.jpg'
     path.write_bytes(jpeg_with_orientation(cv2.imencode('.jpg', stored)[1].tobytes(), 6))
     h, w = stored.shape[:2]

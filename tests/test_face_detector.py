@@ -1,7 +1,7 @@
 """face_detector.py: crop/peak geometry with stand-in nets, drawing, the CLI end to end."""
+import functools
 import json
 import os
-import subprocess
 import sys
 
 import chainer
@@ -9,34 +9,17 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
 import cli
 from entity import params
 from face_detector import FaceDetector, draw_face_keypoints, face_box_from_pose
 from hand_detector import HandDetector
+from support import testing
+from support.keypoint_nets import MAP, TOL, PeakNet, cells, expected
+from support.testing import REPO, coco_mini, one_line_error, shared_path
 
-SCRIPT = os.path.join(REPO, 'face_detector.py')
+run = functools.partial(testing.run, 'face_detector.py')  # this module's script
 N = params['face_n_keypoints']
 INSIZE = params['face_inference_img_size']
-MAP = INSIZE // 8  # 46
-TOL = 1e-3  # float rounding of the cubic resampling; the expected positions are exact
-
-
-class PeakNet(object):
-    """Stand-in for FaceNet/HandNet: every map is 0 except 1.0 at a chosen map cell (x, y);
-    the background map is empty.  Records the inputs it was given."""
-
-    def __init__(self, cells, n_maps, value=1.0):
-        self.cells, self.n_maps, self.value = np.asarray(cells), n_maps, value
-        self.inputs = []
-
-    def __call__(self, x):
-        self.inputs.append(np.asarray(x))
-        s = x.shape[-1] // 8
-        maps = np.zeros((1, self.n_maps, s, s), np.float32)
-        for k, (cx, cy) in enumerate(self.cells):
-            maps[0, k, cy, cx] = self.value[k] if np.ndim(self.value) else self.value
-        return [maps * 0.5, maps]  # two "stages": the last one counts
 
 
 class BrightSpotNet(PeakNet):
@@ -53,23 +36,6 @@ class BrightSpotNet(PeakNet):
         cy, cx = np.unravel_index(np.argmax(cells), cells.shape)
         self.cells = np.tile([[cx, cy]], (self.n_maps - 1, 1))
         return super().__call__(x)
-
-
-def cells(n, seed=0):
-    """n distinct map cells off the map's edge (cv2's cubic resampling replicates the border,
-    which moves a peak in an edge cell towards the edge: OpenPose's maps do the same)."""
-    rng = np.random.RandomState(seed)
-    inner = MAP - 2
-    flat = rng.choice(inner * inner, n, replace=False)
-    return np.stack([1 + flat % inner, 1 + flat // inner], 1)
-
-
-def expected(c, x0, y0, side, mirror=False):
-    """Image position of map cell c for a crop of ``side`` px at (x0, y0): the cell's centre in
-    net pixels is 8c + 3.5, i.e. (c + 0.5) * side / MAP - 0.5 in crop pixels."""
-    cx = (MAP - 1 - c[:, 0]) if mirror else c[:, 0]
-    return np.stack([x0 + (cx + 0.5) * side / MAP - 0.5,
-                     y0 + (c[:, 1] + 0.5) * side / MAP - 0.5], 1)
 
 
 IMG = np.full((300, 400, 3), 90, np.uint8)
@@ -198,35 +164,6 @@ def test_drawing_marks_found_points_only():
 
 # ----------------------------------------------------------------------------- CLI
 
-def run(*args, cwd=REPO):
-    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=str(cwd),
-                          capture_output=True, text=True, timeout=300)
-
-
-def one_line_error(r, *words):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert 'Traceback' not in r.stderr
-    lines = r.stderr.strip().splitlines()  # libpng's own lines on a corrupt PNG are captured
-    assert len(lines) == 1 and lines[0].startswith('error: '), r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
-def save_peaked_net(cls, path):
-    """Random ``cls`` (FaceNet or HandNet) weights whose last layer is biased so every map
-    has a peak, saved to ``path``."""
-    net = cls()
-    net['Mconv7_stage6'].b.array[:] = 0.5
-    chainer.serializers.save_npz(str(path), net, compression=False)
-    return path
-
-
-@pytest.fixture(scope='module')
-def face_npz(tmp_path_factory):
-    from models.FaceNet import FaceNet
-    return save_peaked_net(FaceNet, tmp_path_factory.mktemp('facenet') / 'facenet.npz')
-
-
 def test_original_command_verbatim(face_npz, tmp_path):
     """python face_detector.py facenet models/facenet.npz --img data/face.png -> result.png"""
     (tmp_path / 'models').mkdir()
@@ -241,7 +178,7 @@ def test_original_command_verbatim(face_npz, tmp_path):
 
 
 def test_cli_box_json_and_picture(face_npz, tmp_path):
-    src = shared_path('images', 'people.png')
+    src = coco_mini('000000196141.jpg')
     img = cv2.imread(src)
     box = (200, 30, 90, 90)
     out, js = tmp_path / 'faces.png', tmp_path / 'face.json'
@@ -286,7 +223,7 @@ def test_cli_weights_of_the_hand_net(tmp_path):
     from models.HandNet import HandNet
     path = tmp_path / 'handnet.npz'
     chainer.serializers.save_npz(str(path), HandNet(), compression=False)
-    r = run('facenet', path, '--img', shared_path('images', 'face.png'))
+    r = run('facenet', path, '--img', coco_mini('000000000785.jpg'))
     one_line_error(r, 'handnet.npz: not facenet weights', 'has shape', 'the network needs')
 
 
@@ -294,7 +231,7 @@ def test_gpu_without_cupy_is_a_one_line_error(face_npz, tmp_path, monkeypatch):
     import face_detector
     monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
     with pytest.raises(cli.UserError, match='needs CuPy'):
-        face_detector.main(['facenet', str(face_npz), '--img', shared_path('images', 'face.png'),
+        face_detector.main(['facenet', str(face_npz), '--img', coco_mini('000000000785.jpg'),
                             '--gpu', '0', '--out', str(tmp_path / 'gpu.png')])
     assert not (tmp_path / 'gpu.png').exists()
 
@@ -308,14 +245,11 @@ def test_net_resolution_limits_refused_before_any_work(face_npz, tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
     for n in (100000, 744, 0, -8):
-        r = subprocess.run([sys.executable, SCRIPT, 'facenet', str(face_npz), '--img',
-                            shared_path('images', 'face.png'), '--net-resolution', str(n),
-                            '--out', str(tmp_path / 'o.png')], capture_output=True, text=True,
-                           timeout=120, preexec_fn=limit)
+        r = run('facenet', face_npz, '--img', coco_mini('000000000785.jpg'),
+                '--net-resolution', n, '--out', tmp_path / 'o.png', timeout=120,
+                preexec_fn=limit)
         one_line_error(r, '--net-resolution must be a multiple of 8 from 8 to 736', 'got %d' % n)
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'camera_face_demo.py'), '--images',
-                        str(tmp_path), '--weights', str(face_npz), '--net-resolution', '100000',
-                        '--no-display'], capture_output=True, text=True, timeout=120,
-                       preexec_fn=limit)
+    r = testing.run('camera_face_demo.py', '--images', tmp_path, '--weights', face_npz,
+                    '--net-resolution', 100000, '--no-display', timeout=120, preexec_fn=limit)
     one_line_error(r, '--net-resolution must be a multiple of 8')
     assert os.listdir(tmp_path) == []

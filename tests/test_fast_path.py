@@ -13,24 +13,15 @@ import chainer.functions as F
 import numpy as np
 import pytest
 
-import weights_io
 from models import _blas, _fast, _native
 from models import _mobilenet_fast as _mf
 from models.CocoPoseNet import CocoPoseNet
 from models.FaceNet import FaceNet
 from models.HandNet import HandNet
 from models.MobileNetV2PoseNet import depthwise_same
+from support.cmu_nets import random_net
 
 TOL = 1e-5
-
-
-def _random_net(cls, seed=0):
-    model = cls()
-    convs = [(name, n_out, n_in, k, k) for name, n_in, n_out, k in cls.conv_layers()]
-    for name, (W, b) in weights_io.random_conv_weights(convs, seed):
-        getattr(model, name).W.array[...] = W
-        getattr(model, name).b.array[...] = b
-    return model
 
 
 def _input(h, w, seed=1):
@@ -58,7 +49,7 @@ def _assert_close(ours, ref, what):
 
 @pytest.mark.parametrize('cls', [CocoPoseNet, FaceNet, HandNet])
 def test_fast_path_equals_stock_chainer_at_odd_size(cls):
-    model = _random_net(cls)
+    model = random_net(cls)
     x = _input(37, 53)
     ref = _outputs(model, x, fast=False)
     ours = _outputs(model, x, fast=True)
@@ -72,7 +63,7 @@ def test_body_net_fast_path_equals_stock_at_368x656():
     """The feature extractor and the first two stages at full size (many row bands of
     every layer shape; the later stages repeat stage 2's layers at the same size)."""
     from models.CocoPoseNet import FRONT, run_convs
-    model = _random_net(CocoPoseNet, seed=3)
+    model = random_net(CocoPoseNet, seed=3)
     x = _input(368, 656, seed=2)
     results = {}
     for fast in (True, False):
@@ -133,7 +124,7 @@ def test_conv2d_matches_chainer(monkeypatch, blas, c, o, k, h, w, band):
 
 def test_training_keeps_the_differentiable_path():
     """Backprop mode (training) builds the graph; gradients reach the first layer."""
-    model = _random_net(HandNet)
+    model = random_net(HandNet)
     x = _input(21, 19)
     model.cleargrads()  # Chainer initialises parameter gradients with NaN
     with chainer.using_config('train', True):
@@ -288,7 +279,7 @@ def test_native_kernel_rebuilds_a_corrupt_cached_library(monkeypatch, tmp_path):
     import os
     import subprocess
     import sys
-    from conftest import REPO
+    from support.testing import REPO
     probe = ('import warnings; warnings.simplefilter("error"); '
              'from models import _native, _mobilenet_fast as m; '
              'print(_native.load("_depthwise", m._DEPTHWISE_C) is not None, '
@@ -314,7 +305,7 @@ def _load_in_child(cache, **env):
     import os
     import subprocess
     import sys
-    from conftest import REPO
+    from support.testing import REPO
     probe = ('from models import _native, _mobilenet_fast as m; '
              'print(_native.load("_depthwise", m._DEPTHWISE_C) is not None)')
     r = subprocess.run([sys.executable, '-c', probe], cwd=REPO, capture_output=True, text=True,

@@ -1,7 +1,6 @@
 """gen_ignore_mask.py on coco_mini (+ crowd regions in both RLE forms added by the test)."""
+import functools
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -9,9 +8,12 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from conftest import REPO
-from coco_mini import coco_json, make_coco_dir
 from entity import params
+from support import testing
+from support.coco_mini import coco_json, make_coco_dir
+from support.testing import one_line_error
+
+run = functools.partial(testing.run, 'gen_ignore_mask.py', timeout=120)  # this module's script
 
 UNLABELLED_IMAGES = (40083, 196141)
 
@@ -51,11 +53,6 @@ def coco_dir(tmp_path_factory):
     p = run('--split', 'train', '--coco-dir', root)
     assert p.returncode == 0, p.stderr
     return root
-
-
-def run(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, 'gen_ignore_mask.py')] + list(args),
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
 def load(coco_dir):
@@ -156,9 +153,7 @@ def test_vis_writes_overlays(coco_dir):
 
 
 def test_missing_coco_dir_names_getdata(tmp_path):
-    p = run('--coco-dir', str(tmp_path / 'nope'))
-    assert p.returncode == 2
-    assert p.stderr.count('\n') == 1 and 'getData.sh' in p.stderr
+    one_line_error(run('--coco-dir', str(tmp_path / 'nope')), 'getData.sh')
 
 
 def test_corrupt_annotation_json_is_one_line_error(tmp_path):
@@ -166,9 +161,7 @@ def test_corrupt_annotation_json_is_one_line_error(tmp_path):
     ann = os.path.join(root, 'annotations', 'person_keypoints_val2017.json')
     with open(ann, 'r+') as f:
         f.truncate(5000)  # cut mid-file
-    p = run('--split', 'val', '--coco-dir', root)
-    assert p.returncode == 2
-    assert p.stderr.count('\n') == 1 and 'corrupt annotation JSON' in p.stderr and ann in p.stderr
+    one_line_error(run('--split', 'val', '--coco-dir', root), 'corrupt annotation JSON', ann)
     assert not os.path.exists(os.path.join(root, 'ignore_mask_val2017'))
 
 
@@ -177,6 +170,5 @@ def test_malformed_segmentation_names_the_annotation(tmp_path):
     bad = [a for a in data['annotations'] if a['image_id'] == 785][0]
     bad['segmentation'] = [[1.0, 2.0, 'x']]
     root = make_coco_dir(str(tmp_path / 'coco'), data=data)
-    p = run('--split', 'val', '--coco-dir', root, '--no-progress')
-    assert p.returncode == 2 and p.stderr.count('\n') == 1
-    assert 'annotation %d: unreadable segmentation' % bad['id'] in p.stderr
+    one_line_error(run('--split', 'val', '--coco-dir', root, '--no-progress'),
+                   'annotation %d: unreadable segmentation' % bad['id'])

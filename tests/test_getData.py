@@ -10,8 +10,8 @@ import zipfile
 
 import pytest
 
-from conftest import REPO
-from coco_mini import make_coco_dir
+from support.testing import REPO
+from support.coco_mini import make_coco_dir
 import coco_data_loader
 
 ZIPS = ('zips/train2017.zip', 'zips/val2017.zip', 'annotations/annotations_trainval2017.zip')

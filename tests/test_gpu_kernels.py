@@ -189,7 +189,7 @@ def test_instance_norm_and_batch_norm_kernels_match_the_model_layers():
 @pytest.fixture(scope='module')
 def mobilenet():
     from models import load_model
-    from conftest import REPO
+    from support.testing import REPO
     return load_model('mobilenet', os.path.join(REPO, 'models', 'mobilenet_v2_small.npz'))
 
 

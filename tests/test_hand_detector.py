@@ -1,20 +1,22 @@
 """hand_detector.py: the mirrored left hand, boxes from the arm, drawing, the CLI end to end."""
+import functools
 import json
 import os
-import subprocess
 import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO, needs_cv2_caffe, shared_path
 import cli
 from entity import JointType, params
 from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
-from test_face_detector import TOL, PeakNet, cells, expected, one_line_error, save_peaked_net
+from support import testing
+from support.cmu_nets import deploy_prototxt
+from support.keypoint_nets import TOL, PeakNet, cells, expected
+from support.testing import coco_mini, needs_cv2_caffe, one_line_error, shared_path
 
-SCRIPT = os.path.join(REPO, 'hand_detector.py')
+run = functools.partial(testing.run, 'hand_detector.py')  # this module's script
 N = params['hand_n_keypoints']
 IMG = np.full((300, 400, 3), 90, np.uint8)
 
@@ -82,17 +84,6 @@ def test_drawing_one_colour_per_finger():
 
 # ----------------------------------------------------------------------------- CLI
 
-def run(*args, cwd=REPO):
-    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=str(cwd),
-                          capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture(scope='module')
-def hand_npz(tmp_path_factory):
-    from models.HandNet import HandNet
-    return save_peaked_net(HandNet, tmp_path_factory.mktemp('handnet') / 'handnet.npz')
-
-
 def test_original_command_verbatim(hand_npz, tmp_path):
     """python hand_detector.py handnet models/handnet.npz --img data/hand.png -> result.png"""
     (tmp_path / 'models').mkdir()
@@ -145,7 +136,7 @@ def test_gpu_without_cupy_is_a_one_line_error(hand_npz, tmp_path, monkeypatch):
     import hand_detector
     monkeypatch.setitem(sys.modules, 'cupy', None)  # as on a machine without CuPy
     with pytest.raises(cli.UserError, match='needs CuPy'):
-        hand_detector.main(['handnet', str(hand_npz), '--img', shared_path('images', 'hand.png'),
+        hand_detector.main(['handnet', str(hand_npz), '--img', coco_mini('000000000785.jpg'),
                             '--gpu', '0', '--out', str(tmp_path / 'gpu.png')])
     assert not (tmp_path / 'gpu.png').exists()
 
@@ -153,14 +144,14 @@ def test_gpu_without_cupy_is_a_one_line_error(hand_npz, tmp_path, monkeypatch):
 @needs_cv2_caffe
 def test_keypoints_match_an_opencv_caffe_reference(tmp_path):
     """The whole crop -> net -> peaks pipeline against an independent one: a random-weight
-    caffemodel built from CMU's real hand prototxt, converted by convert_model.py for us, and
-    run by OpenCV's Caffe importer on a crop the test cuts, mirrors and normalises itself
-    (x / 256 - 0.5, BGR), maps resized with cv2 and argmax'ed.  Sub-pixel refinement moves
-    ours by at most half a pixel of the crop."""
+    caffemodel built from CMU's hand prototxt (as support.cmu_nets writes it), converted by
+    convert_model.py for us, and run by OpenCV's Caffe importer on a crop the test cuts,
+    mirrors and normalises itself (x / 256 - 0.5, BGR), maps resized with cv2 and
+    argmax'ed.  Sub-pixel refinement moves ours by at most half a pixel of the crop."""
     import convert_model
     import weights_io
     insize, side = 64, 40
-    text = open(shared_path('prototxt', 'hand_pose_deploy.prototxt')).read()
+    text = deploy_prototxt('handnet')
     layers = weights_io.random_conv_weights(weights_io.conv_layers_from_prototxt(text), seed=7)
     for name, (w, b) in layers:
         if name == 'Mconv7_stage6':
@@ -173,7 +164,8 @@ def test_keypoints_match_an_opencv_caffe_reference(tmp_path):
     ref_net = cv2.dnn.readNetFromCaffe(str(proto), caffemodel)
     ref_net.enableWinograd(False)
 
-    img = cv2.imread(shared_path('images', 'hand.png'), cv2.IMREAD_COLOR)
+    # a photo textured where the crop is cut (grass and infield)
+    img = cv2.imread(coco_mini('000000196141.jpg'), cv2.IMREAD_COLOR)
     detector = HandDetector(npz, insize=insize)
     box = (-12, 150, side, side)  # past the left border: 12 columns of black padding
     results = {}

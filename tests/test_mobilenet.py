@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, REPO, needs_cv2_tensorflow, shared_path
+from support.testing import FIXTURES, REPO, coco_mini, needs_cv2_tensorflow, tfpose_pb
 from entity import params
 from models import _native, get_model_class
 from models.MobileNetV2PoseNet import (MobileNetV2PoseNet, interpolation_matrix_tf_legacy,
@@ -43,7 +43,7 @@ def reference():
 
 def load_input(name, size):
     """The network input the fixture script made: BGR, INTER_AREA to (W, H), NCHW float."""
-    image = cv2.imread(shared_path('coco_mini', name + '.jpg'), cv2.IMREAD_COLOR)
+    image = cv2.imread(coco_mini(name + '.jpg'), cv2.IMREAD_COLOR)
     image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return image, image.transpose(2, 0, 1)[None].astype(np.float32)
 
@@ -246,7 +246,7 @@ def test_close_to_cv2_dnn(model, reference):
     """OpenCV's own importer of the fixed-size graph (its resize differs a little
     from TensorFlow's legacy one, so it is further from TensorFlow than we are)."""
     net = cv2.dnn.readNetFromTensorflow(
-        shared_path('models', 'tfpose_mobilenet_v2_small_fixed432x368.pb'))
+        tfpose_pb(fixed=True))
     _, x = load_input('000000000785', (432, 368))
     net.setInput(x)
     dnn = net.forward()[0]
@@ -267,10 +267,10 @@ def test_close_to_cv2_dnn(model, reference):
 def test_keypoints_near_coco_ground_truth(model):
     """coco_mini 785 (one skier): each labelled keypoint's heatmap argmax lies,
     in median, within 4 % of the person's box height from the ground truth."""
-    with open(shared_path('coco_mini', 'test_coco.json')) as f:
+    with open(coco_mini('test_coco.json')) as f:
         coco = json.load(f)
     (ann,) = [a for a in coco['annotations'] if a['image_id'] == 785 and a['num_keypoints']]
-    image = cv2.imread(shared_path('coco_mini', '000000000785.jpg'), cv2.IMREAD_COLOR)
+    image = cv2.imread(coco_mini('000000000785.jpg'), cv2.IMREAD_COLOR)
     height, width = image.shape[:2]
     w, h = 432, 368
     x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]

@@ -1,9 +1,10 @@
 """Proof that the Chainer nets are CMU's nets, layer for layer.
 
-Random-weight caffemodels are built from the real CMU deploy prototxts
-(../shared/data/prototxt), converted with convert_model.py and run through both
-our Chainer nets and OpenCV's independent Caffe importer
-(``cv2.dnn.readNetFromCaffe``) at a reduced input size.
+Random-weight caffemodels are built from the CMU deploy prototxts (written from our layer
+tables by tests/support/cmu_nets.py, which equal CMU's real files: checked here when
+../shared/data/prototxt holds them), converted with convert_model.py and run through both
+our Chainer nets and OpenCV's independent Caffe importer (``cv2.dnn.readNetFromCaffe``) at
+a reduced input size.
 """
 import os
 
@@ -12,21 +13,23 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import needs_cv2_caffe, shared_path
 import convert_model
 import weights_io
 from models.CocoPoseNet import CocoPoseNet, VGG19_FRONT, copy_vgg19_front
 from models.FaceNet import FaceNet
 from models.HandNet import HandNet
+from support.cmu_nets import deploy_prototxt, net_graph
+from support.testing import needs_cv2_caffe, shared_path
 
 # small and not a multiple of 8: exercises Caffe's ceil-mode pooling
 HEIGHT, WIDTH = 76, 60
 TOL = 1e-4
 
 
-def _prototxt(name):
-    with open(shared_path('prototxt', name)) as f:
-        return f.read()
+# the real files in ../shared/data/prototxt (CMU's licence forbids shipping them)
+CMU_PROTOTXT = {'posenet': 'coco_pose_deploy.prototxt', 'facenet': 'face_pose_deploy.prototxt',
+                'handnet': 'hand_pose_deploy.prototxt',
+                'vgg19': 'VGG_ILSVRC_19_layers_deploy.prototxt'}
 
 
 def _cv2_forward(prototxt_text, caffemodel, x, outputs, tmp_path):
@@ -67,8 +70,8 @@ def work(tmp_path_factory):
     return tmp_path_factory.mktemp('nets')
 
 
-def _convert_random(work, prototxt_name, arch, seed, v1=False, keep=None):
-    text = _prototxt(prototxt_name)
+def _convert_random(work, arch, seed, v1=False, keep=None):
+    text = deploy_prototxt(arch)
     convs = weights_io.conv_layers_from_prototxt(text)
     if keep is not None:
         convs = [c for c in convs if c[0] in keep]
@@ -79,16 +82,16 @@ def _convert_random(work, prototxt_name, arch, seed, v1=False, keep=None):
     return text, caffemodel, npz
 
 
-@pytest.mark.parametrize('arch,cls,prototxt,outputs', [
-    ('posenet', CocoPoseNet, 'coco_pose_deploy.prototxt',
+@pytest.mark.parametrize('arch,cls,outputs', [
+    ('posenet', CocoPoseNet,
      ['Mconv7_stage6_L1', 'Mconv7_stage6_L2', 'conv5_5_CPM_L1', 'Mconv7_stage3_L2']),
     # face and hand name Mconv7_stage6's output blob net_output (so does OpenCV)
-    ('facenet', FaceNet, 'face_pose_deploy.prototxt', ['net_output', 'conv6_2_CPM']),
-    ('handnet', HandNet, 'hand_pose_deploy.prototxt', ['net_output', 'Mconv7_stage2']),
+    ('facenet', FaceNet, ['net_output', 'conv6_2_CPM']),
+    ('handnet', HandNet, ['net_output', 'Mconv7_stage2']),
 ])
 @needs_cv2_caffe
-def test_net_matches_opencv_caffe(work, tmp_path, arch, cls, prototxt, outputs):
-    text, caffemodel, npz = _convert_random(work, prototxt, arch, seed=len(arch))
+def test_net_matches_opencv_caffe(work, tmp_path, arch, cls, outputs):
+    text, caffemodel, npz = _convert_random(work, arch, seed=len(arch))
     model = cls()
     chainer.serializers.load_npz(npz, model)  # strict: every link gets weights
     x = _input()
@@ -107,15 +110,28 @@ def test_net_matches_opencv_caffe(work, tmp_path, arch, cls, prototxt, outputs):
         _assert_close(got[name].array, refs[name], '%s %s' % (arch, name))
 
 
-def test_link_names_and_shapes_are_the_prototxts(work):
-    for cls, name in [(CocoPoseNet, 'coco_pose_deploy.prototxt'),
-                      (FaceNet, 'face_pose_deploy.prototxt'),
-                      (HandNet, 'hand_pose_deploy.prototxt')]:
-        convs = weights_io.conv_layers_from_prototxt(_prototxt(name))
+@pytest.mark.parametrize('arch', sorted(CMU_PROTOTXT))
+def test_written_prototxts_are_cmus(arch):
+    """The prototxts the tests write from our layer tables are CMU's (and the VGG authors')
+    networks: the same convolutions (name, size, padding, stride, input), ReLUs, pooling,
+    concatenations and outputs, in the same order of convolutions."""
+    with open(shared_path('prototxt', CMU_PROTOTXT[arch])) as f:
+        real = f.read()
+    ours = deploy_prototxt(arch)
+    assert net_graph(ours) == net_graph(real)
+    assert (weights_io.conv_layers_from_prototxt(ours)
+            == weights_io.conv_layers_from_prototxt(real))
+
+
+def test_link_names_and_shapes_are_the_prototxts():
+    for cls, arch in [(CocoPoseNet, 'posenet'), (FaceNet, 'facenet'), (HandNet, 'handnet')]:
+        convs = weights_io.conv_layers_from_prototxt(deploy_prototxt(arch))
         ours = cls.conv_layers()
         assert len(convs) == len(ours) == len(set(n for n, *_ in ours))
         assert ({n: (o, i, k) for n, o, i, k, _ in convs}
                 == {n: (o, i, k) for n, i, o, k in ours})
+        assert sorted(n for n, _ in cls().namedlinks(skipself=True)) == sorted(
+            '/' + n for n, *_ in ours)
 
 
 @needs_cv2_caffe
@@ -123,7 +139,7 @@ def test_vgg19_v1_caffemodel_initialises_posenet_front(work, tmp_path):
     """The 2014 VGG-19 file is in the V1 ``layers`` format: convert it and copy
     conv1_1 .. conv4_2 into CocoPoseNet; its conv4_2 features equal OpenCV's."""
     text, caffemodel, npz = _convert_random(
-        work, 'VGG_ILSVRC_19_layers_deploy.prototxt', 'vgg19', seed=7, v1=True,
+        work, 'vgg19', seed=7, v1=True,
         keep=set(VGG19_FRONT) | {'conv5_1'})  # conv5_1: a layer the npz must skip
     with np.load(npz) as f:
         assert sorted(f.files) == sorted(n + s for n in VGG19_FRONT for s in ('/W', '/b'))

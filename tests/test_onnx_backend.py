@@ -6,6 +6,7 @@ and compared with the Chainer path within 1e-4 of the output's magnitude.  onnxr
 installed by ``make onnx`` (requirements-onnx.txt); without it the backend fails with a
 one-line error naming that command.
 """
+import functools
 import os
 import subprocess
 import sys
@@ -20,8 +21,8 @@ import pytest
 import cli
 import export_onnx
 import onnx_backend
-from conftest import REPO, shared_path
-from test_fast_path import _random_net
+from support.cmu_nets import random_net
+from support.testing import REPO, coco_mini, one_line_error, run
 
 TOL = 1e-4
 MOBILENET_NPZ = os.path.join(REPO, 'models', 'mobilenet_v2_small.npz')
@@ -52,7 +53,7 @@ def _caffe_input(h, w, seed=1):
 
 
 def _image_input(w, h):
-    img = cv2.imread(shared_path('coco_mini', '000000000785.jpg'), cv2.IMREAD_COLOR)
+    img = cv2.imread(coco_mini('000000000785.jpg'), cv2.IMREAD_COLOR)
     img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(img.transpose(2, 0, 1)[None], np.float32)
 
@@ -60,7 +61,7 @@ def _image_input(w, h):
 @pytest.mark.parametrize('arch', ['posenet', 'facenet', 'handnet'])
 def test_cmu_net_onnx_matches_chainer_at_two_sizes(arch):
     from models import get_model_class
-    model = _random_net(get_model_class(arch), seed=5)
+    model = random_net(get_model_class(arch), seed=5)
     proto = export_onnx.to_onnx(model, arch)
     onnx.checker.check_model(proto)
     net = onnx_backend.OnnxNet(proto.SerializeToString(), arch)
@@ -80,8 +81,7 @@ def test_mobilenet_onnx_matches_chainer_with_per_image_normalisation(tmp_path):
     padding and the legacy resize at any size), and a batch of two images gives each
     image's own result (the backbone normalises per image, not with frozen statistics)."""
     out = str(tmp_path / 'mobilenet.onnx')
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'export_onnx.py'), 'mobilenet',
-                        MOBILENET_NPZ, out], capture_output=True, text=True, timeout=120)
+    r = run('export_onnx.py', 'mobilenet', MOBILENET_NPZ, out, timeout=120)
     assert r.returncode == 0, r.stderr
     assert 'Wrote %s' % out in r.stdout
     proto = onnx.load(out)
@@ -107,7 +107,7 @@ def test_mobilenet_onnx_matches_chainer_with_per_image_normalisation(tmp_path):
 
 
 def test_load_net_exports_npz_in_memory_and_checks_arch(tmp_path):
-    model = _random_net(__import__('models.HandNet', fromlist=['HandNet']).HandNet, seed=2)
+    model = random_net(__import__('models.HandNet', fromlist=['HandNet']).HandNet, seed=2)
     npz = str(tmp_path / 'hand.npz')
     chainer.serializers.save_npz(npz, model)
     net = onnx_backend.load_net('handnet', npz, backend='onnx')
@@ -126,25 +126,19 @@ def test_load_net_exports_npz_in_memory_and_checks_arch(tmp_path):
 
 
 def test_export_cli_errors(tmp_path):
-    script = os.path.join(REPO, 'export_onnx.py')
+    export = functools.partial(run, 'export_onnx.py', timeout=60)
     out = str(tmp_path / 'x.onnx')
-    r = subprocess.run([sys.executable, script, 'posenet', str(tmp_path / 'missing.npz'), out],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.count('\n') == 1
-    assert 'missing.npz: no such weights file' in r.stderr
-    r = subprocess.run([sys.executable, script, 'posenet', MOBILENET_NPZ, out],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and 'not posenet weights' in r.stderr
+    one_line_error(export('posenet', tmp_path / 'missing.npz', out),
+                   'missing.npz: no such weights file')
+    one_line_error(export('posenet', MOBILENET_NPZ, out), 'not posenet weights')
     assert not os.path.exists(out)
     # OUT naming the weights file (here through a symlink) overwrote it with the ONNX model
     import shutil
     weights = tmp_path / 'w.npz'
     shutil.copy(MOBILENET_NPZ, str(weights))
     (tmp_path / 'w.onnx').symlink_to(weights)
-    r = subprocess.run([sys.executable, script, 'mobilenet', str(weights),
-                        str(tmp_path / 'w.onnx')], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
-    assert 'OUT %s is the same file as WEIGHTS %s' % (tmp_path / 'w.onnx', weights) in r.stderr
+    one_line_error(export('mobilenet', weights, tmp_path / 'w.onnx'),
+                   'OUT %s is the same file as WEIGHTS %s' % (tmp_path / 'w.onnx', weights))
     assert weights.read_bytes() == open(MOBILENET_NPZ, 'rb').read()
 
 
@@ -155,15 +149,13 @@ def test_missing_onnxruntime_names_the_install_command(tmp_path):
             'cli.run_main(lambda argv: onnx_backend.load_net("handnet", "x.npz", backend="onnx"))'
             % REPO)
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2
-    assert r.stderr.strip().count('\n') == 0 and 'make onnx' in r.stderr, r.stderr
+    one_line_error(r, 'make onnx')
 
 
 def _cli_json(script, args, tmp_path, name):
     out_json = tmp_path / (name + '.json')
-    r = subprocess.run([sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
-                       + ['--out', str(tmp_path / (name + '.png')), '--json', str(out_json)],
-                       capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    r = run(script, *args, '--out', tmp_path / (name + '.png'), '--json', out_json,
+            timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     import json
     with open(out_json) as f:
@@ -173,7 +165,7 @@ def _cli_json(script, args, tmp_path, name):
 def test_pose_detector_backend_onnx_finds_the_same_people(tmp_path):
     """``pose_detector.py --backend onnx`` (embedded model, exported in memory) gives the
     Chainer backend's keypoints; an exported file works as WEIGHTS too."""
-    img = shared_path('images', 'people.png')
+    img = coco_mini('000000196141.jpg')  # 5 people
     base = ['--img', img, '--scales', '1']
     ref = _cli_json('pose_detector.py', base, tmp_path, 'chainer')
     onnx_file = tmp_path / 'mobilenet.onnx'
@@ -192,8 +184,7 @@ def test_backend_flag_on_every_detector_and_demo():
     """Every detector and demo takes --backend chainer|onnx; onnx with --gpu is refused."""
     for script in ['pose_detector.py', 'face_detector.py', 'hand_detector.py', 'demo.py',
                    'camera_pose_demo.py', 'camera_face_demo.py', 'evaluate_coco.py']:
-        r = subprocess.run([sys.executable, os.path.join(REPO, script), '--help'],
-                           capture_output=True, text=True, timeout=60)
+        r = run(script, '--help', timeout=60)
         assert r.returncode == 0 and '--backend {chainer,onnx}' in r.stdout, script
     import pose_detector
     with pytest.raises(cli.UserError, match='onnx backend runs on the CPU'):

@@ -1,19 +1,14 @@
 """plot_train_log.py: a LogReport log to a PNG; bad logs are one-line errors."""
+import functools
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 
-from conftest import REPO
+from support import testing
+from support.testing import one_line_error
 
-SCRIPT = os.path.join(REPO, 'plot_train_log.py')
-
-
-def run(*args):
-    return subprocess.run([sys.executable, SCRIPT] + list(args), capture_output=True, text=True,
-                          timeout=60)
+run = functools.partial(testing.run, 'plot_train_log.py', timeout=60)  # this module's script
 
 
 def test_log_to_png(tmp_path):
@@ -31,15 +26,12 @@ def test_log_to_png(tmp_path):
 
 
 def test_bad_logs(tmp_path):
-    p = run(str(tmp_path / 'missing'))
-    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'no such log file' in p.stderr
+    one_line_error(run(str(tmp_path / 'missing')), 'no such log file')
     bad = tmp_path / 'log'
     bad.write_text('[{"iteration": 1,')
-    p = run(str(bad), '--out', str(tmp_path / 'x.png'))
-    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'not a JSON training log' in p.stderr
+    one_line_error(run(str(bad), '--out', str(tmp_path / 'x.png')), 'not a JSON training log')
     bad.write_text('{"a": 1}')
-    p = run(str(bad), '--out', str(tmp_path / 'x.png'))
-    assert p.returncode == 2 and 'not a Chainer LogReport log' in p.stderr
+    one_line_error(run(str(bad), '--out', str(tmp_path / 'x.png')), 'not a Chainer LogReport log')
     assert not (tmp_path / 'x.png').exists()
 
 
@@ -51,16 +43,14 @@ def test_unknown_picture_type_and_null_values(tmp_path):
     log.append({'iteration': None, 'main/loss': 1.0})
     log.append({'iteration': 120, 'main/loss': 0.0, 'main/heat': 'n/a'})
     (tmp_path / 'log').write_text(json.dumps(log))
-    p = run(str(tmp_path / 'log'), '--out', str(tmp_path / 'x.xyz'))
-    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-    assert "x.xyz: unknown picture type 'xyz' (use one of " in p.stderr and 'png' in p.stderr
+    one_line_error(run(str(tmp_path / 'log'), '--out', str(tmp_path / 'x.xyz')),
+                   "x.xyz: unknown picture type 'xyz' (use one of ", 'png')
     out = tmp_path / 'plot.png'
     p = run(str(tmp_path / 'log'), '--out', str(out))
     assert p.returncode == 0 and p.stderr == '', p.stderr  # no matplotlib warning lines either
     assert 'last iteration 120' in p.stdout
     assert cv2.imread(str(out)).shape[1] > 1.5 * cv2.imread(str(out)).shape[0]  # two panels
     (tmp_path / 'log').write_text(json.dumps([{'iteration': 1, 'main/loss': None}]))
-    p = run(str(tmp_path / 'log'), '--out', str(tmp_path / 'y.png'))
-    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-    assert 'no numbers for any of the keys main/loss' in p.stderr
+    one_line_error(run(str(tmp_path / 'log'), '--out', str(tmp_path / 'y.png')),
+                   'no numbers for any of the keys main/loss')
     assert sorted(os.listdir(tmp_path)) == ['log', 'plot.png']

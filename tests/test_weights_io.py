@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cli import UserError
-from conftest import FIXTURES
+from support.testing import FIXTURES
 import weights_io
 
 # tests/fixtures/make_pth_fixture.py wrote these with real torch.save (2.13)

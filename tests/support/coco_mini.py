@@ -1,20 +1,20 @@
-"""Lay ../shared/data/coco_mini out as a tiny COCO 2017 directory (shared by the COCO tests).
+"""Lay tests/data/coco_mini out as a tiny COCO 2017 directory (shared by the COCO tests).
 
 train2017 gets all four images, val2017 two of them; annotations/person_keypoints_*.json
-hold those images' entries of test_coco.json.  Images are symlinked (not copied: licence).
+hold those images' entries of test_coco.json.  Images are symlinked unless asked otherwise.
 """
 import copy
 import json
 import os
 
-from conftest import shared_path
+from support.testing import coco_mini
 
 ALL_IDS = (785, 40083, 196141, 197388)
 VAL_IDS = (785, 40083)
 
 
 def coco_json():
-    with open(shared_path('coco_mini', 'test_coco.json')) as f:
+    with open(coco_mini('test_coco.json')) as f:
         return json.load(f)
 
 
@@ -34,7 +34,7 @@ def make_coco_dir(root, data=None, splits=(('train', ALL_IDS), ('val', VAL_IDS))
         os.makedirs(img_dir, exist_ok=True)
         sub = subset(data, ids)
         for im in sub['images']:
-            src = shared_path('coco_mini', im['file_name'])
+            src = coco_mini(im['file_name'])
             dst = os.path.join(img_dir, im['file_name'])
             if link:
                 os.symlink(src, dst)
