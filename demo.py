@@ -27,12 +27,12 @@ import numpy as np
 
 import cli
 import frame_loop
-import onnx_backend
 import pose_detector
 from entity import params
-from face_detector import (FaceDetector, check_net_resolution, convert_hint, draw_box,
-                           draw_face_keypoints, face_box_from_pose)
+from face_detector import (FaceDetector, check_net_resolution, draw_box, draw_face_keypoints,
+                           face_box_from_pose)
 from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
+from models import convert_command, default_weights
 from pose_core import draw_person_pose, read_image
 
 
@@ -66,9 +66,7 @@ def parse_args(argv=None):
     p.add_argument('--hand-net-resolution', type=int, metavar='N',
                    help='hand net input side, multiple of 8 (default %d)'
                         % params['hand_inference_img_size'])
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
-    cli.add_precision_argument(p)
-    onnx_backend.add_backend_argument(p)
+    cli.add_device_arguments(p)
     pose_detector.add_flip_argument(p)
     return p.parse_args(argv)
 
@@ -79,7 +77,7 @@ def part_detector(cls, arch, weights, skip, device, insize, backend='chainer'):
     if skip:
         return None, None
     if weights is None:
-        path = pose_detector.default_weights(arch)
+        path = default_weights(arch)
         if not os.path.exists(path):
             return None, params['default_weights'][arch]
         weights = path
@@ -93,7 +91,7 @@ def missing_weights_note(missing):
             % (' and '.join(path for _, path in missing),
                ' and '.join(kinds[arch] for arch, _ in missing),
                'them' if len(missing) > 1 else 'it',
-               '; '.join(convert_hint(arch, path) for arch, path in missing)))
+               '; '.join(convert_command(arch, path) for arch, path in missing)))
 
 
 def detect_people(img, body, face=None, hand=None):

@@ -20,7 +20,6 @@ import os
 import numpy as np
 
 import cli
-import onnx_backend
 from entity import params
 from pose_detector import add_flip_argument
 
@@ -178,9 +177,7 @@ def main(argv=None):
                    help='inference scales (default: %s)'
                         % ' '.join('%g' % s for s in params['inference_scales']))
     p.add_argument('--out', '-o', help='write the COCO results json here')
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
-    cli.add_precision_argument(p)
-    onnx_backend.add_backend_argument(p)
+    cli.add_device_arguments(p)
     add_flip_argument(p)
     args = p.parse_args(argv)
     stats = evaluate(args.ann, args.img_dir, args.arch, args.weights, args.scales, args.out,

@@ -21,125 +21,17 @@ below it are 0, 0, 0.  The face weights come from CMU's caffemodel:
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
-import os
 
 import cv2
 import numpy as np
 
 import cli
-import onnx_backend
 import pose_core
 from entity import JointType, params
+from keypoint_net import KeypointNetDetector, check_net_resolution  # noqa: F401  (API)
 from pose_core import read_image
 
 KIND_NAMES = {'facenet': 'face', 'handnet': 'hand'}
-
-
-def convert_hint(arch, path):
-    """The command that makes ``path`` for ``arch`` from CMU's caffemodel."""
-    caffemodel = params['face_caffemodel' if arch == 'facenet' else 'hand_caffemodel']
-    return 'python convert_model.py %s %s %s' % (arch, caffemodel, path)
-
-
-def load_keypoint_net(arch, weights_file, backend='chainer'):
-    """Build ``FaceNet``/``HandNet`` (``arch`` 'facenet'/'handnet') and load a Chainer npz.
-
-    A missing file names the ``convert_model.py`` command that makes it; weights of another
-    net name the first missing layer or mismatching shape (``models.load_model``).
-    """
-    from models import load_model
-
-    if backend != 'chainer':  # onnxruntime (onnx_backend.py): the .npz or an ONNX file
-        return onnx_backend.load_net(arch, weights_file, backend)
-    path = os.fspath(weights_file)
-    return load_model(arch, path, ' (make it with: %s)' % convert_hint(arch, path))
-
-
-def check_net_resolution(n, flag='net resolution'):
-    """The face / hand net input side ``n`` as an int, or a one-line ``cli.UserError``: a
-    multiple of 8 within ``net_resolution_range``.  None stays None (the default)."""
-    if n is None:
-        return None
-    lo, hi = params['net_resolution_range']
-    if not (lo <= n <= hi and n % 8 == 0):
-        raise cli.UserError('%s must be a multiple of 8 from %d to %d (net_resolution_range), '
-                            'got %s' % (flag, lo, hi, n))
-    return int(n)
-
-
-class KeypointNetDetector(object):
-    """Crop -> CPM net -> one peak per map, mapped back to the image (face and hand).
-
-    ``model`` may be given instead of ``weights_file``: any callable taking the float32
-    1x3xSxS input (x / 256 - 0.5, BGR) and returning a list of stages' maps
-    (1, n_keypoints + 1, S/8, S/8), the last one used.  ``insize`` (a multiple of 8)
-    overrides the net input side (smaller is faster, like OpenPose's --face_net_resolution).
-    ``backend`` 'onnx' runs the net with onnxruntime (CPU; see onnx_backend.py).
-    """
-    arch = None
-    size_key = thresh_key = n_key = None
-
-    def __init__(self, weights_file=None, device=-1, insize=None, model=None,
-                 backend='chainer'):
-        self.device = -1 if device is None else device
-        if backend != 'chainer' and self.device >= 0:
-            raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
-                                '--gpu' % backend)
-        self.xp = cli.get_array_module(self.device)
-        self.insize = check_net_resolution(params[self.size_key] if insize is None else insize)
-        self.n_keypoints = params[self.n_key]
-        self.thresh = params[self.thresh_key]
-        if model is None:
-            if weights_file is None:
-                raise cli.UserError('no %s weights file given' % self.arch)
-            model = load_keypoint_net(self.arch, weights_file, backend)
-            if self.device >= 0:
-                model.to_gpu(self.device)
-        self.model = model
-
-    def forward(self, x):
-        """The last stage's maps (n_keypoints + 1, S/8, S/8) for one preprocessed input."""
-        import chainer
-        with chainer.using_config('train', False), chainer.no_backprop_mode():
-            h = self.model(self.xp.asarray(x))[-1]
-        h = getattr(h, 'array', h)
-        if self.xp is not np:
-            h = chainer.backends.cuda.to_cpu(h)
-        return np.asarray(h, np.float32).reshape(h.shape[-3:])
-
-    def detect(self, img, box, mirror=False):
-        """(n_keypoints, 3) x, y, score in ``img`` for ``box`` (x, y, w, h); all zeros for a
-        box without area or outside the image.  ``mirror``: the crop goes through the net
-        flipped left-right and the maps are flipped back."""
-        img = np.asarray(img)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            img = pose_core.to_bgr8(img)
-        result = np.zeros((self.n_keypoints, 3))
-        crop = pose_core.crop_square(img, box, params['crop_pad_value'])
-        if crop is None:
-            return result
-        canvas, (x0, y0), _ = crop
-        side = canvas.shape[0]
-        net_in = pose_core.resize(canvas, (self.insize, self.insize))
-        if mirror:
-            net_in = net_in[:, ::-1]
-        maps = self.forward(pose_core.to_net_input(net_in, 'caffe'))[:self.n_keypoints]
-        if mirror:
-            maps = maps[:, :, ::-1]
-        stride = self.insize // maps.shape[-1]
-        # Peaks are looked for at the crop's resolution, but never finer than the net input
-        # (upsampling further adds no information, only memory) nor coarser than the net's
-        # output (resampling a crop of a few pixels below it would lose peaks).
-        work = min(max(side, maps.shape[-1]), self.insize)
-        maps = pose_core.upsample_maps(np.ascontiguousarray(maps), stride,
-                                       (self.insize, self.insize), (work, work))
-        peaks = pose_core.best_peak_per_map(maps, self.thresh)
-        found = peaks[:, 2] > 0
-        scale = side / float(work)
-        result[found, 0] = x0 + (peaks[found, 0] + 0.5) * scale - 0.5
-        result[found, 1] = y0 + (peaks[found, 1] + 0.5) * scale - 0.5
-        result[found, 2] = peaks[found, 2]
-        return result
 
 
 class FaceDetector(KeypointNetDetector):
@@ -286,9 +178,7 @@ def keypoint_parser(arch, description):
                    help='net input side, a multiple of 8 (default %d; smaller is faster)'
                         % params['face_inference_img_size' if arch == 'facenet'
                                  else 'hand_inference_img_size'])
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
-    cli.add_precision_argument(p)
-    onnx_backend.add_backend_argument(p)
+    cli.add_device_arguments(p)
     return p
 
 

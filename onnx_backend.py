@@ -18,9 +18,8 @@ import tempfile
 import numpy as np
 
 import cli
-import export_onnx
-
-BACKENDS = ('chainer', 'onnx')
+from cli import BACKENDS
+from models import _onnx
 
 
 def import_onnxruntime():
@@ -28,7 +27,7 @@ def import_onnxruntime():
         import onnxruntime
     except ImportError:
         raise cli.UserError('the onnx backend needs onnxruntime, which is not installed: '
-                            'run %s' % export_onnx.INSTALL_HINT)
+                            'run %s' % _onnx.INSTALL_HINT)
     return onnxruntime
 
 
@@ -104,14 +103,6 @@ class OnnxNet(object):
         raise cli.UserError('the onnx backend runs on the CPU; use --backend chainer with --gpu')
 
 
-def add_backend_argument(parser):
-    """``--backend chainer|onnx`` for a detector or demo's argparse parser."""
-    parser.add_argument('--backend', choices=BACKENDS, default='chainer',
-                        help='run the nets with Chainer (default) or onnxruntime (CPU; '
-                             'install with `make onnx`; weights: the .npz or an ONNX file '
-                             'from export_onnx.py)')
-
-
 def load_net(arch, weights_file, backend='chainer'):
     """The net ``arch`` for ``backend``: the Chainer net with ``weights_file`` (.npz) loaded,
     or an ``OnnxNet`` from an ONNX file or from the .npz (exported in memory)."""
@@ -121,10 +112,11 @@ def load_net(arch, weights_file, backend='chainer'):
         import_onnxruntime()  # before the (slow) weight loading
         if os.fspath(weights_file).lower().endswith('.onnx'):
             return OnnxNet(os.fspath(weights_file), arch)
-    model = export_onnx.load_chainer_model(arch, weights_file)
+    from models import load_model
+    model = load_model(arch, weights_file)
     if backend == 'chainer':
         return model
-    proto = export_onnx.to_onnx(model, arch)
+    proto = _onnx.to_onnx(model, arch)
     del model  # keep at most two copies of the weights alive at a time
     # through a file: onnxruntime copies bytes given to it, so the serialised model would be
     # held twice while the session is built (measured, body net, four-scale inference from

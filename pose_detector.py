@@ -20,45 +20,29 @@ import os
 import numpy as np
 
 import cli
-import onnx_backend
 import pose_core
 from entity import params
+from models import default_weights
+from net_runner import NetRunner
 from pose_core import draw_person_pose, read_image  # noqa: F401  (re-exported API)
 
-REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 JSON_VERSION = 1.3
 
 
-def default_weights(arch):
-    """The default weights file of ``arch``: relative to the working directory if it exists
-    there, else to the repository (so the embedded model works from anywhere)."""
-    path = params['default_weights'][arch]
-    if not os.path.exists(path) and not os.path.isabs(path):
-        in_repo = os.path.join(REPO_DIR, path)
-        if os.path.exists(in_repo):
-            return in_repo
-    return path
-
-
-def load_model(arch, weights_file, backend='chainer'):
-    """Build the body net ``arch`` and load ``weights_file`` (a Chainer npz) into it.
-
-    Bad files give a one-line ``cli.UserError`` naming the file and, for weights of another
-    network, the first missing layer or mismatching shape.  ``backend='onnx'``: an
-    ``onnx_backend.OnnxNet`` (same call interface) from the npz or an exported ONNX file.
-    """
-    from models import load_model as load_npz_model
-
-    if backend != 'chainer':
-        return onnx_backend.load_net(arch, weights_file, backend)
+def check_arch(arch):
+    """``arch`` if it is a body-pose architecture, else a one-line ``cli.UserError``."""
     if arch not in params['pose_archs']:
         raise cli.UserError('unknown body-pose architecture %r (known: %s)'
                             % (arch, ', '.join(sorted(params['pose_archs']))))
-    hint = ''
-    if arch == 'posenet':
-        hint = (' (make it from CMU\'s caffemodel with: python convert_model.py posenet %s %s)'
-                % (params['pose_caffemodel'], weights_file))
-    return load_npz_model(arch, weights_file, hint)
+    return arch
+
+
+def load_model(arch, weights_file, backend='chainer'):
+    """The body net ``arch`` with ``weights_file`` loaded (``onnx_backend.load_net``: a
+    Chainer npz, or for ``backend='onnx'`` the npz or an exported ONNX file); bad files give
+    a one-line ``cli.UserError`` naming the file (and the layer)."""
+    import onnx_backend
+    return onnx_backend.load_net(check_arch(arch), weights_file, backend)
 
 
 def check_scales(scales):
@@ -78,7 +62,7 @@ def check_scales(scales):
     return scales
 
 
-class PoseDetector(object):
+class PoseDetector(NetRunner):
     """Body pose estimator: a PAF network plus the multi-scale PAF pipeline of ``pose_core``.
 
     ``arch`` is a key of ``entity.params['pose_archs']`` (default: the embedded
@@ -92,33 +76,16 @@ class PoseDetector(object):
 
     def __init__(self, arch=None, weights_file=None, device=-1, scales=None, model=None,
                  backend='chainer', flip=None):
-        self.arch = arch or params['default_pose_arch']
-        if self.arch not in params['pose_archs']:
-            raise cli.UserError('unknown body-pose architecture %r (known: %s)'
-                                % (self.arch, ', '.join(sorted(params['pose_archs']))))
+        self.arch = check_arch(arch or params['default_pose_arch'])
         self.scales = check_scales(params['inference_scales'] if scales is None else scales)
         self.flip = params['flip_test'] if flip is None else bool(flip)
-        self.device = -1 if device is None else device
-        if backend != 'chainer' and self.device >= 0:
-            raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
-                                '--gpu' % backend)
-        self.xp = cli.get_array_module(self.device)
-        if model is None:
-            model = load_model(self.arch, weights_file or default_weights(self.arch), backend)
-        if self.device >= 0:
-            model.to_gpu(self.device)
-        self.model = model
+        super().__init__(self.arch, weights_file or default_weights(self.arch), device,
+                         backend, model)
 
     def forward(self, x):
         """Run the net on one preprocessed 1x3xHxW input; last stage's (pafs, heatmaps)."""
-        import chainer
-        with chainer.using_config('train', False), chainer.no_backprop_mode():
-            pafs, heatmaps = self.model(self.xp.asarray(x))
-        pafs, heatmaps = pafs[-1].array[0], heatmaps[-1].array[0]
-        if self.xp is not np:
-            to_cpu = chainer.backends.cuda.to_cpu
-            pafs, heatmaps = to_cpu(pafs), to_cpu(heatmaps)
-        return pafs, heatmaps
+        pafs, heatmaps = self.run(x)
+        return self.to_numpy(pafs[-1])[0], self.to_numpy(heatmaps[-1])[0]
 
     def compute_maps(self, img, smooth=True, lazy=False):
         """(heatmaps, pafs, scale_yx) averaged over ``self.scales``; heatmaps smoothed unless
@@ -213,9 +180,7 @@ def parse_args(argv=None):
     p.add_argument('--scales', type=float, nargs='+', metavar='S',
                    help='inference scales (default: %s)'
                         % ' '.join('%g' % s for s in params['inference_scales']))
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
-    cli.add_precision_argument(p)
-    onnx_backend.add_backend_argument(p)
+    cli.add_device_arguments(p)
     add_flip_argument(p)
     p.add_argument('--precise', action='store_true',
                    help="accepted for the original's command lines; the multi-scale "

@@ -684,10 +684,8 @@ def run_trainer(trainer, out):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a PAF pose network on COCO 2017.')
     p.add_argument('--arch', '-a', choices=sorted(params['pose_archs']), default='posenet')
-    p.add_argument('--gpu', '-g', type=int, default=-1,
-                   help='GPU id (negative: CPU); with --communicator naive rank r of a machine '
-                   'uses GPU id + r, with the GPU communicators GPU r')
-    cli.add_precision_argument(p)
+    cli.add_device_arguments(p, backend=False, gpu_note='; with --communicator naive rank r '
+                             'of a machine uses GPU id + r, with the GPU communicators GPU r')
     p.add_argument('--batchsize', '-B', type=int, default=params['train_batchsize'])
     p.add_argument('--valbatchsize', '-b', type=int, default=params['val_batchsize'])
     p.add_argument('--val-samples', type=int, default=params['val_samples'],

@@ -1,12 +1,44 @@
-"""Chainer network definitions, one file per network.
+"""Chainer network definitions, one file per network, and their weights files.
 
 ``get_model_class('posenet')`` resolves an architecture name from
-``entity.params['archs']`` lazily, so that importing ``entity`` stays cheap.
+``entity.params['archs']`` lazily, so that importing ``entity`` stays cheap;
+``load_model(arch, path)`` builds a net and loads its npz (one-line errors, naming the
+command that makes a missing file); ``default_weights(arch)`` finds an arch's own file.
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import importlib
+import os
 
 from entity import params
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The CMU caffemodel that convert_model.py turns into each arch's npz.
+CAFFEMODELS = {'posenet': 'pose_caffemodel', 'facenet': 'face_caffemodel',
+               'handnet': 'hand_caffemodel'}
+
+
+def repo_file(path):
+    """``path`` relative to the working directory if it exists there, else relative to the
+    repository if it exists there (so shipped files work from anywhere), else ``path``."""
+    if not os.path.exists(path) and not os.path.isabs(path):
+        in_repo = os.path.join(REPO_DIR, path)
+        if os.path.exists(in_repo):
+            return in_repo
+    return path
+
+
+def default_weights(arch):
+    """The default weights file of ``arch`` (``entity.params['default_weights']``), found
+    as ``repo_file`` does."""
+    return repo_file(params['default_weights'][arch])
+
+
+def convert_command(arch, path):
+    """The command that makes ``path`` for ``arch`` from CMU's caffemodel, or None (the
+    embedded model has no CMU file)."""
+    if arch not in CAFFEMODELS:
+        return None
+    return 'python convert_model.py %s %s %s' % (arch, params[CAFFEMODELS[arch]], path)
 
 
 def get_model_class(arch):
@@ -82,17 +114,16 @@ class _FiniteArrays(object):
         return a
 
 
-def load_model(arch, weights_file, missing_hint=''):
+def load_model(arch, weights_file):
     """Build the net ``arch`` and load the Chainer npz ``weights_file`` into it.
 
-    Every bad file is a one-line ``cli.UserError`` naming it: missing (followed by
-    ``missing_hint``, e.g. the command that makes it), a directory, not an npz (a PyTorch
+    Every bad file is a one-line ``cli.UserError`` naming it: missing (with the command
+    that makes it, ``convert_command``), a directory, not an npz (a PyTorch
     file or caffemodel: how to convert it), arrays that are not real numbers or declare more
     data than they hold, the weights of another network (the first missing layer or
     mismatching shape: checked from the arrays' headers, before any data is read), or NaN
     or infinite values (the array named).
     """
-    import os
     import zipfile
 
     import chainer
@@ -102,7 +133,9 @@ def load_model(arch, weights_file, missing_hint=''):
 
     path = os.fspath(weights_file)
     if not os.path.exists(path):
-        raise UserError('%s: no such weights file%s' % (path, missing_hint))
+        command = convert_command(arch, path)
+        raise UserError('%s: no such weights file%s' % (
+            path, ' (make it from CMU\'s caffemodel with: %s)' % command if command else ''))
     if os.path.isdir(path):
         raise UserError('%s: is a directory, not a weights file' % path)
     if not zipfile.is_zipfile(path):
