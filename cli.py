@@ -23,11 +23,12 @@ def run_main(main, argv=None):
     """Call ``main(argv)``; ``UserError`` -> ``error: ...`` on stderr and exit 2.
 
     A command (``argv`` None) first restarts itself when NumPy's OpenBLAS runs generic
-    kernels on a CPU with AVX2/AVX-512 (``models/_blas.py``), before MPI or any heavy work.
+    kernels on a CPU with AVX2/AVX-512 (``compat.restart_with_fitting_kernels``), before MPI
+    or any heavy work.
     """
     if argv is None:
-        from models import _blas
-        _blas.restart_with_fitting_kernels()
+        import compat
+        compat.restart_with_fitting_kernels()
     try:
         status = main(argv)
     except UserError as e:

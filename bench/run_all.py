@@ -56,8 +56,7 @@ CMU = {'posenet': ('coco_pose_deploy.prototxt', ['Mconv7_stage6_L1', 'Mconv7_sta
 
 def openblas_info():
     """OPENBLAS_CORETYPE as set in the environment, and the core OpenBLAS is using."""
-    from models import _blas
-    return os.environ.get('OPENBLAS_CORETYPE', '(unset)'), _blas.openblas_core() or 'unknown'
+    return os.environ.get('OPENBLAS_CORETYPE', '(unset)'), compat.openblas_core() or 'unknown'
 
 
 def have_onnxruntime():
