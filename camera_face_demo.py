@@ -87,7 +87,7 @@ def face_process(cascade, detector, track=True, smooth=True):
     their two corners by the body tracker (pose_tracker.PoseTracker).
     """
     from face_detector import draw_box, draw_face_keypoints
-    from pose_core import draw_person_ids
+    from drawing import draw_person_ids
 
     tracker = None
     if track or smooth:

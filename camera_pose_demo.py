@@ -44,7 +44,7 @@ def pose_process(detector, track=True, smooth=True):
     ``pose_keypoints_2d_raw`` (both need the tracker, which follows people from frame to
     frame by the frames' timestamps).
     """
-    from pose_core import draw_person_ids, draw_person_pose
+    from drawing import draw_person_ids, draw_person_pose
     from pose_detector import poses_to_openpose_json
 
     if not (track or smooth):

@@ -33,7 +33,8 @@ from face_detector import (FaceDetector, check_net_resolution, draw_box, draw_fa
                            face_box_from_pose)
 from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
 from models import convert_command, default_weights
-from pose_core import draw_person_pose, read_image
+from drawing import draw_person_pose
+from image_io import read_image
 
 
 def parse_args(argv=None):

@@ -46,7 +46,7 @@ def poses_to_coco(poses, scores, image_id):
 
 def person_score(poses, scores):
     """The ranking score COCOeval sees: the grouping's person score (``person_score``,
-    pose_core.person_scores: by default the mean peak score over COCO's 17 keypoints, missing
+    paf_grouping.person_scores: by default the mean peak score over COCO's 17 keypoints, missing
     ones 0, times the mean limb score)."""
     return scores
 
@@ -82,11 +82,11 @@ def read_coco_image(path, info):
     """The image in the frame of its annotation: turned by its EXIF orientation (as
     ``read_image`` does) unless the annotation's width and height are those of the pixels
     as stored."""
-    import pose_core
-    img = pose_core.read_image(path)
+    import image_io
+    img = image_io.read_image(path)
     w, h = info.get('width'), info.get('height')
     if (h, w) != img.shape[:2] and (w, h) == img.shape[:2]:
-        img = pose_core.read_image(path, exif=False)
+        img = image_io.read_image(path, exif=False)
     return img
 
 

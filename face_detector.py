@@ -26,10 +26,10 @@ import cv2
 import numpy as np
 
 import cli
-import pose_core
+import keypoint_crops
 from entity import JointType, params
 from keypoint_net import KeypointNetDetector, check_net_resolution  # noqa: F401  (API)
-from pose_core import read_image
+from image_io import read_image
 
 KIND_NAMES = {'facenet': 'face', 'handnet': 'hand'}
 
@@ -152,7 +152,7 @@ def checked_box(box, img):
     if not np.isfinite(box).all():
         raise cli.UserError('--box %s: the numbers must be finite'
                             % ' '.join('%g' % v for v in box))
-    window = pose_core.box_window(box)
+    window = keypoint_crops.box_window(box)
     if window is None:
         raise cli.UserError('--box %s has no area (width and height must be at least 1 px)'
                             % ' '.join('%g' % v for v in box))

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 import cli
-import pose_core
+import image_io
 from cli import UserError, atomic_output
 from entity import params
 
@@ -198,7 +198,7 @@ class ImageFolderSource(object):
         for frame_no, name in enumerate(self.files):
             path = os.path.join(self.folder, name)
             try:  # the shared reader: EXIF orientation, depths, pixel limit, as every tool
-                frame = pose_core.read_image(path)
+                frame = image_io.read_image(path)
             except UserError as e:
                 reason = str(e)
                 if reason.startswith(path + ': '):

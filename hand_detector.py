@@ -27,7 +27,8 @@ import cli
 from entity import JointType, params
 from face_detector import (KeypointNetDetector, _pt, _thickness, check_cli_args, checked_box,
                            draw_box, keypoint_parser, write_result)
-from pose_core import _hue_colors, read_image
+from drawing import hue_colors
+from image_io import read_image
 
 HAND_TYPES = ('left', 'right')
 
@@ -84,7 +85,7 @@ def draw_hand_keypoints(img, keypoints):
     kp = np.asarray(keypoints, np.float64).reshape(-1, 3)
     found = kp[:, 2] > 0
     t = _thickness(img)
-    colors = _hue_colors(len(params['fingers_indices']))
+    colors = hue_colors(len(params['fingers_indices']))
     for color, finger in zip(colors, params['fingers_indices']):
         for a, b in finger:
             if found[a] and found[b]:

@@ -3,7 +3,10 @@ as a square crop, OpenPose's CPM net on it, one peak per map mapped back to the 
 import numpy as np
 
 import cli
-import pose_core
+import body_maps
+import image_io
+import keypoint_crops
+import lazy_maps
 from entity import params
 from net_runner import NetRunner
 
@@ -52,17 +55,17 @@ class KeypointNetDetector(NetRunner):
         flipped left-right and the maps are flipped back."""
         img = np.asarray(img)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            img = pose_core.to_bgr8(img)
+            img = image_io.to_bgr8(img)
         result = np.zeros((self.n_keypoints, 3))
-        crop = pose_core.crop_square(img, box, params['crop_pad_value'])
+        crop = keypoint_crops.crop_square(img, box, params['crop_pad_value'])
         if crop is None:
             return result
         canvas, (x0, y0), _ = crop
         side = canvas.shape[0]
-        net_in = pose_core.resize(canvas, (self.insize, self.insize))
+        net_in = body_maps.resize(canvas, (self.insize, self.insize))
         if mirror:
             net_in = net_in[:, ::-1]
-        maps = self.forward(pose_core.to_net_input(net_in, 'caffe'))[:self.n_keypoints]
+        maps = self.forward(body_maps.to_net_input(net_in, 'caffe'))[:self.n_keypoints]
         if mirror:
             maps = maps[:, :, ::-1]
         stride = self.insize // maps.shape[-1]
@@ -70,9 +73,9 @@ class KeypointNetDetector(NetRunner):
         # (upsampling further adds no information, only memory) nor coarser than the net's
         # output (resampling a crop of a few pixels below it would lose peaks).
         work = min(max(side, maps.shape[-1]), self.insize)
-        maps = pose_core.upsample_maps(np.ascontiguousarray(maps), stride,
+        maps = lazy_maps.upsample_maps(np.ascontiguousarray(maps), stride,
                                        (self.insize, self.insize), (work, work))
-        peaks = pose_core.best_peak_per_map(maps, self.thresh)
+        peaks = keypoint_crops.best_peak_per_map(maps, self.thresh)
         found = peaks[:, 2] > 0
         scale = side / float(work)
         result[found, 0] = x0 + (peaks[found, 0] + 0.5) * scale - 0.5

