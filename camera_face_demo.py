@@ -86,8 +86,7 @@ def face_process(cascade, detector, track=True, smooth=True):
     boxes smoothed over time (the face net then sees a steady crop).  Boxes are tracked as
     their two corners by the body tracker (pose_tracker.PoseTracker).
     """
-    from face_detector import draw_box, draw_face_keypoints
-    from drawing import draw_person_ids
+    from drawing import draw_box, draw_face_keypoints, draw_person_ids
 
     tracker = None
     if track or smooth:
@@ -119,7 +118,7 @@ def face_process(cascade, detector, track=True, smooth=True):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from face_detector import check_net_resolution
+    from keypoint_net import check_net_resolution
     check_net_resolution(args.net_resolution, '--net-resolution')
     cascade = load_cascade(args.cascade)
     weights = args.weights if args.weights is not None else default_weights('facenet')

@@ -28,13 +28,13 @@ import numpy as np
 import cli
 import frame_loop
 import pose_detector
+from drawing import draw_box, draw_face_keypoints, draw_hand_keypoints, draw_person_pose
 from entity import params
-from face_detector import (FaceDetector, check_net_resolution, draw_box, draw_face_keypoints,
-                           face_box_from_pose)
-from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
-from models import convert_command, default_weights
-from drawing import draw_person_pose
+from face_detector import FaceDetector, face_box_from_pose
+from hand_detector import HandDetector, hand_boxes_from_pose
 from image_io import read_image
+from keypoint_net import check_net_resolution
+from models import convert_command, default_weights
 
 
 def parse_args(argv=None):

@@ -73,3 +73,55 @@ def draw_person_ids(img, poses, ids):
         cv2.putText(img, text, (x + 2, y - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (0, 0, 0), thick, cv2.LINE_AA)
     return img
+
+
+# ----------------------------------------------------------------------------- faces and hands
+
+def _thickness(img):
+    """Keypoint line width: 1 px per 480 px of the image's longer side."""
+    return max(1, int(round(max(img.shape[:2]) / 480.0)))
+
+
+def draw_face_keypoints(img, keypoints, color=(255, 255, 0)):
+    """Draw 70 face keypoints (those with a score > 0) and the ``face_line_indices`` lines
+    between found ones on a copy of a BGR image.  Returns the copy."""
+    canvas = img.copy()
+    kp = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    found = kp[:, 2] > 0
+    t = _thickness(img)
+    for a, b in params['face_line_indices']:
+        if a < len(kp) and b < len(kp) and found[a] and found[b]:
+            cv2.line(canvas, _pt(kp[a]), _pt(kp[b]), color, t, cv2.LINE_AA)
+    for p in kp[found]:
+        cv2.circle(canvas, _pt(p), t + 1, color, -1, cv2.LINE_AA)
+    return canvas
+
+
+def draw_box(img, box, color=(255, 255, 255)):
+    """Draw box (x, y, w, h) in place; returns ``img``."""
+    if box is not None:
+        x, y, w, h = box
+        cv2.rectangle(img, _pt((x, y)), _pt((x + w, y + h)), color, 1)
+    return img
+
+
+def _pt(p):
+    return int(round(float(p[0]))), int(round(float(p[1])))
+
+
+def draw_hand_keypoints(img, keypoints):
+    """Draw 21 hand keypoints on a copy of a BGR image: one colour per finger
+    (``fingers_indices``, thumb red to little finger violet), lines between found points."""
+    canvas = img.copy()
+    kp = np.asarray(keypoints, np.float64).reshape(-1, 3)
+    found = kp[:, 2] > 0
+    t = _thickness(img)
+    colors = hue_colors(len(params['fingers_indices']))
+    for color, finger in zip(colors, params['fingers_indices']):
+        for a, b in finger:
+            if found[a] and found[b]:
+                cv2.line(canvas, _pt(kp[a]), _pt(kp[b]), color, t, cv2.LINE_AA)
+        for j in sorted({j for pair in finger for j in pair}):
+            if found[j]:
+                cv2.circle(canvas, _pt(kp[j]), t + 2, color, -1, cv2.LINE_AA)
+    return canvas

@@ -10,7 +10,7 @@ drawn (``result.png`` unless ``--out``) and, with ``--json``, OpenPose's JSON
 
     detector = FaceDetector('models/facenet.npz')      # device=0 for GPU 0
     keypoints = detector(bgr_image, (x, y, w, h))       # (70, 3) x, y, score in the image
-    cv2.imwrite('out.png', draw_face_keypoints(bgr_image, keypoints))
+    cv2.imwrite('out.png', drawing.draw_face_keypoints(bgr_image, keypoints))
 
 The box is cut out as a square (padded past the image border, never skipped), resized to
 the net input (``face_inference_img_size``), the net's last-stage maps are upsampled back to
@@ -22,14 +22,14 @@ below it are 0, 0, 0.  The face weights come from CMU's caffemodel:
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 
-import cv2
 import numpy as np
 
 import cli
 import keypoint_crops
+from drawing import draw_box, draw_face_keypoints
 from entity import JointType, params
-from keypoint_net import KeypointNetDetector, check_net_resolution  # noqa: F401  (API)
 from image_io import read_image
+from keypoint_net import KeypointNetDetector, check_net_resolution
 
 KIND_NAMES = {'facenet': 'face', 'handnet': 'hand'}
 
@@ -102,39 +102,6 @@ def face_box_from_pose(pose, thresh=None):
     if not side > 0:
         return None
     return (float(centre[0] - side / 2), float(centre[1] - side / 2), float(side), float(side))
-
-
-# ----------------------------------------------------------------------------- drawing
-
-def _thickness(img):
-    return max(1, int(round(max(img.shape[:2]) / 480.0)))
-
-
-def draw_face_keypoints(img, keypoints, color=(255, 255, 0)):
-    """Draw 70 face keypoints (those with a score > 0) and the ``face_line_indices`` lines
-    between found ones on a copy of a BGR image.  Returns the copy."""
-    canvas = img.copy()
-    kp = np.asarray(keypoints, np.float64).reshape(-1, 3)
-    found = kp[:, 2] > 0
-    t = _thickness(img)
-    for a, b in params['face_line_indices']:
-        if a < len(kp) and b < len(kp) and found[a] and found[b]:
-            cv2.line(canvas, _pt(kp[a]), _pt(kp[b]), color, t, cv2.LINE_AA)
-    for p in kp[found]:
-        cv2.circle(canvas, _pt(p), t + 1, color, -1, cv2.LINE_AA)
-    return canvas
-
-
-def draw_box(img, box, color=(255, 255, 255)):
-    """Draw box (x, y, w, h) in place; returns ``img``."""
-    if box is not None:
-        x, y, w, h = box
-        cv2.rectangle(img, _pt((x, y)), _pt((x + w, y + h)), color, 1)
-    return img
-
-
-def _pt(p):
-    return int(round(float(p[0]))), int(round(float(p[1])))
 
 
 # ----------------------------------------------------------------------------- CLI

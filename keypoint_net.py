@@ -2,8 +2,8 @@
 as a square crop, OpenPose's CPM net on it, one peak per map mapped back to the image."""
 import numpy as np
 
-import cli
 import body_maps
+import cli
 import image_io
 import keypoint_crops
 import lazy_maps

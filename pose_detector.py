@@ -10,7 +10,7 @@ Writes the picture with the skeletons drawn (``result.png`` unless ``--out``) an
 
     detector = PoseDetector()                       # or PoseDetector('posenet', 'x.npz')
     poses, scores = detector(bgr_image)             # (N, 18, 3) x, y, score; (N,)
-    cv2.imwrite('out.png', draw_person_pose(bgr_image, poses))
+    cv2.imwrite('out.png', drawing.draw_person_pose(bgr_image, poses))
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
@@ -19,15 +19,15 @@ import os
 
 import numpy as np
 
-import cli
 import body_maps
+import cli
 import image_io
 import paf_grouping
+from drawing import draw_person_pose
 from entity import params
+from image_io import read_image
 from models import default_weights
 from net_runner import NetRunner
-from drawing import draw_person_pose  # noqa: F401  (re-exported API)
-from image_io import read_image  # noqa: F401
 
 JSON_VERSION = 1.3
 

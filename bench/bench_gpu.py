@@ -146,7 +146,8 @@ def train_step(dev, args):
 
 
 def mobilenet(dev, args):
-    from pose_detector import load_model, default_weights
+    from models import default_weights
+    from pose_detector import load_model
     hw = (64, 96) if dev.cpu else (368, 656)
     model = load_model('mobilenet', default_weights('mobilenet'))
     if not dev.cpu:

@@ -12,7 +12,8 @@ import pytest
 from conftest import REPO, shared_path
 import cli
 from entity import params
-from face_detector import FaceDetector, draw_face_keypoints, face_box_from_pose
+from drawing import draw_face_keypoints
+from face_detector import FaceDetector, face_box_from_pose
 from hand_detector import HandDetector
 
 SCRIPT = os.path.join(REPO, 'face_detector.py')

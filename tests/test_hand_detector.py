@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO, needs_cv2_caffe, shared_path
 import cli
 from entity import JointType, params
-from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
+from drawing import draw_hand_keypoints
+from hand_detector import HandDetector, hand_boxes_from_pose
 from test_face_detector import TOL, PeakNet, cells, expected, one_line_error, save_peaked_net
 
 SCRIPT = os.path.join(REPO, 'hand_detector.py')

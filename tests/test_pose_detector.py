@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import cli
+import image_io
 import pose_detector
 from conftest import REPO, shared_path
 from entity import params
@@ -246,10 +247,10 @@ def test_exif_rotated_phone_photo_is_read_upright(tmp_path):
     ok, buf = cv2.imencode('.jpg', stored, [cv2.IMWRITE_JPEG_QUALITY, 95])
     photo = tmp_path / 'phone.jpg'
     photo.write_bytes(jpeg_with_orientation(buf.tobytes(), 6))
-    img = pose_detector.read_image(str(photo))
+    img = image_io.read_image(str(photo))
     assert img.shape == upright.shape
     assert np.abs(img.astype(int) - upright).mean() < 3  # JPEG noise only
-    assert pose_detector.read_image(str(photo), exif=False).shape == stored.shape
+    assert image_io.read_image(str(photo), exif=False).shape == stored.shape
     p = run(['--img', photo, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
              '--scales', '1'], tmp_path)
     assert p.returncode == 0, p.stderr
