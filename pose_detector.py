@@ -21,6 +21,7 @@ import numpy as np
 
 import body_maps
 import cli
+import frame_loop
 import image_io
 import paf_grouping
 from drawing import draw_person_pose
@@ -28,8 +29,6 @@ from entity import params
 from image_io import read_image
 from models import default_weights
 from net_runner import NetRunner
-
-JSON_VERSION = 1.3
 
 
 def check_arch(arch):
@@ -112,22 +111,19 @@ class PoseDetector(NetRunner):
 
 
 def poses_to_openpose_json(poses, ids=None, raw=None):
-    """OpenPose's JSON (version 1.3) for (N, 18, 3) poses: one ``pose_keypoints_2d`` list of
-    18 x, y, confidence triples per person (0, 0, 0 for a missing joint).  ``ids`` (N,): the
-    tracking IDs written as ``person_id`` (default -1); ``raw`` (N, 18, 3): the detector's
-    keypoints before smoothing, written as ``pose_keypoints_2d_raw``."""
+    """OpenPose's JSON (``frame_loop.openpose_people``) for (N, 18, 3) poses: one
+    ``pose_keypoints_2d`` list of 18 x, y, confidence triples per person (0, 0, 0 for a
+    missing joint).  ``ids`` (N,): the tracking IDs written as ``person_id`` (default -1);
+    ``raw`` (N, 18, 3): the detector's keypoints before smoothing, written as
+    ``pose_keypoints_2d_raw``."""
     poses = np.asarray(poses, np.float64).reshape(-1, paf_grouping.N_JOINTS, 3)
-    ids = [-1] * len(poses) if ids is None else [int(i) for i in ids]
-    flat = lambda pose: [round(float(v), 3) for v in pose.reshape(-1)]  # noqa: E731
-    people = []
-    for n, pose in enumerate(poses):
-        person = {'person_id': [ids[n]], 'pose_keypoints_2d': flat(pose),
-                  'face_keypoints_2d': [], 'hand_left_keypoints_2d': [],
-                  'hand_right_keypoints_2d': []}
+    people = [{'pose': pose} for pose in poses]
+    for n, person in enumerate(people):
+        if ids is not None:
+            person['id'] = ids[n]
         if raw is not None:
-            person['pose_keypoints_2d_raw'] = flat(np.asarray(raw, np.float64)[n])
-        people.append(person)
-    return {'version': JSON_VERSION, 'people': people}
+            person['pose_raw'] = np.asarray(raw, np.float64)[n]
+    return frame_loop.openpose_people(people)
 
 
 def encode_image(path, img):

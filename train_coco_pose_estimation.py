@@ -49,16 +49,6 @@ os.environ.setdefault('MPLBACKEND', 'Agg')  # PlotReport on headless machines
 
 # ----------------------------------------------------------------------------- loss
 
-def preprocess(imgs, norm):
-    """uint8 NHWC BGR batch -> float32 NCHW network input (see params['pose_archs'])."""
-    x = imgs.astype(np.float32).transpose(0, 3, 1, 2)
-    if norm == 'caffe':
-        x = x / 256.0 - 0.5
-    elif norm != 'raw':
-        raise ValueError('unknown input normalisation %r' % norm)
-    return x
-
-
 def masked_l2(ys, t, weight):
     """Mean over all elements of (y - t)^2 where ``weight`` is 1 (0 = ignored)."""
     import chainer.functions as F
@@ -72,6 +62,8 @@ def masked_l2(ys, t, weight):
 def make_loss_chain(model, norm):
     import chainer
 
+    import body_maps
+
     class PoseLoss(chainer.Chain):
         """The training objective around ``model``; reports loss, paf and heat."""
 
@@ -83,7 +75,7 @@ def make_loss_chain(model, norm):
 
         def forward(self, imgs, pafs_t, heatmaps_t, ignore_mask):
             xp = chainer.backend.get_array_module(imgs)
-            x = preprocess(imgs, self.norm)
+            x = body_maps.to_net_input(imgs, self.norm)  # as inference prepares it
             weight = (1 - ignore_mask.astype(xp.float32))[:, None]
             paf_w = xp.broadcast_to(weight, pafs_t.shape)
             heat_w = xp.broadcast_to(weight, heatmaps_t.shape)

@@ -421,6 +421,27 @@ def test_preprocess_per_arch():
             body_maps.preprocess(bad, 'mobilenet')
 
 
+def test_training_batches_are_normalised_bit_for_bit_as_inference():
+    """train_coco_pose_estimation's batches go through the same to_net_input: each image of a
+    batch equals the one-image path, and both equal NumPy's cast, transpose, / 256 - 0.5."""
+    rng = np.random.RandomState(5)
+    for shape in ((4, 46, 46, 3), (1, 368, 368, 3), (3, 17, 29, 3)):
+        imgs = rng.randint(0, 256, shape).astype(np.uint8)
+        for norm in ('caffe', 'raw'):
+            batch = body_maps.to_net_input(imgs, norm)
+            want = imgs.astype(np.float32).transpose(0, 3, 1, 2)
+            want = want / np.float32(256) - np.float32(0.5) if norm == 'caffe' else want
+            assert batch.dtype == np.float32 and batch.shape == want.shape
+            np.testing.assert_array_equal(batch, want)
+            for n in range(len(imgs)):
+                np.testing.assert_array_equal(body_maps.to_net_input(imgs[n], norm), batch[n:n + 1])
+    assert body_maps.to_net_input(imgs, 'raw').max() == imgs.max()  # raw keeps 0..255
+    with pytest.raises(ValueError, match='unknown normalisation'):
+        body_maps.to_net_input(imgs, 'imagenet')
+    with pytest.raises(ValueError, match=r'BGR image of shape \(H, W, 3\)'):
+        body_maps.to_net_input(np.zeros((2, 4, 5, 4), np.uint8), 'raw')
+
+
 def test_to_image_coords_keeps_missing_joints_zero():
     poses = np.array([[[9.5, 4.5, 0.8], [0, 0, 0]]])
     out = body_maps.to_image_coords(poses, (2.0, 4.0))
