@@ -57,8 +57,8 @@ def to_net_input(img, norm):
     elif img.ndim != 3 or img.shape[2] != 3:
         raise ValueError('expected a BGR image of shape (H, W, 3), got %s' % (img.shape,))
     else:
-        # cv2.split de-interleaves the channels, then each plane is cast into place: measured
-        # 0.09 ms at 432x368, against 1.9-2.6 ms for NumPy's cast + transposing copy.
+        # cv2.split de-interleaves the channels, then each plane is cast into place: much
+        # faster than NumPy's cast + transposing copy (bench/RESULTS.md).
         x = np.empty((1, 3) + img.shape[:2], np.float32)
         for c, plane in enumerate(cv2.split(np.ascontiguousarray(img))):
             x[0, c] = plane

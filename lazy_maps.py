@@ -19,8 +19,7 @@ class LazyMaps(object):
     The PAF grouping reads the PAFs at ``n_integ_points`` points per candidate limb, and
     peaks can only lie in the few rows of a heatmap that rise above the threshold, so instead
     of upsampling every channel to the working resolution (after the forward, the largest
-    cost: for one person at 432x368, 3.3 ms of upsampling + 2.6 ms of peak search, against
-    ~1.2 ms in all this way) values are computed from the net's low-resolution maps with the
+    cost; bench/RESULTS.md) values are computed from the net's low-resolution maps with the
     same interpolation matrices: value(c, y, x) = mean over scales of rh[y] @ maps[c] @
     rw[x].  ``sample`` serves ``score_pairs``; ``bounds``, ``run_segments`` and
     ``stacked_segments`` serve ``find_peaks``.
@@ -62,8 +61,7 @@ class LazyMaps(object):
         under them, weighted: sum_ab wh[y, a] ww[x, b] maps[c, i0[y] + a, j0[x] + b].  For
         many samples it is cheaper to upsample the maps along x once (``columns``, one GEMM)
         and gather only along y; the cheaper way is picked per scale from the measured costs
-        (~6 ns per gathered element, ~0.01 ns per GEMM multiply-add).  Against upsampling the
-        columns for every call: 0.56 -> 0.3 ms for one person, 2.0 -> ~1.5 ms for six."""
+        (~6 ns per gathered element, ~0.01 ns per GEMM multiply-add: bench/RESULTS.md)."""
         c, ys, xs = np.broadcast_arrays(np.asarray(c, np.intp), np.asarray(ys, np.intp),
                                         np.asarray(xs, np.intp))
         total = np.zeros(c.shape, np.float32)
@@ -171,8 +169,8 @@ class LazyMaps(object):
         """``(rows (C, H), columns (C, W))``: upper bounds of the maximum |value| of every row
         and every column (one whose bound is at most a threshold has no value above it):
         |rh[y] @ maps[c] @ rw[x]| <= sum_i |rh[y, i]| max_j |maps[c, i, j]| max_x sum_j
-        |rw[x, j]|, and the same along x.  From the low-resolution maps (cheap), ~10-15 %
-        more rows than the exact row maxima; plus a margin for float32 rounding (sums of
+        |rw[x, j]|, and the same along x.  From the low-resolution maps (cheap), a few more
+        rows than the exact row maxima; plus a margin for float32 rounding (sums of
         ~50 non-negative terms: < 1e-5 relative)."""
         rows, cols = 0.0, 0.0
         for m, rh, rw in self.parts:
@@ -232,8 +230,8 @@ def upsample_maps(maps, stride, valid_hw, out_hw, smooth=False):
     with ``smooth``).
 
     All these steps are linear and separable, so they are applied as one matrix per axis (two
-    batched matmuls; ``interpolation_matrix``): measured 2-3x faster than cv2.resize on
-    57-channel maps, and the smoothing comes for free.  Same result as the cv2 calls up to
+    batched matmuls; ``interpolation_matrix``): faster than cv2.resize on the nets' many
+    channels, and the smoothing comes for free.  Same result as the cv2 calls up to
     float rounding (tests/test_pose_core.py).
     """
     c, mh, mw = maps.shape

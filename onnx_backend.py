@@ -34,10 +34,8 @@ def import_onnxruntime():
 def release_freed_memory():
     """Give the C heap's freed memory back to the system (glibc's ``malloc_trim``; a no-op
     elsewhere).  Building a session frees the file's weights once onnxruntime has copied
-    them into its blocked layout, but glibc keeps the freed blocks: measured, the body net
-    (a 0.38 GB file) ~1.1 GB resident after loading, ~0.45 GB after the trim; the four-scale
-    inference's peak RSS (bench/run_all.py) 1.61 -> 1.35 GB from the file, 1.68 -> 1.43 GB
-    from the .npz."""
+    them into its blocked layout, but glibc keeps the freed blocks (the body net's resident
+    memory more than halves after the trim: bench/RESULTS.md)."""
     name = ctypes.util.find_library('c')
     try:
         trim = ctypes.CDLL(name).malloc_trim
@@ -61,8 +59,7 @@ class OnnxNet(object):
         if threads:
             opts.intra_op_num_threads = threads
         # onnxruntime's worker threads otherwise spin after each run, taking the cores from
-        # whatever runs next (measured: cv2.dnn's forward 30 -> 50 ms after an onnx run,
-        # and the pipeline's NumPy post-processing likewise).
+        # whatever runs next (cv2.dnn, the NumPy post-processing).
         opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
         opts.add_session_config_entry('session.inter_op.allow_spinning', '0')
         name = source if isinstance(source, str) else '<exported model>'
@@ -119,8 +116,7 @@ def load_net(arch, weights_file, backend='chainer'):
     proto = _onnx.to_onnx(model, arch)
     del model  # keep at most two copies of the weights alive at a time
     # through a file: onnxruntime copies bytes given to it, so the serialised model would be
-    # held twice while the session is built (measured, body net, four-scale inference from
-    # the .npz: peak RSS 1.71 GB with bytes, 1.43 GB through a file)
+    # held twice while the session is built (peak RSS: bench/RESULTS.md)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, arch + '.onnx')
         with open(path, 'wb') as f:

@@ -40,14 +40,14 @@ def _canvas_maxima(canvas, thresh):
     """(row, column) of the local maxima above ``thresh`` inside a canvas of width 8k + 2
     whose outer rows and columns are never peaks, row-major."""
     inner = canvas[1:-1, 1:-1]
-    # neighbours on shifted views: 15-20 % faster than two cv2.dilate on people.png's canvases
+    # neighbours on shifted views: faster than two cv2.dilate
     nb = cv2.max(canvas[:-2, 1:-1], canvas[1:-1, :-2])
     cv2.max(nb, float(thresh), dst=nb)
     ok = cv2.compare(inner, nb, cv2.CMP_GT)
     cv2.max(canvas[2:, 1:-1], canvas[1:-1, 2:], dst=nb)
     cv2.bitwise_and(ok, cv2.compare(inner, nb, cv2.CMP_GE), dst=ok)
-    # the 8-byte words holding any first (canvas widths are 8k + 2): a row-wise any() or a
-    # nonzero() over the bytes cost 0.2-0.8 ms on people.png's 630k pixels, this ~0.05 ms
+    # the 8-byte words holding any first (canvas widths are 8k + 2): several times faster
+    # than a row-wise any() or a nonzero() over the bytes
     row, word = np.nonzero(ok.view(np.uint64) != 0)
     k, byte = np.nonzero(ok.reshape(len(ok), -1, 8)[row, word])
     return row[k] + 1, word[k] * 8 + byte + 1
@@ -80,8 +80,7 @@ def find_peaks(heatmaps, thresh=None):
     # Only the runs of rows holding values above thresh (plus a row on each side, so that it
     # is exact for any thresh) can have peaks.  They are stacked into one image, a row of
     # zeros (= the border) after each, so that each cv2 call runs once for all maps: per-map
-    # calls cost ~100 us of call overhead per map (measured for one person at 432x368:
-    # upsampling + peak search 6.2 -> ~1.2 ms with lazy maps).
+    # calls would cost more in call overhead than the search itself.
     seg_c, seg_y0, seg_y1 = runs(bounds, thresh)
     if len(seg_c) == 0:
         return none
@@ -96,7 +95,7 @@ def find_peaks(heatmaps, thresh=None):
     # One canvas per class of block widths (within sqrt 2), each block after a row of zeros
     # and a column of zeros (= the border), in chunks of whole blocks of at most
     # PEAK_STACK_PIXELS.  (Blocks per run of columns, not one union of columns per class:
-    # 23 % instead of 55 % of people.png's maps computed at the 0.02 threshold.)
+    # less than half the map values computed.)
     heights, widths = seg_y1 - seg_y0, seg_x1 - seg_x0
     wclass = np.ceil(np.log2(widths) * 2).astype(np.intp)
     chunk = np.empty(len(widths), np.intp)
@@ -218,8 +217,8 @@ def score_pairs(pafs, limb, pos_a, pos_b, img_len):
     and projected on the unit vector a->b.  Score = mean projection + min(limb_length_ratio *
     img_len / |ab| - length_penalty_value, 0).  A pair is valid when at least
     ``n_integ_points_thresh`` samples exceed ``inner_product_thresh`` and the score is > 0.
-    (The original code asks for strictly more, 9 of 10; with 8 of 10, as specified for this
-    project, keypoint AP on coco_mini is 0.439 instead of 0.426 at one scale, equal at four.)
+    (The original code asks for strictly more, 9 of 10; 8 of 10 is this project's spec, and
+    no worse on coco_mini: bench/RESULTS.md.)
 
     Pairs are scored in chunks of ``SCORE_PAIRS_CHUNK`` (noisy maps can give ~300k pairs:
     all at once would hold gigabytes of samples).
@@ -260,8 +259,8 @@ def compute_connections(pafs, peaks, img_len):
     """For each limb, the greedy one-to-one matching of its candidate joint pairs.
 
     Pairs are taken in decreasing PAF score, skipping joints already used, until one side runs
-    out.  Every limb's pairs are scored in one ``score_pairs`` call (per-limb calls cost ~100
-    us each of NumPy call overhead: measured 2.4 -> 0.6 ms for one person).  Returns a list
+    out.  Every limb's pairs are scored in one ``score_pairs`` call (per-limb calls would
+    cost mostly NumPy call overhead).  Returns a list
     (one per limb) of (K, 3) arrays: peak id a, peak id b, PAF score.
     """
     limbs = np.array(params['limbs_point'], np.intp)  # (L, 2) joint types a, b

@@ -2,6 +2,7 @@
 
     python bench/run_all.py            # full table (several minutes on 2 cores)
     python bench/run_all.py --quick    # tiny sizes, one round: a smoke run for the test suite
+    python bench/run_all.py --results bench/RESULTS.md   # also record the table there
 
 Rows (medians of interleaved rounds: each round runs every path once, in turn, so load from
 other processes hits all paths alike):
@@ -24,8 +25,10 @@ Targets (issue 9): body net Chainer <= 1.5x cv2.dnn, onnx <= 0.6x; MobileNet Cha
 four-scale peak RSS <= 1.5 GB.
 """
 import argparse
+import datetime
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -41,6 +44,7 @@ import chainer  # noqa: E402
 import cv2  # noqa: E402
 
 import bench_convert  # noqa: E402
+import cli  # noqa: E402
 import convert_model  # noqa: E402
 import weights_io  # noqa: E402
 from models import _mobilenet_fast as _mf  # noqa: E402
@@ -311,11 +315,78 @@ def conversion_row(tmp, weights):
              ours_wall / dnn_wall, ours_rss / dnn_rss), flush=True)
 
 
+RESULTS_BEGIN = '<!-- run_all.py --results: begin -->'
+RESULTS_END = '<!-- run_all.py --results: end -->'
+
+
+class Tee(object):
+    """stdout that also keeps what was printed (for --results)."""
+
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, s):
+        self.parts.append(s)
+        return self.stream.write(s)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def machine():
+    """One line: the CPU model, the OS, the date (UTC)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            model = next(line.split(':', 1)[1].strip() for line in f
+                         if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return '%s; %s; %s UTC' % (model, platform.platform(),
+                               datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M'))
+
+
+def write_results(path, printed):
+    """The printed table, with ``machine()``, between the markers of ``path``
+    (bench/RESULTS.md); the rest of the file is kept (a file without them gets them at the end)."""
+    block = '%s\n%s\n\n```text\n%s```\n%s' % (RESULTS_BEGIN, machine(), printed, RESULTS_END)
+    text = open(path).read() if os.path.exists(path) else ''
+    if RESULTS_BEGIN in text and RESULTS_END in text:
+        head, rest = text.split(RESULTS_BEGIN, 1)
+        text = head + block + rest.split(RESULTS_END, 1)[1]
+    else:
+        text += ('\n' if text and not text.endswith('\n') else '') + block + '\n'
+    with cli.atomic_output(path) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(text)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--quick', action='store_true', help='tiny sizes, one round (smoke run)')
     p.add_argument('--rounds', type=int, default=5)
+    p.add_argument('--results', metavar='PATH',
+                   help="also write the table and the machine into PATH's run_all section "
+                        '(bench/RESULTS.md)')
     args = p.parse_args(argv)
+    if args.results:
+        try:
+            cli.check_outputs([('--results', args.results)])  # before minutes of measuring
+        except cli.UserError as e:
+            print('error: %s' % e, file=sys.stderr)
+            return 2
+        tee = sys.stdout = Tee(sys.stdout)
+        try:
+            rc = run(args)
+        finally:
+            sys.stdout = tee.stream
+        if rc == 0:  # a failed run keeps the recorded table
+            write_results(args.results, ''.join(tee.parts))
+        return rc
+    return run(args)
+
+
+def run(args):
     rounds = 1 if args.quick else args.rounds
     missing = compat.cv2_dnn_missing('readNetFromCaffe')
     if missing:

@@ -4,8 +4,7 @@
 operand whose rows are not contiguous in memory.  The CPU convolutions of ``_fast.py``
 need both: a KxK convolution is KxK GEMMs, one per kernel tap, each reading the padded
 input *in place* at an offset (rows = channels, stride H*W) and adding into the same output
-(measured on the 2-core CI machine: the 7x7 layers of the body net 119-125 -> 141-165
-GFLOP/s, no im2col copies and no ``out += tmp`` passes).
+(no im2col copies and no ``out += tmp`` passes; figures: bench/RESULTS.md).
 
 ``gemm`` calls ``cblas_sgemm`` of the OpenBLAS bundled in NumPy's wheel (``compat.openblas``:
 found next to NumPy, loaded once with ctypes; the same library and thread pool NumPy uses).  Where there
@@ -81,9 +80,8 @@ def own_threads():
 
     OpenBLAS hands every call to its threads and waits for them, so a convolution made of
     thousands of small GEMMs waits thousands of times for a thread to be scheduled, which
-    on a loaded machine costs more than the GEMMs (measured on the 2-core machine under
-    load from other processes: the body net at 368x656 took 22 s with OpenBLAS's two
-    threads, 4.4 s with one); ``parallel_cols`` meets its threads once per loop instead.
+    on a loaded machine costs more than the GEMMs (bench/RESULTS.md); ``parallel_cols``
+    meets its threads once per loop instead.
     """
     fns = _threads()
     if fns is None or _OWN_THREADS:
