@@ -193,7 +193,6 @@ def load_initmodel(model, arch, path):
     for posenet a Caffe ``.caffemodel`` / pytorch-openpose ``.pth``: CMU's COCO model or the
     ImageNet ``VGG_ILSVRC_19_layers.caffemodel``, read directly (under a second).
     """
-    import chainer
     if not os.path.isfile(path):
         raise cli.UserError('--initmodel %s: no such file' % path)
     if not is_npz(path):
@@ -205,10 +204,11 @@ def load_initmodel(model, arch, path):
         raise cli.UserError('--initmodel %s: not a readable npz file (%s)' % (path, e))
     names = [n.lstrip('/') for n, _ in model.namedparams()]
     if all(n in keys for n in names):
+        from models import load_weights
         try:
-            chainer.serializers.load_npz(path, model)
-        except (KeyError, ValueError) as e:
-            raise cli.UserError('--initmodel %s: does not fit %s (%s)' % (path, arch, e))
+            load_weights(model, path, arch)  # the nets' one npz loader and its checks
+        except cli.UserError as e:
+            raise cli.UserError('--initmodel %s' % e)
         return 'model'
     if arch == 'posenet':
         from models.CocoPoseNet import copy_vgg19_front

@@ -342,8 +342,8 @@ def machine():
                          if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    return '%s; %s; %s UTC' % (model, platform.platform(),
-                               datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M'))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return '%s; %s; %s UTC' % (model, platform.platform(), now.strftime('%Y-%m-%d %H:%M'))
 
 
 def write_results(path, printed):

@@ -115,7 +115,15 @@ class _FiniteArrays(object):
 
 
 def load_model(arch, weights_file):
-    """Build the net ``arch`` and load the Chainer npz ``weights_file`` into it.
+    """Build the net ``arch`` and load the Chainer npz ``weights_file`` into it
+    (``load_weights``; the file is vetted before the net is built)."""
+    _check_weights_file(os.fspath(weights_file), arch)
+    return load_weights(get_model_class(arch)(), weights_file, arch)
+
+
+def load_weights(model, weights_file, arch):
+    """Load the Chainer npz ``weights_file`` into ``model``, a net ``arch``; returns it.  The
+    one npz loader of the nets: detectors, the ONNX exporter, training's --initmodel.
 
     Every bad file is a one-line ``cli.UserError`` naming it: missing (with the command
     that makes it, ``convert_command``), a directory, not an npz (a PyTorch
@@ -132,16 +140,7 @@ def load_model(arch, weights_file):
     from cli import UserError
 
     path = os.fspath(weights_file)
-    if not os.path.exists(path):
-        command = convert_command(arch, path)
-        raise UserError('%s: no such weights file%s' % (
-            path, ' (make it from CMU\'s caffemodel with: %s)' % command if command else ''))
-    if os.path.isdir(path):
-        raise UserError('%s: is a directory, not a weights file' % path)
-    if not zipfile.is_zipfile(path):
-        raise UserError('%s: not a Chainer .npz weights file (not a zip archive%s)'
-                        % (path, weights_io.convert_hint(path, arch)))
-    model = get_model_class(arch)()
+    _check_weights_file(path, arch)
     headers = weights_io.npz_headers(path, arch)
     check_weights(model, dict((k, shape) for k, (shape, _) in headers.items()), path, arch)
     for key, shape in serialized_shapes(model).items():  # persistents too
@@ -159,3 +158,20 @@ def load_model(arch, weights_file):
         raise UserError('%s: cannot load %s weights (%s)'
                         % (path, arch, str(e).splitlines()[0] if str(e) else type(e).__name__))
     return model
+
+
+def _check_weights_file(path, arch):
+    """A one-line ``cli.UserError`` unless ``path`` is a zip file (what an npz is)."""
+    import zipfile
+
+    import weights_io
+    from cli import UserError
+    if not os.path.exists(path):
+        command = convert_command(arch, path)
+        raise UserError('%s: no such weights file%s' % (
+            path, ' (make it from CMU\'s caffemodel with: %s)' % command if command else ''))
+    if os.path.isdir(path):
+        raise UserError('%s: is a directory, not a weights file' % path)
+    if not zipfile.is_zipfile(path):
+        raise UserError('%s: not a Chainer .npz weights file (not a zip archive%s)'
+                        % (path, weights_io.convert_hint(path, arch)))
