@@ -27,6 +27,7 @@ import numpy as np
 
 import cli
 import frame_loop
+import image_io
 import pose_detector
 from drawing import draw_box, draw_face_keypoints, draw_hand_keypoints, draw_person_pose
 from entity import params
@@ -138,7 +139,7 @@ def main(argv=None):
     pose_detector.check_scales(args.scales)
     check_net_resolution(args.face_net_resolution, '--face-net-resolution')
     check_net_resolution(args.hand_net_resolution, '--hand-net-resolution')
-    pose_detector.check_outputs(args.out, args.json, [
+    image_io.check_outputs(args.out, args.json, [
         ('--img', args.img), ('--pose-weights', args.pose_weights),
         ('--face-weights', args.face_weights), ('--hand-weights', args.hand_weights)])
     img = read_image(args.img)  # fail fast on a bad picture, before loading any net
@@ -160,7 +161,7 @@ def main(argv=None):
         json_obj = frame_loop.openpose_people(
             [dict((k, p.get(k)) for k in ('pose', 'face', 'hand_left', 'hand_right'))
              for p in people])
-    pose_detector.write_outputs(args.out, draw_people(img, people), args.json, json_obj)
+    image_io.write_outputs(args.out, draw_people(img, people), args.json, json_obj)
     return 0
 
 

@@ -25,6 +25,7 @@ import argparse
 import numpy as np
 
 import cli
+import image_io
 import keypoint_crops
 from drawing import draw_box, draw_face_keypoints
 from entity import JointType, params
@@ -152,16 +153,14 @@ def keypoint_parser(arch, description):
 def check_cli_args(args):
     """Everything about face_detector.py's / hand_detector.py's arguments that can be
     checked before any work: the net resolution and the outputs."""
-    from pose_detector import check_outputs
     check_net_resolution(args.net_resolution, '--net-resolution')
-    check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
+    image_io.check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
 
 
 def write_result(args, img, json_people):
     """Write ``args.out`` (and ``args.json``) atomically, after encoding everything."""
     import frame_loop
-    from pose_detector import write_outputs
-    write_outputs(args.out, img, args.json,
+    image_io.write_outputs(args.out, img, args.json,
                   frame_loop.openpose_people(json_people) if args.json else None)
 
 

@@ -1,5 +1,7 @@
-"""Reading pictures as the scripts see them: any file -> BGR uint8 HxWx3, turned by its EXIF
-orientation, or a one-line ``cli.UserError`` naming the file."""
+"""Pictures in and out as the scripts see them: reading any file -> BGR uint8 HxWx3, turned by
+its EXIF orientation, or a one-line ``cli.UserError`` naming the file; writing the result
+picture and its JSON (``check_outputs`` before any work, ``write_outputs`` atomically)."""
+import json
 import os
 import re
 
@@ -124,3 +126,43 @@ def to_bgr8(img, name='image'):
     elif channels != 3:
         raise cli.UserError('%s: unsupported number of channels %d' % (name, channels))
     return np.ascontiguousarray(img)
+
+
+def encode_image(path, img):
+    """PNG/JPEG/... bytes of ``img`` for ``path``'s extension (one-line error if unknown)."""
+    ext = os.path.splitext(path)[1] or '.png'
+    try:
+        ok, buf = cv2.imencode(ext, img)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise cli.UserError('%s: cannot write an image with extension %r' % (path, ext))
+    return buf.tobytes()
+
+
+def write_outputs(out_path, img, json_path=None, json_obj=None):
+    """Write the picture (and the JSON): everything is encoded first, then each file goes
+    through cli.atomic_output, so a failure leaves no partial file.  Says where
+    each file went."""
+    data = encode_image(out_path, img)
+    text = json.dumps(json_obj) if json_path else None
+    with cli.atomic_output(out_path) as tmp_img:
+        with open(tmp_img, 'wb') as f:
+            f.write(data)
+        if json_path:
+            with cli.atomic_output(json_path) as tmp_json:
+                with open(tmp_json, 'w') as f:
+                    f.write(text)
+    print('Saving result into %s...' % out_path)
+    if json_path:
+        print('Keypoints written to %s' % json_path)
+
+
+def check_outputs(out_path, json_path=None, inputs=()):
+    """Fail before any work when an output cannot be written (unknown image extension,
+    missing directory, not a regular file) or is the same file as the other output or one
+    of ``inputs`` ((flag, path) pairs: the image and weights)."""
+    cli.check_outputs([('--out', out_path), ('--json', json_path)], inputs)
+    if not cv2.haveImageWriter(out_path):
+        raise cli.UserError('%s: cannot write an image with extension %r'
+                            % (out_path, os.path.splitext(out_path)[1]))

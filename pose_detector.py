@@ -14,8 +14,6 @@ Writes the picture with the skeletons drawn (``result.png`` unless ``--out``) an
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
-import json
-import os
 
 import numpy as np
 
@@ -126,37 +124,6 @@ def poses_to_openpose_json(poses, ids=None, raw=None):
     return frame_loop.openpose_people(people)
 
 
-def encode_image(path, img):
-    """PNG/JPEG/... bytes of ``img`` for ``path``'s extension (one-line error if unknown)."""
-    import cv2
-    ext = os.path.splitext(path)[1] or '.png'
-    try:
-        ok, buf = cv2.imencode(ext, img)
-    except cv2.error:
-        ok = False
-    if not ok:
-        raise cli.UserError('%s: cannot write an image with extension %r' % (path, ext))
-    return buf.tobytes()
-
-
-def write_outputs(out_path, img, json_path=None, json_obj=None):
-    """Write the picture (and the JSON): everything is encoded first, then each file goes
-    through cli.atomic_output, so a failure leaves no partial file.  Says where
-    each file went."""
-    data = encode_image(out_path, img)
-    text = json.dumps(json_obj) if json_path else None
-    with cli.atomic_output(out_path) as tmp_img:
-        with open(tmp_img, 'wb') as f:
-            f.write(data)
-        if json_path:
-            with cli.atomic_output(json_path) as tmp_json:
-                with open(tmp_json, 'w') as f:
-                    f.write(text)
-    print('Saving result into %s...' % out_path)
-    if json_path:
-        print('Keypoints written to %s' % json_path)
-
-
 def add_flip_argument(parser):
     """``--flip`` / ``--no-flip`` (default ``flip_test``) for a script that runs PoseDetector."""
     parser.add_argument('--flip', action=argparse.BooleanOptionalAction, default=None,
@@ -188,28 +155,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def check_outputs(out_path, json_path=None, inputs=()):
-    """Fail before any work when an output cannot be written (unknown image extension,
-    missing directory, not a regular file) or is the same file as the other output or one
-    of ``inputs`` ((flag, path) pairs: the image and weights)."""
-    import cv2
-    cli.check_outputs([('--out', out_path), ('--json', json_path)], inputs)
-    if not cv2.haveImageWriter(out_path):
-        raise cli.UserError('%s: cannot write an image with extension %r'
-                            % (out_path, os.path.splitext(out_path)[1]))
-
-
 def main(argv=None):
     args = parse_args(argv)
     check_scales(args.scales)
-    check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
+    image_io.check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
     img = read_image(args.img)  # before loading the model: fail fast on a bad picture
     detector = PoseDetector(args.arch, args.weights, device=args.gpu, scales=args.scales,
                             backend=args.backend, flip=args.flip)
     poses, _ = detector(img)
     n = len(poses)
     print('Found %d %s in %s' % (n, 'person' if n == 1 else 'people', args.img))
-    write_outputs(args.out, draw_person_pose(img, poses), args.json,
+    image_io.write_outputs(args.out, draw_person_pose(img, poses), args.json,
                   poses_to_openpose_json(poses) if args.json else None)
     return 0
 
