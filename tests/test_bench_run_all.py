@@ -29,9 +29,12 @@ def test_quick_bench_prints_the_table():
     assert 'PAF grouping' in out and 'convert_model.py' in out
 
 
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'bench')
+
+
 def _run_all_module():
     import importlib.util
-    path = os.path.join(REPO, 'bench', 'run_all.py')
+    path = os.path.join(BENCH, 'run_all.py')
     spec = importlib.util.spec_from_file_location('run_all', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -42,7 +45,7 @@ def test_results_replace_only_the_run_all_section(tmp_path, monkeypatch, capsys)
     """--results PATH: what the run printed, with the machine, between the markers of
     bench/RESULTS.md; the hand-kept sections stay byte for byte; a failed run writes nothing."""
     run_all = _run_all_module()
-    shipped = open(os.path.join(REPO, 'bench', 'RESULTS.md')).read()
+    shipped = open(os.path.join(BENCH, 'RESULTS.md')).read()
     head, rest = shipped.split(run_all.RESULTS_BEGIN)
     tail = rest.split(run_all.RESULTS_END)[1]
     results = tmp_path / 'RESULTS.md'
