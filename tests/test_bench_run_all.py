@@ -44,6 +44,7 @@ def _run_all_module():
 def test_results_replace_only_the_run_all_section(tmp_path, monkeypatch, capsys):
     """--results PATH: what the run printed, with the machine, between the markers of
     bench/RESULTS.md; the hand-kept sections stay byte for byte; a failed run writes nothing."""
+    import sys
     run_all = _run_all_module()
     shipped = open(os.path.join(BENCH, 'RESULTS.md')).read()
     head, rest = shipped.split(run_all.RESULTS_BEGIN)
