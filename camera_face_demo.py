@@ -17,10 +17,8 @@ import numpy as np
 
 import cli
 import frame_loop
-import onnx_backend
 from entity import params
-
-REPO = os.path.dirname(os.path.abspath(__file__))
+from models import convert_command, default_weights
 
 
 def build_parser():
@@ -36,10 +34,7 @@ def build_parser():
     parser.add_argument('--net-resolution', type=int, default=None, metavar='N',
                         help='face net input side, a multiple of 8 (default %d; smaller is '
                         'faster)' % params['face_inference_img_size'])
-    parser.add_argument('--gpu', '-g', type=int, default=-1,
-                        help='GPU ID (negative value indicates CPU)')
-    cli.add_precision_argument(parser)
-    onnx_backend.add_backend_argument(parser)
+    cli.add_device_arguments(parser)
     return parser
 
 
@@ -91,8 +86,7 @@ def face_process(cascade, detector, track=True, smooth=True):
     boxes smoothed over time (the face net then sees a steady crop).  Boxes are tracked as
     their two corners by the body tracker (pose_tracker.PoseTracker).
     """
-    from face_detector import draw_box, draw_face_keypoints
-    from pose_core import draw_person_ids
+    from drawing import draw_box, draw_face_keypoints, draw_person_ids
 
     tracker = None
     if track or smooth:
@@ -122,26 +116,16 @@ def face_process(cascade, detector, track=True, smooth=True):
     return process
 
 
-def default_weights():
-    """models/facenet.npz relative to the working directory if there, else to the repository."""
-    path = params['default_weights']['facenet']
-    if os.path.exists(path):
-        return path
-    return os.path.relpath(os.path.join(REPO, path))
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from face_detector import check_net_resolution
+    from keypoint_net import check_net_resolution
     check_net_resolution(args.net_resolution, '--net-resolution')
     cascade = load_cascade(args.cascade)
-    weights = args.weights if args.weights is not None else default_weights()
+    weights = args.weights if args.weights is not None else default_weights('facenet')
     if not os.path.isfile(weights):
-        # Checked before the source is opened and Chainer imported; convert_hint names the
-        # converter command, as face_detector.py does.
-        from face_detector import convert_hint
+        # checked before the source is opened and Chainer imported
         raise cli.UserError('%s: face net weights not found (make them with: %s; or pass '
-                            '--weights FILE)' % (weights, convert_hint('facenet', weights)))
+                            '--weights FILE)' % (weights, convert_command('facenet', weights)))
 
     def make_process():
         from face_detector import FaceDetector

@@ -13,7 +13,6 @@ import argparse
 
 import cli
 import frame_loop
-import onnx_backend
 from entity import params
 from pose_detector import add_flip_argument
 
@@ -28,10 +27,7 @@ def build_parser():
                         % params['default_pose_arch'])
     parser.add_argument('--weights', metavar='NPZ', default=None,
                         help="weights of --arch (default: the arch's file in models/)")
-    parser.add_argument('--gpu', '-g', type=int, default=-1,
-                        help='GPU ID (negative value indicates CPU)')
-    cli.add_precision_argument(parser)
-    onnx_backend.add_backend_argument(parser)
+    cli.add_device_arguments(parser)
     add_flip_argument(parser)
     parser.add_argument('--scales', type=float, nargs='+', default=None, metavar='S',
                         help='inference scales (default: %s; the still-image default is %s)'
@@ -48,7 +44,7 @@ def pose_process(detector, track=True, smooth=True):
     ``pose_keypoints_2d_raw`` (both need the tracker, which follows people from frame to
     frame by the frames' timestamps).
     """
-    from pose_core import draw_person_ids, draw_person_pose
+    from drawing import draw_person_ids, draw_person_pose
     from pose_detector import poses_to_openpose_json
 
     if not (track or smooth):

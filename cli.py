@@ -23,11 +23,12 @@ def run_main(main, argv=None):
     """Call ``main(argv)``; ``UserError`` -> ``error: ...`` on stderr and exit 2.
 
     A command (``argv`` None) first restarts itself when NumPy's OpenBLAS runs generic
-    kernels on a CPU with AVX2/AVX-512 (``models/_blas.py``), before MPI or any heavy work.
+    kernels on a CPU with AVX2/AVX-512 (``compat.restart_with_fitting_kernels``), before MPI
+    or any heavy work.
     """
     if argv is None:
-        from models import _blas
-        _blas.restart_with_fitting_kernels()
+        import compat
+        compat.restart_with_fitting_kernels()
     try:
         status = main(argv)
     except UserError as e:
@@ -257,11 +258,24 @@ class _PrecisionAction(argparse.Action):
         os.environ['POSE_GPU_PRECISION'] = values
 
 
-def add_precision_argument(parser):
-    """``--precision``, beside ``--gpu``: the GPU convolutions' GEMM precision."""
+# --backend: the frameworks that run the nets (onnx_backend.py)
+BACKENDS = ('chainer', 'onnx')
+
+
+def add_device_arguments(parser, backend=True, gpu_note=''):
+    """The flags that choose where the nets run, for every script that runs them: ``--gpu``
+    (``gpu_note`` appended to its help), ``--precision`` and, unless ``backend`` is False,
+    ``--backend``."""
     from entity import params
+    parser.add_argument('--gpu', '-g', type=int, default=-1,
+                        help='GPU id (negative: CPU)%s' % gpu_note)
     parser.add_argument('--precision', choices=params['gpu_precisions'], default=None,
                         action=_PrecisionAction,
                         help='GPU convolution precision: fp32 exact, tf32 tensor cores, '
                         'bf16/fp16 16-bit operands with float32 accumulation (default %s, '
                         'or $POSE_GPU_PRECISION)' % params['gpu_precision'])
+    if backend:
+        parser.add_argument('--backend', choices=BACKENDS, default='chainer',
+                            help='run the nets with Chainer (default) or onnxruntime (CPU; '
+                                 'install with `make onnx`; weights: the .npz or an ONNX file '
+                                 'from export_onnx.py)')

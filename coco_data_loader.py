@@ -39,6 +39,7 @@ import numpy as np
 from chainer.dataset import DatasetMixin
 
 import cli
+import frame_loop
 from entity import JointType, params
 
 N_JOINTS = len(JointType)
@@ -443,18 +444,6 @@ def visualize(example):
                                                                  mask)])
 
 
-def can_show():
-    """True when an on-screen window can be opened (a display and a GUI-enabled OpenCV)."""
-    if not (os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY') or sys.platform in
-            ('win32', 'darwin')):
-        return False
-    try:
-        cv2.namedWindow('check')
-        return True
-    except cv2.error:  # opencv-python-headless has no GUI
-        return False
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description='Write augmented training crops with their PAFs, '
                                 'heatmaps and ignore masks overlaid (left to right: crop, PAFs, '
@@ -470,7 +459,7 @@ def main(argv=None):
     cli.ensure_output_dir(args.out, '--out')
     data = CocoDataLoader(args.coco_dir, args.split, args.insize, deterministic=True,
                           seed=args.seed)
-    show = args.show and can_show()
+    show = args.show and frame_loop.display_available('check')[0]
     if args.show and not show:
         print('no display available: writing files only', file=sys.stderr)
     for i in range(min(args.num, len(data))):

@@ -22,9 +22,13 @@ import numpy as np
 
 import cli
 import weights_io
+from entity import params
+from models import CAFFEMODELS
 
-ARCHS = ('posenet', 'facenet', 'handnet', 'vgg19', 'mobilenet')
-CONV_ARCHS = ARCHS[:4]
+# The nets (entity.params['archs']) read from CMU's Caffe / pytorch-openpose files, plus the
+# VGG-19 front that initialises posenet training; the rest (mobilenet) have a format of their own.
+CONV_ARCHS = tuple(a for a in params['archs'] if a in CAFFEMODELS) + ('vgg19',)
+ARCHS = CONV_ARCHS + tuple(a for a in params['archs'] if a not in CAFFEMODELS)
 
 
 def expected_layers(arch):

@@ -27,13 +27,15 @@ import numpy as np
 
 import cli
 import frame_loop
-import onnx_backend
+import image_io
 import pose_detector
+from drawing import draw_box, draw_face_keypoints, draw_hand_keypoints, draw_person_pose
 from entity import params
-from face_detector import (FaceDetector, check_net_resolution, convert_hint, draw_box,
-                           draw_face_keypoints, face_box_from_pose)
-from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
-from pose_core import draw_person_pose, read_image
+from face_detector import FaceDetector, face_box_from_pose
+from hand_detector import HandDetector, hand_boxes_from_pose
+from image_io import read_image
+from keypoint_net import check_net_resolution
+from models import convert_command, default_weights
 
 
 def parse_args(argv=None):
@@ -66,9 +68,7 @@ def parse_args(argv=None):
     p.add_argument('--hand-net-resolution', type=int, metavar='N',
                    help='hand net input side, multiple of 8 (default %d)'
                         % params['hand_inference_img_size'])
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
-    cli.add_precision_argument(p)
-    onnx_backend.add_backend_argument(p)
+    cli.add_device_arguments(p)
     pose_detector.add_flip_argument(p)
     return p.parse_args(argv)
 
@@ -79,7 +79,7 @@ def part_detector(cls, arch, weights, skip, device, insize, backend='chainer'):
     if skip:
         return None, None
     if weights is None:
-        path = pose_detector.default_weights(arch)
+        path = default_weights(arch)
         if not os.path.exists(path):
             return None, params['default_weights'][arch]
         weights = path
@@ -93,7 +93,7 @@ def missing_weights_note(missing):
             % (' and '.join(path for _, path in missing),
                ' and '.join(kinds[arch] for arch, _ in missing),
                'them' if len(missing) > 1 else 'it',
-               '; '.join(convert_hint(arch, path) for arch, path in missing)))
+               '; '.join(convert_command(arch, path) for arch, path in missing)))
 
 
 def detect_people(img, body, face=None, hand=None):
@@ -139,7 +139,7 @@ def main(argv=None):
     pose_detector.check_scales(args.scales)
     check_net_resolution(args.face_net_resolution, '--face-net-resolution')
     check_net_resolution(args.hand_net_resolution, '--hand-net-resolution')
-    pose_detector.check_outputs(args.out, args.json, [
+    image_io.check_outputs(args.out, args.json, [
         ('--img', args.img), ('--pose-weights', args.pose_weights),
         ('--face-weights', args.face_weights), ('--hand-weights', args.hand_weights)])
     img = read_image(args.img)  # fail fast on a bad picture, before loading any net
@@ -161,7 +161,7 @@ def main(argv=None):
         json_obj = frame_loop.openpose_people(
             [dict((k, p.get(k)) for k in ('pose', 'face', 'hand_left', 'hand_right'))
              for p in people])
-    pose_detector.write_outputs(args.out, draw_people(img, people), args.json, json_obj)
+    image_io.write_outputs(args.out, draw_people(img, people), args.json, json_obj)
     return 0
 
 

@@ -136,12 +136,12 @@ params = {
     # un-mirrored and averaged with the direct ones.  Twice the forwards.
     'flip_test': False,
     # Peaks of one joint closer than this (working-resolution pixels) to a higher one are
-    # dropped (pose_core.suppress_close_peaks); 0 keeps all.
+    # dropped (paf_grouping.suppress_close_peaks); 0 keeps all.
     'peak_nms_radius': 5,
     # Sub-pixel keypoints: each peak moves to the vertex of the parabola through it and its
     # two neighbours along x and along y ('quadratic'), or stays on the pixel (None).
     'peak_subpixel': 'quadratic',
-    # The score each person is ranked by (pose_core.person_scores): 'total' (the original's
+    # The score each person is ranked by (paf_grouping.person_scores): 'total' (the original's
     # sum of joint and limb scores), 'coco17' (mean peak score over COCO's 17 keypoints,
     # missing ones 0, times the mean limb score).
     'person_score': 'coco17',

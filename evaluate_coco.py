@@ -20,7 +20,6 @@ import os
 import numpy as np
 
 import cli
-import onnx_backend
 from entity import params
 from pose_detector import add_flip_argument
 
@@ -47,7 +46,7 @@ def poses_to_coco(poses, scores, image_id):
 
 def person_score(poses, scores):
     """The ranking score COCOeval sees: the grouping's person score (``person_score``,
-    pose_core.person_scores: by default the mean peak score over COCO's 17 keypoints, missing
+    paf_grouping.person_scores: by default the mean peak score over COCO's 17 keypoints, missing
     ones 0, times the mean limb score)."""
     return scores
 
@@ -83,11 +82,11 @@ def read_coco_image(path, info):
     """The image in the frame of its annotation: turned by its EXIF orientation (as
     ``read_image`` does) unless the annotation's width and height are those of the pixels
     as stored."""
-    import pose_core
-    img = pose_core.read_image(path)
+    import image_io
+    img = image_io.read_image(path)
     w, h = info.get('width'), info.get('height')
     if (h, w) != img.shape[:2] and (w, h) == img.shape[:2]:
-        img = pose_core.read_image(path, exif=False)
+        img = image_io.read_image(path, exif=False)
     return img
 
 
@@ -178,9 +177,7 @@ def main(argv=None):
                    help='inference scales (default: %s)'
                         % ' '.join('%g' % s for s in params['inference_scales']))
     p.add_argument('--out', '-o', help='write the COCO results json here')
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
-    cli.add_precision_argument(p)
-    onnx_backend.add_backend_argument(p)
+    cli.add_device_arguments(p)
     add_flip_argument(p)
     args = p.parse_args(argv)
     stats = evaluate(args.ann, args.img_dir, args.arch, args.weights, args.scales, args.out,

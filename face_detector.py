@@ -10,7 +10,7 @@ drawn (``result.png`` unless ``--out``) and, with ``--json``, OpenPose's JSON
 
     detector = FaceDetector('models/facenet.npz')      # device=0 for GPU 0
     keypoints = detector(bgr_image, (x, y, w, h))       # (70, 3) x, y, score in the image
-    cv2.imwrite('out.png', draw_face_keypoints(bgr_image, keypoints))
+    cv2.imwrite('out.png', drawing.draw_face_keypoints(bgr_image, keypoints))
 
 The box is cut out as a square (padded past the image border, never skipped), resized to
 the net input (``face_inference_img_size``), the net's last-stage maps are upsampled back to
@@ -21,125 +21,18 @@ below it are 0, 0, 0.  The face weights come from CMU's caffemodel:
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
-import os
 
-import cv2
 import numpy as np
 
 import cli
-import onnx_backend
-import pose_core
+import image_io
+import keypoint_crops
+from drawing import draw_box, draw_face_keypoints
 from entity import JointType, params
-from pose_core import read_image
+from image_io import read_image
+from keypoint_net import KeypointNetDetector, check_net_resolution
 
 KIND_NAMES = {'facenet': 'face', 'handnet': 'hand'}
-
-
-def convert_hint(arch, path):
-    """The command that makes ``path`` for ``arch`` from CMU's caffemodel."""
-    caffemodel = params['face_caffemodel' if arch == 'facenet' else 'hand_caffemodel']
-    return 'python convert_model.py %s %s %s' % (arch, caffemodel, path)
-
-
-def load_keypoint_net(arch, weights_file, backend='chainer'):
-    """Build ``FaceNet``/``HandNet`` (``arch`` 'facenet'/'handnet') and load a Chainer npz.
-
-    A missing file names the ``convert_model.py`` command that makes it; weights of another
-    net name the first missing layer or mismatching shape (``models.load_model``).
-    """
-    from models import load_model
-
-    if backend != 'chainer':  # onnxruntime (onnx_backend.py): the .npz or an ONNX file
-        return onnx_backend.load_net(arch, weights_file, backend)
-    path = os.fspath(weights_file)
-    return load_model(arch, path, ' (make it with: %s)' % convert_hint(arch, path))
-
-
-def check_net_resolution(n, flag='net resolution'):
-    """The face / hand net input side ``n`` as an int, or a one-line ``cli.UserError``: a
-    multiple of 8 within ``net_resolution_range``.  None stays None (the default)."""
-    if n is None:
-        return None
-    lo, hi = params['net_resolution_range']
-    if not (lo <= n <= hi and n % 8 == 0):
-        raise cli.UserError('%s must be a multiple of 8 from %d to %d (net_resolution_range), '
-                            'got %s' % (flag, lo, hi, n))
-    return int(n)
-
-
-class KeypointNetDetector(object):
-    """Crop -> CPM net -> one peak per map, mapped back to the image (face and hand).
-
-    ``model`` may be given instead of ``weights_file``: any callable taking the float32
-    1x3xSxS input (x / 256 - 0.5, BGR) and returning a list of stages' maps
-    (1, n_keypoints + 1, S/8, S/8), the last one used.  ``insize`` (a multiple of 8)
-    overrides the net input side (smaller is faster, like OpenPose's --face_net_resolution).
-    ``backend`` 'onnx' runs the net with onnxruntime (CPU; see onnx_backend.py).
-    """
-    arch = None
-    size_key = thresh_key = n_key = None
-
-    def __init__(self, weights_file=None, device=-1, insize=None, model=None,
-                 backend='chainer'):
-        self.device = -1 if device is None else device
-        if backend != 'chainer' and self.device >= 0:
-            raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
-                                '--gpu' % backend)
-        self.xp = cli.get_array_module(self.device)
-        self.insize = check_net_resolution(params[self.size_key] if insize is None else insize)
-        self.n_keypoints = params[self.n_key]
-        self.thresh = params[self.thresh_key]
-        if model is None:
-            if weights_file is None:
-                raise cli.UserError('no %s weights file given' % self.arch)
-            model = load_keypoint_net(self.arch, weights_file, backend)
-            if self.device >= 0:
-                model.to_gpu(self.device)
-        self.model = model
-
-    def forward(self, x):
-        """The last stage's maps (n_keypoints + 1, S/8, S/8) for one preprocessed input."""
-        import chainer
-        with chainer.using_config('train', False), chainer.no_backprop_mode():
-            h = self.model(self.xp.asarray(x))[-1]
-        h = getattr(h, 'array', h)
-        if self.xp is not np:
-            h = chainer.backends.cuda.to_cpu(h)
-        return np.asarray(h, np.float32).reshape(h.shape[-3:])
-
-    def detect(self, img, box, mirror=False):
-        """(n_keypoints, 3) x, y, score in ``img`` for ``box`` (x, y, w, h); all zeros for a
-        box without area or outside the image.  ``mirror``: the crop goes through the net
-        flipped left-right and the maps are flipped back."""
-        img = np.asarray(img)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            img = pose_core.to_bgr8(img)
-        result = np.zeros((self.n_keypoints, 3))
-        crop = pose_core.crop_square(img, box, params['crop_pad_value'])
-        if crop is None:
-            return result
-        canvas, (x0, y0), _ = crop
-        side = canvas.shape[0]
-        net_in = pose_core.resize(canvas, (self.insize, self.insize))
-        if mirror:
-            net_in = net_in[:, ::-1]
-        maps = self.forward(pose_core.to_net_input(net_in, 'caffe'))[:self.n_keypoints]
-        if mirror:
-            maps = maps[:, :, ::-1]
-        stride = self.insize // maps.shape[-1]
-        # Peaks are looked for at the crop's resolution, but never finer than the net input
-        # (upsampling further adds no information, only memory) nor coarser than the net's
-        # output (resampling a crop of a few pixels below it would lose peaks).
-        work = min(max(side, maps.shape[-1]), self.insize)
-        maps = pose_core.upsample_maps(np.ascontiguousarray(maps), stride,
-                                       (self.insize, self.insize), (work, work))
-        peaks = pose_core.best_peak_per_map(maps, self.thresh)
-        found = peaks[:, 2] > 0
-        scale = side / float(work)
-        result[found, 0] = x0 + (peaks[found, 0] + 0.5) * scale - 0.5
-        result[found, 1] = y0 + (peaks[found, 1] + 0.5) * scale - 0.5
-        result[found, 2] = peaks[found, 2]
-        return result
 
 
 class FaceDetector(KeypointNetDetector):
@@ -212,39 +105,6 @@ def face_box_from_pose(pose, thresh=None):
     return (float(centre[0] - side / 2), float(centre[1] - side / 2), float(side), float(side))
 
 
-# ----------------------------------------------------------------------------- drawing
-
-def _thickness(img):
-    return max(1, int(round(max(img.shape[:2]) / 480.0)))
-
-
-def draw_face_keypoints(img, keypoints, color=(255, 255, 0)):
-    """Draw 70 face keypoints (those with a score > 0) and the ``face_line_indices`` lines
-    between found ones on a copy of a BGR image.  Returns the copy."""
-    canvas = img.copy()
-    kp = np.asarray(keypoints, np.float64).reshape(-1, 3)
-    found = kp[:, 2] > 0
-    t = _thickness(img)
-    for a, b in params['face_line_indices']:
-        if a < len(kp) and b < len(kp) and found[a] and found[b]:
-            cv2.line(canvas, _pt(kp[a]), _pt(kp[b]), color, t, cv2.LINE_AA)
-    for p in kp[found]:
-        cv2.circle(canvas, _pt(p), t + 1, color, -1, cv2.LINE_AA)
-    return canvas
-
-
-def draw_box(img, box, color=(255, 255, 255)):
-    """Draw box (x, y, w, h) in place; returns ``img``."""
-    if box is not None:
-        x, y, w, h = box
-        cv2.rectangle(img, _pt((x, y)), _pt((x + w, y + h)), color, 1)
-    return img
-
-
-def _pt(p):
-    return int(round(float(p[0]))), int(round(float(p[1])))
-
-
 # ----------------------------------------------------------------------------- CLI
 
 def whole_image_box(img):
@@ -260,7 +120,7 @@ def checked_box(box, img):
     if not np.isfinite(box).all():
         raise cli.UserError('--box %s: the numbers must be finite'
                             % ' '.join('%g' % v for v in box))
-    window = pose_core.box_window(box)
+    window = keypoint_crops.box_window(box)
     if window is None:
         raise cli.UserError('--box %s has no area (width and height must be at least 1 px)'
                             % ' '.join('%g' % v for v in box))
@@ -286,25 +146,21 @@ def keypoint_parser(arch, description):
                    help='net input side, a multiple of 8 (default %d; smaller is faster)'
                         % params['face_inference_img_size' if arch == 'facenet'
                                  else 'hand_inference_img_size'])
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
-    cli.add_precision_argument(p)
-    onnx_backend.add_backend_argument(p)
+    cli.add_device_arguments(p)
     return p
 
 
 def check_cli_args(args):
     """Everything about face_detector.py's / hand_detector.py's arguments that can be
     checked before any work: the net resolution and the outputs."""
-    from pose_detector import check_outputs
     check_net_resolution(args.net_resolution, '--net-resolution')
-    check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
+    image_io.check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
 
 
 def write_result(args, img, json_people):
     """Write ``args.out`` (and ``args.json``) atomically, after encoding everything."""
     import frame_loop
-    from pose_detector import write_outputs
-    write_outputs(args.out, img, args.json,
+    image_io.write_outputs(args.out, img, args.json,
                   frame_loop.openpose_people(json_people) if args.json else None)
 
 

@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 import cli
-import pose_core
+import image_io
 from cli import UserError, atomic_output
 from entity import params
 
@@ -198,7 +198,7 @@ class ImageFolderSource(object):
         for frame_no, name in enumerate(self.files):
             path = os.path.join(self.folder, name)
             try:  # the shared reader: EXIF orientation, depths, pixel limit, as every tool
-                frame = pose_core.read_image(path)
+                frame = image_io.read_image(path)
             except UserError as e:
                 reason = str(e)
                 if reason.startswith(path + ': '):
@@ -233,13 +233,14 @@ def _frames(source):
 # ---------------------------------------------------------------------------
 # Outputs
 
-def display_available():
-    """(True, None) when a window can be opened, else (False, one-line reason)."""
+def display_available(window='result'):
+    """(True, None) when a window can be opened (it opens ``window``), else (False, one-line
+    reason).  The one display check of the demos, the data-loader check and the mask viewer."""
     if sys.platform.startswith('linux') and not (os.environ.get('DISPLAY')
                                                  or os.environ.get('WAYLAND_DISPLAY')):
         return False, 'no display ($DISPLAY is not set)'
     try:
-        cv2.namedWindow('result', cv2.WINDOW_AUTOSIZE)
+        cv2.namedWindow(window, cv2.WINDOW_AUTOSIZE)
     except cv2.error:
         return False, 'this OpenCV build has no GUI support (e.g. opencv-python-headless)'
     return True, None
@@ -385,16 +386,20 @@ def openpose_people(people):
 
     ``people`` is a list of dicts with any of ``pose``, ``face``, ``hand_left``,
     ``hand_right``: (K, 3) arrays of x, y, confidence (missing points all 0), and ``id``, the
-    person's tracking ID (default -1: none).
+    person's tracking ID (default -1: none).  ``pose_raw``, the body keypoints before
+    smoothing, is written as ``pose_keypoints_2d_raw`` when given.
     """
+    def flat(pts):
+        return [round(float(v), 3) for v in np.asarray(pts, np.float64).reshape(-1)]
+
     out = []
     for person in people:
         entry = {'person_id': [int(person.get('id', -1))]}
         for key in ('pose', 'face', 'hand_left', 'hand_right'):
             pts = person.get(key)
-            entry['%s_keypoints_2d' % key] = (
-                [] if pts is None else [round(float(v), 3)
-                                        for v in np.asarray(pts, np.float64).reshape(-1)])
+            entry['%s_keypoints_2d' % key] = [] if pts is None else flat(pts)
+        if person.get('pose_raw') is not None:
+            entry['pose_keypoints_2d_raw'] = flat(person['pose_raw'])
         out.append(entry)
     return {'version': OPENPOSE_JSON_VERSION, 'people': out}
 

@@ -21,8 +21,8 @@ import cv2
 import numpy as np
 
 import cli
-from coco_data_loader import can_show, is_training_person, load_coco, person_category_ids, \
-    split_paths
+import frame_loop
+from coco_data_loader import is_training_person, load_coco, person_category_ids, split_paths
 from entity import params
 
 
@@ -152,7 +152,7 @@ def main(argv=None):
     p.add_argument('--overwrite', action='store_true', help='regenerate existing masks')
     p.add_argument('--no-progress', action='store_true')
     args = p.parse_args(argv)
-    show = args.vis and can_show()
+    show = args.vis and frame_loop.display_available('ignore mask')[0]
     for split in args.split or ['train', 'val']:
         written, skipped, unreadable = process_split(
             args.coco_dir, split, vis=args.vis, overwrite=args.overwrite, show=show,

@@ -12,7 +12,7 @@ Python API::
 
     detector = HandDetector('models/handnet.npz')            # device=0 for GPU 0
     keypoints = detector(bgr_image, (x, y, w, h), 'left')    # (21, 3) x, y, score
-    cv2.imwrite('out.png', draw_hand_keypoints(bgr_image, keypoints))
+    cv2.imwrite('out.png', drawing.draw_hand_keypoints(bgr_image, keypoints))
 
 The hand net was trained on right hands: a left hand's crop goes through it mirrored and the
 maps are mirrored back (``hand_mirrored_side``, as OpenPose).  Otherwise as face_detector.py.
@@ -20,14 +20,14 @@ The weights come from CMU's caffemodel: ``python convert_model.py handnet
 pose_iter_102000.caffemodel models/handnet.npz``.
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
-import cv2
 import numpy as np
 
 import cli
+from drawing import draw_box, draw_hand_keypoints
 from entity import JointType, params
-from face_detector import (KeypointNetDetector, _pt, _thickness, check_cli_args, checked_box,
-                           draw_box, keypoint_parser, write_result)
-from pose_core import _hue_colors, read_image
+from face_detector import check_cli_args, checked_box, keypoint_parser, write_result
+from image_io import read_image
+from keypoint_net import KeypointNetDetector
 
 HAND_TYPES = ('left', 'right')
 
@@ -75,24 +75,6 @@ def hand_boxes_from_pose(pose, thresh=None):
         boxes[side] = (float(centre[0] - size / 2), float(centre[1] - size / 2),
                        float(size), float(size))
     return boxes
-
-
-def draw_hand_keypoints(img, keypoints):
-    """Draw 21 hand keypoints on a copy of a BGR image: one colour per finger
-    (``fingers_indices``, thumb red to little finger violet), lines between found points."""
-    canvas = img.copy()
-    kp = np.asarray(keypoints, np.float64).reshape(-1, 3)
-    found = kp[:, 2] > 0
-    t = _thickness(img)
-    colors = _hue_colors(len(params['fingers_indices']))
-    for color, finger in zip(colors, params['fingers_indices']):
-        for a, b in finger:
-            if found[a] and found[b]:
-                cv2.line(canvas, _pt(kp[a]), _pt(kp[b]), color, t, cv2.LINE_AA)
-        for j in sorted({j for pair in finger for j in pair}):
-            if found[j]:
-                cv2.circle(canvas, _pt(kp[j]), t + 2, color, -1, cv2.LINE_AA)
-    return canvas
 
 
 def main(argv=None):

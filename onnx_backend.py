@@ -18,9 +18,8 @@ import tempfile
 import numpy as np
 
 import cli
-import export_onnx
-
-BACKENDS = ('chainer', 'onnx')
+from cli import BACKENDS
+from models import _onnx
 
 
 def import_onnxruntime():
@@ -28,17 +27,15 @@ def import_onnxruntime():
         import onnxruntime
     except ImportError:
         raise cli.UserError('the onnx backend needs onnxruntime, which is not installed: '
-                            'run %s' % export_onnx.INSTALL_HINT)
+                            'run %s' % _onnx.INSTALL_HINT)
     return onnxruntime
 
 
 def release_freed_memory():
     """Give the C heap's freed memory back to the system (glibc's ``malloc_trim``; a no-op
     elsewhere).  Building a session frees the file's weights once onnxruntime has copied
-    them into its blocked layout, but glibc keeps the freed blocks: measured, the body net
-    (a 0.38 GB file) ~1.1 GB resident after loading, ~0.45 GB after the trim; the four-scale
-    inference's peak RSS (bench/run_all.py) 1.61 -> 1.35 GB from the file, 1.68 -> 1.43 GB
-    from the .npz."""
+    them into its blocked layout, but glibc keeps the freed blocks (the body net's resident
+    memory more than halves after the trim: bench/RESULTS.md)."""
     name = ctypes.util.find_library('c')
     try:
         trim = ctypes.CDLL(name).malloc_trim
@@ -62,8 +59,7 @@ class OnnxNet(object):
         if threads:
             opts.intra_op_num_threads = threads
         # onnxruntime's worker threads otherwise spin after each run, taking the cores from
-        # whatever runs next (measured: cv2.dnn's forward 30 -> 50 ms after an onnx run,
-        # and the pipeline's NumPy post-processing likewise).
+        # whatever runs next (cv2.dnn, the NumPy post-processing).
         opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
         opts.add_session_config_entry('session.inter_op.allow_spinning', '0')
         name = source if isinstance(source, str) else '<exported model>'
@@ -104,14 +100,6 @@ class OnnxNet(object):
         raise cli.UserError('the onnx backend runs on the CPU; use --backend chainer with --gpu')
 
 
-def add_backend_argument(parser):
-    """``--backend chainer|onnx`` for a detector or demo's argparse parser."""
-    parser.add_argument('--backend', choices=BACKENDS, default='chainer',
-                        help='run the nets with Chainer (default) or onnxruntime (CPU; '
-                             'install with `make onnx`; weights: the .npz or an ONNX file '
-                             'from export_onnx.py)')
-
-
 def load_net(arch, weights_file, backend='chainer'):
     """The net ``arch`` for ``backend``: the Chainer net with ``weights_file`` (.npz) loaded,
     or an ``OnnxNet`` from an ONNX file or from the .npz (exported in memory)."""
@@ -121,14 +109,14 @@ def load_net(arch, weights_file, backend='chainer'):
         import_onnxruntime()  # before the (slow) weight loading
         if os.fspath(weights_file).lower().endswith('.onnx'):
             return OnnxNet(os.fspath(weights_file), arch)
-    model = export_onnx.load_chainer_model(arch, weights_file)
+    from models import load_model
+    model = load_model(arch, weights_file)
     if backend == 'chainer':
         return model
-    proto = export_onnx.to_onnx(model, arch)
+    proto = _onnx.to_onnx(model, arch)
     del model  # keep at most two copies of the weights alive at a time
     # through a file: onnxruntime copies bytes given to it, so the serialised model would be
-    # held twice while the session is built (measured, body net, four-scale inference from
-    # the .npz: peak RSS 1.71 GB with bytes, 1.43 GB through a file)
+    # held twice while the session is built (peak RSS: bench/RESULTS.md)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, arch + '.onnx')
         with open(path, 'wb') as f:

@@ -10,55 +10,39 @@ Writes the picture with the skeletons drawn (``result.png`` unless ``--out``) an
 
     detector = PoseDetector()                       # or PoseDetector('posenet', 'x.npz')
     poses, scores = detector(bgr_image)             # (N, 18, 3) x, y, score; (N,)
-    cv2.imwrite('out.png', draw_person_pose(bgr_image, poses))
+    cv2.imwrite('out.png', drawing.draw_person_pose(bgr_image, poses))
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
-import json
-import os
 
 import numpy as np
 
+import body_maps
 import cli
-import onnx_backend
-import pose_core
+import frame_loop
+import image_io
+import paf_grouping
+from drawing import draw_person_pose
 from entity import params
-from pose_core import draw_person_pose, read_image  # noqa: F401  (re-exported API)
-
-REPO_DIR = os.path.dirname(os.path.abspath(__file__))
-JSON_VERSION = 1.3
-
-
-def default_weights(arch):
-    """The default weights file of ``arch``: relative to the working directory if it exists
-    there, else to the repository (so the embedded model works from anywhere)."""
-    path = params['default_weights'][arch]
-    if not os.path.exists(path) and not os.path.isabs(path):
-        in_repo = os.path.join(REPO_DIR, path)
-        if os.path.exists(in_repo):
-            return in_repo
-    return path
+from image_io import read_image
+from models import default_weights
+from net_runner import NetRunner
 
 
-def load_model(arch, weights_file, backend='chainer'):
-    """Build the body net ``arch`` and load ``weights_file`` (a Chainer npz) into it.
-
-    Bad files give a one-line ``cli.UserError`` naming the file and, for weights of another
-    network, the first missing layer or mismatching shape.  ``backend='onnx'``: an
-    ``onnx_backend.OnnxNet`` (same call interface) from the npz or an exported ONNX file.
-    """
-    from models import load_model as load_npz_model
-
-    if backend != 'chainer':
-        return onnx_backend.load_net(arch, weights_file, backend)
+def check_arch(arch):
+    """``arch`` if it is a body-pose architecture, else a one-line ``cli.UserError``."""
     if arch not in params['pose_archs']:
         raise cli.UserError('unknown body-pose architecture %r (known: %s)'
                             % (arch, ', '.join(sorted(params['pose_archs']))))
-    hint = ''
-    if arch == 'posenet':
-        hint = (' (make it from CMU\'s caffemodel with: python convert_model.py posenet %s %s)'
-                % (params['pose_caffemodel'], weights_file))
-    return load_npz_model(arch, weights_file, hint)
+    return arch
+
+
+def load_model(arch, weights_file, backend='chainer'):
+    """The body net ``arch`` with ``weights_file`` loaded (``onnx_backend.load_net``: a
+    Chainer npz, or for ``backend='onnx'`` the npz or an exported ONNX file); bad files give
+    a one-line ``cli.UserError`` naming the file (and the layer)."""
+    import onnx_backend
+    return onnx_backend.load_net(check_arch(arch), weights_file, backend)
 
 
 def check_scales(scales):
@@ -78,8 +62,9 @@ def check_scales(scales):
     return scales
 
 
-class PoseDetector(object):
-    """Body pose estimator: a PAF network plus the multi-scale PAF pipeline of ``pose_core``.
+class PoseDetector(NetRunner):
+    """Body pose estimator: a PAF network, its maps over several scales (``body_maps``) and
+    the PAF grouping (``paf_grouping``).
 
     ``arch`` is a key of ``entity.params['pose_archs']`` (default: the embedded
     ``default_pose_arch``); ``weights_file`` defaults to that arch's ``default_weights``.
@@ -92,39 +77,22 @@ class PoseDetector(object):
 
     def __init__(self, arch=None, weights_file=None, device=-1, scales=None, model=None,
                  backend='chainer', flip=None):
-        self.arch = arch or params['default_pose_arch']
-        if self.arch not in params['pose_archs']:
-            raise cli.UserError('unknown body-pose architecture %r (known: %s)'
-                                % (self.arch, ', '.join(sorted(params['pose_archs']))))
+        self.arch = check_arch(arch or params['default_pose_arch'])
         self.scales = check_scales(params['inference_scales'] if scales is None else scales)
         self.flip = params['flip_test'] if flip is None else bool(flip)
-        self.device = -1 if device is None else device
-        if backend != 'chainer' and self.device >= 0:
-            raise cli.UserError('the %s backend runs on the CPU: use --backend chainer with '
-                                '--gpu' % backend)
-        self.xp = cli.get_array_module(self.device)
-        if model is None:
-            model = load_model(self.arch, weights_file or default_weights(self.arch), backend)
-        if self.device >= 0:
-            model.to_gpu(self.device)
-        self.model = model
+        super().__init__(self.arch, weights_file or default_weights(self.arch), device,
+                         backend, model)
 
     def forward(self, x):
         """Run the net on one preprocessed 1x3xHxW input; last stage's (pafs, heatmaps)."""
-        import chainer
-        with chainer.using_config('train', False), chainer.no_backprop_mode():
-            pafs, heatmaps = self.model(self.xp.asarray(x))
-        pafs, heatmaps = pafs[-1].array[0], heatmaps[-1].array[0]
-        if self.xp is not np:
-            to_cpu = chainer.backends.cuda.to_cpu
-            pafs, heatmaps = to_cpu(pafs), to_cpu(heatmaps)
-        return pafs, heatmaps
+        pafs, heatmaps = self.run(x)
+        return self.to_numpy(pafs[-1])[0], self.to_numpy(heatmaps[-1])[0]
 
     def compute_maps(self, img, smooth=True, lazy=False):
         """(heatmaps, pafs, scale_yx) averaged over ``self.scales``; heatmaps smoothed unless
-        ``smooth`` is False; both ``pose_core.LazyMaps`` with ``lazy`` (see
-        pose_core.compute_maps)."""
-        return pose_core.compute_maps(img, self.forward, self.arch, self.scales, smooth, lazy,
+        ``smooth`` is False; both ``lazy_maps.LazyMaps`` with ``lazy`` (see
+        body_maps.compute_maps)."""
+        return body_maps.compute_maps(img, self.forward, self.arch, self.scales, smooth, lazy,
                                       self.flip)
 
     def __call__(self, img):
@@ -134,60 +102,26 @@ class PoseDetector(object):
         if img.size == 0:
             raise cli.UserError('empty image of shape %s' % (img.shape,))
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            img = pose_core.to_bgr8(img)
+            img = image_io.to_bgr8(img)
         heatmaps, pafs, scale_yx = self.compute_maps(img, lazy=True)  # smoothed
-        poses, scores = pose_core.group_people(heatmaps, pafs, smooth=False)
-        return pose_core.to_image_coords(poses, scale_yx), scores
+        poses, scores = paf_grouping.group_people(heatmaps, pafs, smooth=False)
+        return body_maps.to_image_coords(poses, scale_yx), scores
 
 
 def poses_to_openpose_json(poses, ids=None, raw=None):
-    """OpenPose's JSON (version 1.3) for (N, 18, 3) poses: one ``pose_keypoints_2d`` list of
-    18 x, y, confidence triples per person (0, 0, 0 for a missing joint).  ``ids`` (N,): the
-    tracking IDs written as ``person_id`` (default -1); ``raw`` (N, 18, 3): the detector's
-    keypoints before smoothing, written as ``pose_keypoints_2d_raw``."""
-    poses = np.asarray(poses, np.float64).reshape(-1, pose_core.N_JOINTS, 3)
-    ids = [-1] * len(poses) if ids is None else [int(i) for i in ids]
-    flat = lambda pose: [round(float(v), 3) for v in pose.reshape(-1)]  # noqa: E731
-    people = []
-    for n, pose in enumerate(poses):
-        person = {'person_id': [ids[n]], 'pose_keypoints_2d': flat(pose),
-                  'face_keypoints_2d': [], 'hand_left_keypoints_2d': [],
-                  'hand_right_keypoints_2d': []}
+    """OpenPose's JSON (``frame_loop.openpose_people``) for (N, 18, 3) poses: one
+    ``pose_keypoints_2d`` list of 18 x, y, confidence triples per person (0, 0, 0 for a
+    missing joint).  ``ids`` (N,): the tracking IDs written as ``person_id`` (default -1);
+    ``raw`` (N, 18, 3): the detector's keypoints before smoothing, written as
+    ``pose_keypoints_2d_raw``."""
+    poses = np.asarray(poses, np.float64).reshape(-1, paf_grouping.N_JOINTS, 3)
+    people = [{'pose': pose} for pose in poses]
+    for n, person in enumerate(people):
+        if ids is not None:
+            person['id'] = ids[n]
         if raw is not None:
-            person['pose_keypoints_2d_raw'] = flat(np.asarray(raw, np.float64)[n])
-        people.append(person)
-    return {'version': JSON_VERSION, 'people': people}
-
-
-def encode_image(path, img):
-    """PNG/JPEG/... bytes of ``img`` for ``path``'s extension (one-line error if unknown)."""
-    import cv2
-    ext = os.path.splitext(path)[1] or '.png'
-    try:
-        ok, buf = cv2.imencode(ext, img)
-    except cv2.error:
-        ok = False
-    if not ok:
-        raise cli.UserError('%s: cannot write an image with extension %r' % (path, ext))
-    return buf.tobytes()
-
-
-def write_outputs(out_path, img, json_path=None, json_obj=None):
-    """Write the picture (and the JSON): everything is encoded first, then each file goes
-    through cli.atomic_output, so a failure leaves no partial file.  Says where
-    each file went."""
-    data = encode_image(out_path, img)
-    text = json.dumps(json_obj) if json_path else None
-    with cli.atomic_output(out_path) as tmp_img:
-        with open(tmp_img, 'wb') as f:
-            f.write(data)
-        if json_path:
-            with cli.atomic_output(json_path) as tmp_json:
-                with open(tmp_json, 'w') as f:
-                    f.write(text)
-    print('Saving result into %s...' % out_path)
-    if json_path:
-        print('Keypoints written to %s' % json_path)
+            person['pose_raw'] = np.asarray(raw, np.float64)[n]
+    return frame_loop.openpose_people(people)
 
 
 def add_flip_argument(parser):
@@ -213,9 +147,7 @@ def parse_args(argv=None):
     p.add_argument('--scales', type=float, nargs='+', metavar='S',
                    help='inference scales (default: %s)'
                         % ' '.join('%g' % s for s in params['inference_scales']))
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
-    cli.add_precision_argument(p)
-    onnx_backend.add_backend_argument(p)
+    cli.add_device_arguments(p)
     add_flip_argument(p)
     p.add_argument('--precise', action='store_true',
                    help="accepted for the original's command lines; the multi-scale "
@@ -223,28 +155,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def check_outputs(out_path, json_path=None, inputs=()):
-    """Fail before any work when an output cannot be written (unknown image extension,
-    missing directory, not a regular file) or is the same file as the other output or one
-    of ``inputs`` ((flag, path) pairs: the image and weights)."""
-    import cv2
-    cli.check_outputs([('--out', out_path), ('--json', json_path)], inputs)
-    if not cv2.haveImageWriter(out_path):
-        raise cli.UserError('%s: cannot write an image with extension %r'
-                            % (out_path, os.path.splitext(out_path)[1]))
-
-
 def main(argv=None):
     args = parse_args(argv)
     check_scales(args.scales)
-    check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
+    image_io.check_outputs(args.out, args.json, [('--img', args.img), ('WEIGHTS', args.weights)])
     img = read_image(args.img)  # before loading the model: fail fast on a bad picture
     detector = PoseDetector(args.arch, args.weights, device=args.gpu, scales=args.scales,
                             backend=args.backend, flip=args.flip)
     poses, _ = detector(img)
     n = len(poses)
     print('Found %d %s in %s' % (n, 'person' if n == 1 else 'people', args.img))
-    write_outputs(args.out, draw_person_pose(img, poses), args.json,
+    image_io.write_outputs(args.out, draw_person_pose(img, poses), args.json,
                   poses_to_openpose_json(poses) if args.json else None)
     return 0
 

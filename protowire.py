@@ -2,9 +2,9 @@
 
 Used to read ``.caffemodel`` (Caffe ``NetParameter``) and frozen TensorFlow
 ``GraphDef`` files without Caffe, TensorFlow or the protobuf package.
-Hand-written because ``chainer.links.caffe.CaffeFunction`` takes ~50 s and
-2.5 GB on the 209 MB CMU body model (see bench/bench_convert.py); this reader
-walks the bytes once and returns zero-copy views of the large blobs.
+Hand-written because ``chainer.links.caffe.CaffeFunction`` takes most of a minute
+and gigabytes on the CMU body model (bench/RESULTS.md); this reader walks the bytes
+once and returns zero-copy views of the large blobs.
 """
 import struct
 

@@ -49,16 +49,6 @@ os.environ.setdefault('MPLBACKEND', 'Agg')  # PlotReport on headless machines
 
 # ----------------------------------------------------------------------------- loss
 
-def preprocess(imgs, norm):
-    """uint8 NHWC BGR batch -> float32 NCHW network input (see params['pose_archs'])."""
-    x = imgs.astype(np.float32).transpose(0, 3, 1, 2)
-    if norm == 'caffe':
-        x = x / 256.0 - 0.5
-    elif norm != 'raw':
-        raise ValueError('unknown input normalisation %r' % norm)
-    return x
-
-
 def masked_l2(ys, t, weight):
     """Mean over all elements of (y - t)^2 where ``weight`` is 1 (0 = ignored)."""
     import chainer.functions as F
@@ -72,6 +62,8 @@ def masked_l2(ys, t, weight):
 def make_loss_chain(model, norm):
     import chainer
 
+    import body_maps
+
     class PoseLoss(chainer.Chain):
         """The training objective around ``model``; reports loss, paf and heat."""
 
@@ -83,7 +75,7 @@ def make_loss_chain(model, norm):
 
         def forward(self, imgs, pafs_t, heatmaps_t, ignore_mask):
             xp = chainer.backend.get_array_module(imgs)
-            x = preprocess(imgs, self.norm)
+            x = body_maps.to_net_input(imgs, self.norm)  # as inference prepares it
             weight = (1 - ignore_mask.astype(xp.float32))[:, None]
             paf_w = xp.broadcast_to(weight, pafs_t.shape)
             heat_w = xp.broadcast_to(weight, heatmaps_t.shape)
@@ -201,7 +193,6 @@ def load_initmodel(model, arch, path):
     for posenet a Caffe ``.caffemodel`` / pytorch-openpose ``.pth``: CMU's COCO model or the
     ImageNet ``VGG_ILSVRC_19_layers.caffemodel``, read directly (under a second).
     """
-    import chainer
     if not os.path.isfile(path):
         raise cli.UserError('--initmodel %s: no such file' % path)
     if not is_npz(path):
@@ -213,10 +204,11 @@ def load_initmodel(model, arch, path):
         raise cli.UserError('--initmodel %s: not a readable npz file (%s)' % (path, e))
     names = [n.lstrip('/') for n, _ in model.namedparams()]
     if all(n in keys for n in names):
+        from models import load_weights
         try:
-            chainer.serializers.load_npz(path, model)
-        except (KeyError, ValueError) as e:
-            raise cli.UserError('--initmodel %s: does not fit %s (%s)' % (path, arch, e))
+            load_weights(model, path, arch)  # the nets' one npz loader and its checks
+        except cli.UserError as e:
+            raise cli.UserError('--initmodel %s' % e)
         return 'model'
     if arch == 'posenet':
         from models.CocoPoseNet import copy_vgg19_front
@@ -684,10 +676,8 @@ def run_trainer(trainer, out):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Train a PAF pose network on COCO 2017.')
     p.add_argument('--arch', '-a', choices=sorted(params['pose_archs']), default='posenet')
-    p.add_argument('--gpu', '-g', type=int, default=-1,
-                   help='GPU id (negative: CPU); with --communicator naive rank r of a machine '
-                   'uses GPU id + r, with the GPU communicators GPU r')
-    cli.add_precision_argument(p)
+    cli.add_device_arguments(p, backend=False, gpu_note='; with --communicator naive rank r '
+                             'of a machine uses GPU id + r, with the GPU communicators GPU r')
     p.add_argument('--batchsize', '-B', type=int, default=params['train_batchsize'])
     p.add_argument('--valbatchsize', '-b', type=int, default=params['val_batchsize'])
     p.add_argument('--val-samples', type=int, default=params['val_samples'],

@@ -2,9 +2,8 @@
 
 * ``read_caffemodel``: Caffe ``NetParameter`` files, both the current ``layer``
   (field 100) and the old V1 ``layers`` (field 2) formats, through the
-  wire-format reader in ``protowire`` (``chainer.links.caffe.CaffeFunction``
-  takes ~50 s and 2.5 GB on the 209 MB CMU body model; this takes well under a
-  second, see bench/bench_convert.py).
+  wire-format reader in ``protowire`` (far faster and leaner than
+  ``chainer.links.caffe.CaffeFunction``: bench/bench_convert.py, bench/RESULTS.md).
 * ``read_pth``: PyTorch ``torch.save`` files (zip and legacy formats) read
   without torch and without running pickled code: the unpickler resolves only
   the tensor-rebuild function, storage types and ``OrderedDict``.

@@ -37,7 +37,9 @@ sys.path.insert(0, REPO)
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import evaluate_coco  # noqa: E402
-import pose_core  # noqa: E402
+import body_maps  # noqa: E402
+import image_io  # noqa: E402
+import paf_grouping  # noqa: E402
 from entity import params  # noqa: E402
 from pose_detector import PoseDetector  # noqa: E402
 
@@ -94,7 +96,7 @@ class Dataset(object):
     @classmethod
     def load(cls, ann, img_dir):
         coco = evaluate_coco.load_coco(ann)
-        images = {i: pose_core.read_image(os.path.join(img_dir, coco.loadImgs(i)[0]['file_name']))
+        images = {i: image_io.read_image(os.path.join(img_dir, coco.loadImgs(i)[0]['file_name']))
                   for i in coco.getImgIds()}
         return cls(coco, images)
 
@@ -151,10 +153,10 @@ def detect(data, net, arch, scales, flip, ids=None, **kw):
                 keys.append(net.last)
                 return out
             t0 = time.perf_counter()
-            heat, pafs, syx = pose_core.compute_maps(data.images[i], forward, arch, scales,
+            heat, pafs, syx = body_maps.compute_maps(data.images[i], forward, arch, scales,
                                                      True, True, flip)
-            poses, scores = pose_core.group_people(heat, pafs, smooth=False)
-            poses = pose_core.to_image_coords(poses, syx)
+            poses, scores = paf_grouping.group_people(heat, pafs, smooth=False)
+            poses = body_maps.to_image_coords(poses, syx)
             post.append(time.perf_counter() - t0 - inside[0])
             fwd.append(sum(net.seconds[k] for k in keys))
             results[i] = evaluate_coco.poses_to_coco(poses, evaluate_coco.person_score(poses,

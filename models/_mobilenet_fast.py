@@ -7,40 +7,16 @@ compares the two), one image at a time (the backbone's normalisation is per
 image anyway), on 2-D ``(channels, H * W)`` arrays.  CuPy input takes the
 Chainer functions.
 
-Why not the stock functions: im2col + tensordot for the 1x1 convolutions,
-im2col + batched matmul for the depthwise ones and several NumPy passes per
-normalisation made the stock CPU path 5-9x cv2.dnn's time (bench/bench_mobilenet.py
---stock).  With these kernels the forward takes ~1.0-1.3x cv2.dnn's time
-(bench/bench_mobilenet.py, 432x368 and 656x368).  The depthwise convolutions
-are one call per layer of the C kernel ``models/_depthwise.c`` (~8 ms of a ~35 ms
-forward at 432x368); they were ~4,800 per-channel OpenCV ``filter2D`` calls
-(~25 ms of ~53 ms; 1.7x cv2.dnn), which stay as the fallback where no C
-compiler works.  Before the C kernel, Python threads over channels or
-branches, polyphase stride-2 and NumPy shifted-view sums were measured no
-faster in the whole forward; an OpenMP version of the C kernel made the whole
-forward 5x slower (its idle workers spin against OpenBLAS's threads).  The
-1x1 GEMMs take most of the rest.  Folding the depthwise layers'
-normalisation into the next 1x1 convolution (``relu6(s y + b) = s clip(y, lo,
-hi) + b``) was slower (``numpy.clip`` with per-channel bounds) and lost float32
-precision (the uncentred ``s y`` summed over channels).  Measured choices (medians of
-repeated runs):
-
-* ReLU and ReLU6 are ``cv2.threshold`` calls: NumPy's ``maximum`` / ``clip``
-  run ~8x slower on float32 here (``relu_``).
-* 1x1 *expand* convolutions (few input channels, 6x as many outputs) are
-  followed by a per-image normalisation: the output's per-channel mean and
-  variance follow from the input's mean and covariance, ``mean(Wx) = W
-  mean(x)``, ``var(Wx)_o = w_o^T cov(x) w_o`` (small: computed from the input),
-  so the normalisation's scale is folded into the weights and its shift is one
-  more weight column against a row of ones that the block outputs carry, then
-  one ReLU6: ~40 % off GEMM + explicit normalisation (8 -> 48 channels at
-  184x216: 1.65 -> 0.89 ms; 48 -> 288 at 23x27: 0.35 -> 0.31 ms).
-* Other normalisations are explicit (two-pass variance), the mean taken by a
-  BLAS matrix-vector product.
-* Refinement stages: each activation carries one extra row of ones, so the
-  stored-statistics batch norm's shift is one more column of the folded 1x1
-  weights (no pass to add it); the 1x1 depthwise kernels of the last two
-  layers of each branch are folded into the weights too.
+Why hand-written: the stock Chainer CPU path took several times cv2.dnn's time, these
+kernels about cv2.dnn's (figures, and the alternatives measured and dropped:
+bench/RESULTS.md).  Depthwise convolutions are one call per layer of the C kernel
+``models/_depthwise.c`` (per-channel OpenCV ``filter2D`` where no C compiler works); ReLU
+and ReLU6 are ``cv2.threshold`` calls; the 1x1 *expand* convolutions fold the per-image
+normalisation that follows them into their weights (its statistics follow from the input's:
+``mean(Wx) = W mean(x)``, ``var(Wx)_o = w_o^T cov(x) w_o``), its shift one more weight
+column against a row of ones that the block outputs carry; other normalisations are
+explicit (two-pass variance); in the refinement stages the stored-statistics batch norms'
+shifts and the last two layers' 1x1 depthwise kernels are folded into the 1x1 weights.
 """
 import ctypes
 
@@ -112,7 +88,7 @@ def depthwise(x, W, stride, out, native=True):
     buffer are fine).
 
     By default one call of the C kernel ``models/_depthwise.c`` (built on first
-    use; ~3x faster than the rest here, see that file).  Without it
+    use; the fastest here, see that file).  Without it
     (``native=False``, or no C compiler) two NumPy/OpenCV ways:
 
     Maps of 512+ pixels: OpenCV's ``filter2D`` per channel (a correlation, as
@@ -121,9 +97,8 @@ def depthwise(x, W, stride, out, native=True):
     first window).  Otherwise the input is zero-padded once into a flat buffer
     in which every kernel tap is a strided view at a fixed offset, and the
     output is the sum of the k*k views scaled per channel.  Both beat im2col
-    several times; filter2D beats the views on large maps (23x27, 192 / 288
-    channels: 0.52 / 0.78 vs 0.59 / 1.8 ms) and loses on small ones (12x14,
-    288 channels: 0.62 vs 0.28 ms), hence the threshold.
+    several times; filter2D beats the views on large maps and loses on small ones,
+    hence the threshold (bench/RESULTS.md).
     """
     c, h, w = x.shape
     k = W.shape[1]
@@ -181,8 +156,7 @@ def depthwise(x, W, stride, out, native=True):
 
 def relu_(y):
     """ReLU of a 2-D float32 array in place.  ``cv2.threshold`` rather than
-    ``numpy.maximum``/``numpy.clip``, which run ~8x slower here (48 x 39744:
-    0.78 vs 0.10 ms; 64 x 2484: 0.061 vs 0.007 ms)."""
+    ``numpy.maximum``/``numpy.clip``, which run several times slower on float32."""
     return cv2.threshold(y, 0, 0, cv2.THRESH_TOZERO, dst=y)[1]
 
 
@@ -201,7 +175,7 @@ def _scale_shift(mean, var, gamma, beta, eps):
 def normalise(y, gamma, beta, eps, relu6, residual=None):
     """Per-channel normalisation of ``y`` (C, P) in place (two-pass variance),
     then ReLU6 if asked, plus ``residual``."""
-    # BLAS matrix-vector product: ~5x numpy's mean here (96 x 9936: 0.03 vs 0.2 ms)
+    # BLAS matrix-vector product: several times faster than numpy's mean here
     y -= (y @ numpy.full(y.shape[1], 1 / y.shape[1], dtype=y.dtype))[:, None]
     var = numpy.einsum('ij,ij->i', y, y) / y.shape[1]
     y *= (gamma / numpy.sqrt(var + eps))[:, None]

@@ -1,6 +1,6 @@
-"""models/_blas.py: NumPy's bundled OpenBLAS bound on both stacks' symbol names, and the
-restart with the kernels that fit the CPU (OPENBLAS_CORETYPE) when OpenBLAS picks generic
-ones.  Every child process gets a copy of the environment: OPENBLAS_CORETYPE stays as it is
+"""models/_blas.py and compat.py: NumPy's bundled OpenBLAS bound on both stacks' symbol
+names, and the restart with the kernels that fit the CPU (OPENBLAS_CORETYPE) when OpenBLAS
+picks generic ones.  Every child process gets a copy of the environment: OPENBLAS_CORETYPE stays as it is
 here."""
 import os
 import subprocess
@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import compat
 from support.testing import REPO
 from models import _blas
 
@@ -44,9 +45,9 @@ def test_binding_finds_each_naming(tmp_path, monkeypatch, prefix, suffix, int_c)
                                     'core': 'Fake' + prefix + suffix})
     lib = tmp_path / 'libfakeopenblas.so'
     subprocess.run(['cc', '-O1', '-shared', '-fPIC', '-o', str(lib), str(src)], check=True)
-    found = _blas._find_openblas([str(tmp_path / 'missing.so'), str(lib)])
+    found = compat._find_openblas([str(tmp_path / 'missing.so'), str(lib)])
     assert found is not None and found[1:3] == (prefix, suffix)
-    assert _blas.openblas_core(found) == 'Fake' + prefix + suffix
+    assert compat.openblas_core(found) == 'Fake' + prefix + suffix
     fn, int_t = _blas._find_sgemm(found)
     assert int_t is found[3]
     monkeypatch.setattr(_blas, '_LIB', [(fn, int_t)])
@@ -69,10 +70,10 @@ def test_numpys_own_openblas_is_bound():
     if not glob.glob(os.path.join(os.path.dirname(np.__file__), '..', 'numpy.libs',
                                   '*openblas*')):
         pytest.skip('this NumPy build bundles no OpenBLAS (gemm falls back on numpy.matmul)')
-    found = _blas.openblas()
+    found = compat.openblas()
     assert found is not None and _blas.sgemm() is not None
     assert found[1] == ('scipy_' if int(np.__version__.split('.')[0]) >= 2 else '')
-    probe = ('import compat; from models import _blas; print(_blas.openblas_core())')
+    probe = ('import compat; from models import _blas; print(compat.openblas_core())')
     for coretype in ('Haswell', 'Nehalem'):  # in both stacks' OpenBLAS core lists
         env = dict(os.environ, OPENBLAS_CORETYPE=coretype)
         r = subprocess.run([sys.executable, '-c', probe], cwd=REPO, env=env,
@@ -103,30 +104,30 @@ AVX512 = AVX2 | {'avx512f', 'avx512cd', 'avx512bw', 'avx512dq', 'avx512vl'}
     (None, AVX512, None),                                    # no OpenBLAS
 ])
 def test_fitting_coretype(core, flags, want):
-    assert _blas.fitting_coretype(core, flags) == want
+    assert compat.fitting_coretype(core, flags) == want
 
 
 def test_restart_decision_respects_the_user():
     generic = ('Prescott', AVX512)
-    coretype, message = _blas.blas_restart({}, *generic)
+    coretype, message = compat.blas_restart({}, *generic)
     assert coretype == 'SkylakeX'
     assert 'Prescott' in message and 'OPENBLAS_CORETYPE=SkylakeX' in message
     assert '\n' not in message and 'POSE_BLAS_AUTO=0' in message
-    assert _blas.blas_restart({'POSE_BLAS_AUTO': '1'}, *generic)[0] == 'SkylakeX'
-    assert _blas.blas_restart({'POSE_BLAS_AUTO': '0'}, *generic) is None
-    assert _blas.blas_restart({'OPENBLAS_CORETYPE': 'Prescott'}, *generic) is None  # user's
-    assert _blas.blas_restart({'OPENBLAS_CORETYPE': 'Haswell'}, *generic) is None
-    assert _blas.blas_restart({}, 'SkylakeX', AVX512) is None
+    assert compat.blas_restart({'POSE_BLAS_AUTO': '1'}, *generic)[0] == 'SkylakeX'
+    assert compat.blas_restart({'POSE_BLAS_AUTO': '0'}, *generic) is None
+    assert compat.blas_restart({'OPENBLAS_CORETYPE': 'Prescott'}, *generic) is None  # user's
+    assert compat.blas_restart({'OPENBLAS_CORETYPE': 'Haswell'}, *generic) is None
+    assert compat.blas_restart({}, 'SkylakeX', AVX512) is None
 
 
 def test_cpu_flags(tmp_path):
     info = tmp_path / 'cpuinfo'
     info.write_text('processor\t: 0\nmodel name\t: X\nflags\t\t: fpu sse2 avx2 fma\n\n'
                     'processor\t: 1\nflags\t\t: fpu sse2 avx2 fma\n')
-    assert _blas.cpu_flags(str(info)) == {'fpu', 'sse2', 'avx2', 'fma'}
-    assert _blas.cpu_flags(str(tmp_path / 'none')) == set()
+    assert compat.cpu_flags(str(info)) == {'fpu', 'sse2', 'avx2', 'fma'}
+    assert compat.cpu_flags(str(tmp_path / 'none')) == set()
     if os.path.exists('/proc/cpuinfo'):
-        assert 'fpu' in _blas.cpu_flags() or not _blas.cpu_flags()
+        assert 'fpu' in compat.cpu_flags() or not compat.cpu_flags()
 
 
 # A command through cli.run_main whose OpenBLAS is made to look generic (as NumPy 1.26's
@@ -137,10 +138,10 @@ sys.path.insert(0, %r)
 import compat, cli
 from models import _blas
 print('start', os.getpid())
-loaded = _blas.openblas_core()  # the kernels this process really loaded
+loaded = compat.openblas_core()  # the kernels this process really loaded
 if not os.environ.get('OPENBLAS_CORETYPE'):
-    _blas.openblas_core = lambda found=None: 'Prescott'
-    _blas.cpu_flags = lambda path=None: {'avx', 'avx2', 'fma'}
+    compat.openblas_core = lambda found=None: 'Prescott'
+    compat.cpu_flags = lambda path=None: {'avx', 'avx2', 'fma'}
 cli.run_main(lambda argv: print(os.getpid(), os.environ.get('OPENBLAS_CORETYPE'), loaded,
                                 sys.argv[1:]))
 ''' % REPO
@@ -153,7 +154,7 @@ def run_probe(**env):
                           env=environ, capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(not {'avx2', 'fma'} <= _blas.cpu_flags() or _blas.openblas() is None,
+@pytest.mark.skipif(not {'avx2', 'fma'} <= compat.cpu_flags() or compat.openblas() is None,
                     reason='needs an x86 CPU with AVX2 and NumPy\'s bundled OpenBLAS')
 def test_command_restarts_once_with_fitting_kernels():
     """A real re-execution: the same process (pid) starts again with the same arguments

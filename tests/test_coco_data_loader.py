@@ -248,7 +248,7 @@ def shipped_on_targets(coco_dir):
     """The shipped MobileNet's last-stage (pafs, heatmaps) on coco_mini's four training
     images (368, no augmentation) and the loader's (pafs, heatmaps, ignore) for them."""
     import chainer
-    import train_coco_pose_estimation as tcpe
+    import body_maps
     from models import get_model_class
     model = get_model_class('mobilenet')()
     chainer.serializers.load_npz(os.path.join(REPO, params['default_weights']['mobilenet']),
@@ -256,7 +256,7 @@ def shipped_on_targets(coco_dir):
     data = cdl.CocoDataLoader(coco_dir, 'train', 368, augment=False, pad_value=0)
     imgs, pafs, heatmaps, ignore = chainer.dataset.concat_examples([data[i] for i in range(4)])
     with chainer.using_config('train', False), chainer.no_backprop_mode():
-        p, h = model(tcpe.preprocess(imgs, 'raw'))
+        p, h = model(body_maps.to_net_input(imgs, 'raw'))
     return p[-1].array, h[-1].array, pafs, heatmaps, ignore
 
 

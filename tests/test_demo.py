@@ -61,7 +61,7 @@ def inside(box, pt, slack=0.0):
 
 @pytest.fixture(scope='module')
 def detections():
-    from pose_core import read_image
+    from image_io import read_image
     from pose_detector import PoseDetector
     body = PoseDetector(scales=[1])  # the embedded model, one scale (fast)
     return dict((name, body(read_image(coco_mini(name)))[0])

@@ -11,7 +11,8 @@ import pytest
 
 import cli
 from entity import params
-from face_detector import FaceDetector, draw_face_keypoints, face_box_from_pose
+from drawing import draw_face_keypoints
+from face_detector import FaceDetector, face_box_from_pose
 from hand_detector import HandDetector
 from support import testing
 from support.keypoint_nets import MAP, TOL, PeakNet, cells, expected

@@ -443,7 +443,7 @@ def test_image_over_the_pixel_limit_is_skipped_not_fatal(tmp_path, capsys):
 def test_folder_images_are_read_as_a_viewer_shows_them(tmp_path):
     """--images and the still-image tools read through one function: an EXIF-rotated phone
     photo arrives upright, 16-bit PNGs as read_image converts them."""
-    import pose_core
+    import image_io
     from support.testing import jpeg_with_orientation
     folder = tmp_path / 'imgs'
     folder.mkdir()
@@ -456,7 +456,7 @@ def test_folder_images_are_read_as_a_viewer_shows_them(tmp_path):
     got = [frame for _, frame, _ in fl.open_source(images=str(folder))]
     assert got[0].shape == (80, 40, 3) and got[0][:20, :, 2].mean() > 200  # band now on top
     for frame, name in zip(got, ('a.jpg', 'b.png')):
-        assert np.array_equal(frame, pose_core.read_image(str(folder / name)))
+        assert np.array_equal(frame, image_io.read_image(str(folder / name)))
 
 
 def test_out_fps_limits_refused_up_front(tmp_path):

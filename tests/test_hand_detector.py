@@ -10,7 +10,8 @@ import pytest
 
 import cli
 from entity import JointType, params
-from hand_detector import HandDetector, draw_hand_keypoints, hand_boxes_from_pose
+from drawing import draw_hand_keypoints
+from hand_detector import HandDetector, hand_boxes_from_pose
 from support import testing
 from support.cmu_nets import deploy_prototxt
 from support.keypoint_nets import TOL, PeakNet, cells, expected

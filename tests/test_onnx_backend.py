@@ -89,7 +89,7 @@ def test_mobilenet_onnx_matches_chainer_with_per_image_normalisation(tmp_path):
     assert 'InstanceNormalization' in ops and 'Resize' in ops
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ['N', 3, 'H', 'W']
-    model = export_onnx.load_chainer_model('mobilenet', MOBILENET_NPZ)
+    model = export_onnx.load_model('mobilenet', MOBILENET_NPZ)
     net = onnx_backend.load_net('mobilenet', out, backend='onnx')
     for w, h in [(120, 88), (61, 45)]:
         x = _image_input(w, h)

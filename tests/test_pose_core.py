@@ -1,12 +1,17 @@
-"""pose_core: image reading, resizing, peaks and the PAF grouping on synthetic maps."""
+"""The body pipeline's library (image_io, body_maps, lazy_maps, paf_grouping, drawing): image
+reading, resizing, peaks and the PAF grouping on synthetic maps."""
 import itertools
 
 import cv2
 import numpy as np
 import pytest
 
+import body_maps
 import cli
-import pose_core
+import drawing
+import image_io
+import lazy_maps
+import paf_grouping
 from entity import JointType as J, params
 
 N = len(J)
@@ -88,7 +93,7 @@ def assert_same_people(found, expected, tol=1.0):
 def test_one_person_recovered_exactly():
     pose = person(160.3, 20.7, 200)
     heat, paf = synthetic_maps([pose], (240, 320))
-    poses, scores = pose_core.group_people(heat, paf)
+    poses, scores = paf_grouping.group_people(heat, paf)
     assert poses.shape == (1, N, 3) and scores.shape == (1,)
     assert_same_people(poses, [pose])
     # the score column holds the peak heights (smoothed Gaussians: below 1, well above 0)
@@ -99,7 +104,7 @@ def test_two_people_with_crossing_arms():
     a = person(120, 30, 200, moved={J.LElbow: (175.0, 95.0), J.LWrist: (232.0, 110.0)})
     b = person(250, 40, 190, moved={J.RElbow: (200.0, 75.0), J.RWrist: (150.0, 140.0)})
     heat, paf = synthetic_maps([a, b], (260, 380))
-    poses, _ = pose_core.group_people(heat, paf)
+    poses, _ = paf_grouping.group_people(heat, paf)
     assert_same_people(poses, [a, b])
 
 
@@ -114,7 +119,7 @@ def test_six_people_with_crossings_and_missing_parts():
         person(260, 235, 150, moved={J.RWrist: (170.0, 290.0)}, missing=[J.Nose, J.REye]),
     ]
     heat, paf = synthetic_maps(people, (420, 540))
-    poses, scores = pose_core.group_people(heat, paf)
+    poses, scores = paf_grouping.group_people(heat, paf)
     assert_same_people(poses, people)
     assert np.all(scores > 0)
 
@@ -124,9 +129,9 @@ def test_partial_person_and_nobody():
     head = person(100, 40, 200, missing=[j for j in J if j not in
                                           (J.Nose, J.Neck, J.RShoulder, J.LShoulder, J.REye)])
     heat, paf = synthetic_maps([head], (200, 200))
-    poses, _ = pose_core.group_people(heat, paf)
+    poses, _ = paf_grouping.group_people(heat, paf)
     assert_same_people(poses, [head])
-    poses, scores = pose_core.group_people(np.zeros((19, 50, 60), np.float32),
+    poses, scores = paf_grouping.group_people(np.zeros((19, 50, 60), np.float32),
                                            np.zeros((38, 50, 60), np.float32))
     assert poses.shape == (0, N, 3) and scores.shape == (0,)
 
@@ -134,7 +139,7 @@ def test_partial_person_and_nobody():
 def test_limb_without_paf_support_is_not_connected():
     # joints present but no PAF at all: peaks exist, yet nobody is assembled
     heat, paf = synthetic_maps([person(100, 20, 180)], (220, 200))
-    poses, _ = pose_core.group_people(heat, np.zeros_like(paf))
+    poses, _ = paf_grouping.group_people(heat, np.zeros_like(paf))
     assert len(poses) == 0
 
 
@@ -145,7 +150,7 @@ def test_find_peaks_matches_brute_force():
     hm[1, 0, 0] = 2.0  # a corner peak: outside the map counts as 0
     hm[2, 20, 20:22] = 3.0  # a tie: the left pixel is the peak
     hm[2, 30:32, 40] = 3.0  # a tie: the upper pixel is the peak
-    peaks = pose_core.find_peaks(hm, thresh=0.3)
+    peaks = paf_grouping.find_peaks(hm, thresh=0.3)
     expected = []
     for c, y, x in itertools.product(range(3), range(40), range(50)):
         v = hm[c, y, x]
@@ -166,9 +171,9 @@ def test_find_peaks_keeps_only_the_strongest_per_part(monkeypatch):
     rng = np.random.RandomState(3)
     hm = rng.rand(2, 60, 60).astype(np.float32)
     monkeypatch.setitem(params, 'max_peaks_per_part', 10 ** 6)
-    full = pose_core.find_peaks(hm, thresh=0.05)
+    full = paf_grouping.find_peaks(hm, thresh=0.05)
     monkeypatch.setitem(params, 'max_peaks_per_part', 20)
-    capped = pose_core.find_peaks(hm, thresh=0.05)
+    capped = paf_grouping.find_peaks(hm, thresh=0.05)
     for c in range(2):
         all_c = full[full[:, 0] == c]
         got = capped[capped[:, 0] == c]
@@ -185,7 +190,7 @@ def test_lazy_samples_both_ways_equal_dense():
     rng = np.random.RandomState(5)
     for out_hw, scales in (((96, 136), [(12, 17, (96, 136))]),
                            ((70, 101), [(12, 17, (90, 130)), (6, 9, (45, 65))])):
-        lazy = pose_core.LazyMaps(out_hw)
+        lazy = lazy_maps.LazyMaps(out_hw)
         for mh, mw, valid in scales:
             lazy.add(rng.randn(38, mh, mw).astype(np.float32), 8, valid)
         dense = lazy.dense()
@@ -200,23 +205,23 @@ def test_pairs_are_scored_in_bounded_chunks(monkeypatch):
     the same scores and validity as all at once, on dense and on lazy PAFs."""
     rng = np.random.RandomState(4)
     maps = rng.randn(38, 12, 17).astype(np.float32)
-    lazy = pose_core.LazyMaps((90, 130))
+    lazy = lazy_maps.LazyMaps((90, 130))
     lazy.add(maps, 8, (90, 130))
     dense = lazy.dense()
     limb = rng.randint(0, 19, 50)
     a, b = rng.rand(50, 2) * [129, 89], rng.rand(50, 2) * [129, 89]
     for pafs in (dense, lazy):
-        whole = pose_core.score_pairs(pafs, limb, a, b, 130)
-        monkeypatch.setattr(pose_core, 'SCORE_PAIRS_CHUNK', 7)
-        chunked = pose_core.score_pairs(pafs, limb, a, b, 130)
+        whole = paf_grouping.score_pairs(pafs, limb, a, b, 130)
+        monkeypatch.setattr(paf_grouping, 'SCORE_PAIRS_CHUNK', 7)
+        chunked = paf_grouping.score_pairs(pafs, limb, a, b, 130)
         monkeypatch.undo()
         np.testing.assert_allclose(chunked[0], whole[0], atol=1e-6)  # (lazy: either way of
         np.testing.assert_array_equal(chunked[1], whole[1])          # sampling, by size)
-    np.testing.assert_allclose(pose_core.score_pairs(lazy, limb, a, b, 130)[0],
-                               pose_core.score_pairs(dense, limb, a, b, 130)[0], atol=1e-5)
-    empty = pose_core.LazyMaps((90, 130))
+    np.testing.assert_allclose(paf_grouping.score_pairs(lazy, limb, a, b, 130)[0],
+                               paf_grouping.score_pairs(dense, limb, a, b, 130)[0], atol=1e-5)
+    empty = lazy_maps.LazyMaps((90, 130))
     empty.add(np.zeros((0, 12, 17), np.float32), 8, (90, 130))
-    assert pose_core.find_peaks(empty).shape == (0, 5)
+    assert paf_grouping.find_peaks(empty).shape == (0, 5)
 
 
 def test_limb_scores_match_a_per_pair_loop():
@@ -226,7 +231,7 @@ def test_limb_scores_match_a_per_pair_loop():
     b = rng.rand(5, 2) * [79, 59]
     b[0] = a[0]  # zero-length pair is never valid
     # every (a, b) pair, a-major, on one limb whose two PAF maps are px, py
-    score, valid = pose_core.score_pairs(np.stack([px, py]), np.zeros(20, np.intp),
+    score, valid = paf_grouping.score_pairs(np.stack([px, py]), np.zeros(20, np.intp),
                                          np.repeat(a, 5, axis=0), np.tile(b, (4, 1)), 30)
     score, valid = score.reshape(4, 5), valid.reshape(4, 5)
     n = params['n_integ_points']
@@ -256,7 +261,7 @@ def test_greedy_matching_is_one_to_one_best_first(monkeypatch):
     paf = np.zeros((38, 80, 80), np.float32)
     limb = [list(l) for l in params['limbs_point']].index([J.Neck, J.Nose])
     paf[2 * limb + 1] = -1.0  # every vector points up: all pairs valid
-    conns = pose_core.compute_connections(paf, peaks, img_len=80)[limb]
+    conns = paf_grouping.compute_connections(paf, peaks, img_len=80)[limb]
     assert len(conns) == 2
     assert {(int(a), int(b)) for a, b, _ in conns} == {(0, 2), (1, 3)}  # the straighter pairs
 
@@ -264,15 +269,15 @@ def test_greedy_matching_is_one_to_one_best_first(monkeypatch):
 def test_upsample_maps_equals_two_cv2_resizes():
     rng = np.random.RandomState(2)
     maps = rng.rand(5, 12, 17).astype(np.float32)
-    got = pose_core.upsample_maps(maps, 8, (90, 130), (70, 101))
+    got = lazy_maps.upsample_maps(maps, 8, (90, 130), (70, 101))
     ref = []
     for m in maps:
         up = cv2.resize(m, (17 * 8, 12 * 8), interpolation=cv2.INTER_CUBIC)[:90, :130]
         ref.append(cv2.resize(up, (101, 70), interpolation=cv2.INTER_CUBIC))
     np.testing.assert_allclose(got, np.array(ref), atol=2e-5)
     # with the Gaussian folded in: the same as smooth_heatmaps (cv2.GaussianBlur) afterwards
-    smoothed = pose_core.upsample_maps(maps, 8, (90, 130), (70, 101), smooth=True)
-    np.testing.assert_allclose(smoothed, pose_core.smooth_heatmaps(np.array(ref)), atol=2e-5)
+    smoothed = lazy_maps.upsample_maps(maps, 8, (90, 130), (70, 101), smooth=True)
+    np.testing.assert_allclose(smoothed, paf_grouping.smooth_heatmaps(np.array(ref)), atol=2e-5)
 
 
 def test_compute_maps_scales_and_lazy_maps():
@@ -290,10 +295,10 @@ def test_compute_maps_scales_and_lazy_maps():
         return paf[None], heat[None]
 
     img = np.zeros((50, 70, 3), np.uint8)
-    heat, paf, scale = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1])
+    heat, paf, scale = body_maps.compute_maps(img, forward, 'mobilenet', [0.5, 1])
     assert seen == [(1, 3, 192, 272), (1, 3, 368, 528)]  # 184x258 / 368x515 padded to 16
     assert heat.shape == (19, 50, 70) and paf.shape == (38, 50, 70) and scale == (1.0, 1.0)
-    lazy_heat, lazy, _ = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1], lazy=True)
+    lazy_heat, lazy, _ = body_maps.compute_maps(img, forward, 'mobilenet', [0.5, 1], lazy=True)
     np.testing.assert_allclose(lazy.dense(), paf, atol=1e-5)
     np.testing.assert_allclose(lazy_heat.dense(), heat, atol=1e-5)
     np.testing.assert_allclose(lazy_heat.rows(5, 7, 20), heat[5, 7:20], atol=1e-5)
@@ -308,7 +313,7 @@ def test_compute_maps_scales_and_lazy_maps():
     assert cols.shape == (19, 70) and (cols >= np.abs(heat).max(axis=1)).all()
     assert (rows <= np.abs(heat).max(axis=2) + 1).all()  # bounds, but not useless ones
     assert (cols <= np.abs(heat).max(axis=1) + 1).all()
-    lazy_peaks, peaks = pose_core.find_peaks(lazy_heat, 0.05), pose_core.find_peaks(heat, 0.05)
+    lazy_peaks, peaks = paf_grouping.find_peaks(lazy_heat, 0.05), paf_grouping.find_peaks(heat, 0.05)
     assert len(peaks) > 19  # several per map: several row runs per map
     np.testing.assert_array_equal(lazy_peaks[:, [0, 1, 2, 4]], peaks[:, [0, 1, 2, 4]])
     np.testing.assert_allclose(lazy_peaks[:, 3], peaks[:, 3], atol=1e-5)
@@ -317,8 +322,8 @@ def test_compute_maps_scales_and_lazy_maps():
         np.testing.assert_allclose(lazy.sample(c, ys, xs), paf[c][ys, xs], atol=1e-5)
     cs = np.array([[3, 36], [0, 12]])  # a channel per sample
     np.testing.assert_allclose(lazy.sample(cs, ys, xs), paf[cs, ys, xs], atol=1e-5)
-    raw, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', [0.5, 1], smooth=False)
-    np.testing.assert_allclose(heat, pose_core.smooth_heatmaps(raw), atol=1e-5)
+    raw, _, _ = body_maps.compute_maps(img, forward, 'mobilenet', [0.5, 1], smooth=False)
+    np.testing.assert_allclose(heat, paf_grouping.smooth_heatmaps(raw), atol=1e-5)
 
 
 @pytest.mark.parametrize('where, stack_pixels', [('edges', None), ('middle', None),
@@ -344,13 +349,13 @@ def test_lazy_peaks_equal_dense_peaks_for_small_blobs(monkeypatch, where, stack_
 
     img = np.zeros((300, 470, 3), np.uint8)
     for scales in ([1], [0.5, 1, 1.5]):
-        dense, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales)
-        lazy, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales, lazy=True)
-        want = pose_core.find_peaks(dense[:18])
+        dense, _, _ = body_maps.compute_maps(img, forward, 'mobilenet', scales)
+        lazy, _, _ = body_maps.compute_maps(img, forward, 'mobilenet', scales, lazy=True)
+        want = paf_grouping.find_peaks(dense[:18])
         if stack_pixels:  # one stacked image per run of rows (bounded memory on huge maps)
-            monkeypatch.setattr(pose_core, 'PEAK_STACK_PIXELS', stack_pixels)
-            np.testing.assert_array_equal(pose_core.find_peaks(dense[:18]), want)
-        got = pose_core.find_peaks(lazy.select(18))
+            monkeypatch.setattr(paf_grouping, 'PEAK_STACK_PIXELS', stack_pixels)
+            np.testing.assert_array_equal(paf_grouping.find_peaks(dense[:18]), want)
+        got = paf_grouping.find_peaks(lazy.select(18))
         monkeypatch.undo()
         assert len(want) >= 5
         np.testing.assert_array_equal(got[:, [0, 1, 2, 4]], want[:, [0, 1, 2, 4]])
@@ -376,49 +381,70 @@ def test_lazy_peaks_equal_dense_peaks_for_faint_noisy_maps(monkeypatch, scales, 
         return np.zeros((1, 38, h // 8, w // 8), np.float32), noise[h, w][None]
 
     img = np.zeros((300, 470, 3), np.uint8)
-    dense, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales)
-    lazy, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', scales, lazy=True)
-    want = pose_core.find_peaks(dense[:18])
+    dense, _, _ = body_maps.compute_maps(img, forward, 'mobilenet', scales)
+    lazy, _, _ = body_maps.compute_maps(img, forward, 'mobilenet', scales, lazy=True)
+    want = paf_grouping.find_peaks(dense[:18])
     assert params['heatmap_peak_thresh'] == 0.02 and len(want) > 100
     assert (dense[:18] > 0.02).mean() < 0.5  # faint: many maps hold few values above
     if stack_pixels:
-        monkeypatch.setattr(pose_core, 'PEAK_STACK_PIXELS', stack_pixels)
-        np.testing.assert_array_equal(pose_core.find_peaks(dense[:18]), want)
-    got = pose_core.find_peaks(lazy.select(18))
+        monkeypatch.setattr(paf_grouping, 'PEAK_STACK_PIXELS', stack_pixels)
+        np.testing.assert_array_equal(paf_grouping.find_peaks(dense[:18]), want)
+    got = paf_grouping.find_peaks(lazy.select(18))
     np.testing.assert_array_equal(got[:, [0, 1, 2, 4]], want[:, [0, 1, 2, 4]])
     np.testing.assert_allclose(got[:, 3], want[:, 3], atol=1e-5)
 
 
 def test_sizes_and_padding():
-    assert pose_core.fit_size(425, 640, 368) == (368, 554)
-    assert pose_core.fit_size(1, 1, 368) == (368, 368)
-    assert pose_core.fit_size(1, 10000, 368) == (1, 1472)  # long side capped, no 3.7M strip
-    padded, pad = pose_core.pad_to_multiple(np.zeros((368, 554, 3), np.uint8), 16, 128)
+    assert body_maps.fit_size(425, 640, 368) == (368, 554)
+    assert body_maps.fit_size(1, 1, 368) == (368, 368)
+    assert body_maps.fit_size(1, 10000, 368) == (1, 1472)  # long side capped, no 3.7M strip
+    padded, pad = body_maps.pad_to_multiple(np.zeros((368, 554, 3), np.uint8), 16, 128)
     assert padded.shape == (368, 560, 3) and pad == (0, 6) and padded[0, -1, 0] == 128
-    assert pose_core.work_size(425, 640, [0.5, 1, 1.5, 2]) == (425, 640)
-    assert pose_core.work_size(10000, 10000, [0.5, 1, 1.5, 2]) == (736, 736)
+    assert body_maps.work_size(425, 640, [0.5, 1, 1.5, 2]) == (425, 640)
+    assert body_maps.work_size(10000, 10000, [0.5, 1, 1.5, 2]) == (736, 736)
 
 
 def test_preprocess_per_arch():
     img = np.full((2, 3, 3), 200, np.uint8)
-    assert pose_core.preprocess(img, 'posenet').shape == (1, 3, 2, 3)
-    np.testing.assert_allclose(pose_core.preprocess(img, 'posenet'), 200 / 256 - 0.5)
-    np.testing.assert_allclose(pose_core.preprocess(img, 'mobilenet'), 200.0)
+    assert body_maps.preprocess(img, 'posenet').shape == (1, 3, 2, 3)
+    np.testing.assert_allclose(body_maps.preprocess(img, 'posenet'), 200 / 256 - 0.5)
+    np.testing.assert_allclose(body_maps.preprocess(img, 'mobilenet'), 200.0)
     # channels in NCHW order, from any memory layout (flipped views, strided crops)
     rng = np.random.RandomState(3)
     img = rng.randint(0, 256, (7, 9, 3)).astype(np.uint8)
     for view in (img, img[:, ::-1], img[::2, 1::3], img[..., ::-1]):
         want = view.astype(np.float32).transpose(2, 0, 1)[None] / 256 - 0.5
-        np.testing.assert_array_equal(pose_core.preprocess(view, 'posenet'), want)
+        np.testing.assert_array_equal(body_maps.preprocess(view, 'posenet'), want)
     for bad in (np.zeros((4, 5), np.uint8), np.zeros((4, 5, 1), np.uint8),
                 np.zeros((4, 5, 4), np.uint8)):
         with pytest.raises(ValueError, match=r'BGR image of shape \(H, W, 3\)'):
-            pose_core.preprocess(bad, 'mobilenet')
+            body_maps.preprocess(bad, 'mobilenet')
+
+
+def test_training_batches_are_normalised_bit_for_bit_as_inference():
+    """train_coco_pose_estimation's batches go through the same to_net_input: each image of a
+    batch equals the one-image path, and both equal NumPy's cast, transpose, / 256 - 0.5."""
+    rng = np.random.RandomState(5)
+    for shape in ((4, 46, 46, 3), (1, 368, 368, 3), (3, 17, 29, 3)):
+        imgs = rng.randint(0, 256, shape).astype(np.uint8)
+        for norm in ('caffe', 'raw'):
+            batch = body_maps.to_net_input(imgs, norm)
+            want = imgs.astype(np.float32).transpose(0, 3, 1, 2)
+            want = want / np.float32(256) - np.float32(0.5) if norm == 'caffe' else want
+            assert batch.dtype == np.float32 and batch.shape == want.shape
+            np.testing.assert_array_equal(batch, want)
+            for n in range(len(imgs)):
+                np.testing.assert_array_equal(body_maps.to_net_input(imgs[n], norm), batch[n:n + 1])
+    assert body_maps.to_net_input(imgs, 'raw').max() == imgs.max()  # raw keeps 0..255
+    with pytest.raises(ValueError, match='unknown normalisation'):
+        body_maps.to_net_input(imgs, 'imagenet')
+    with pytest.raises(ValueError, match=r'BGR image of shape \(H, W, 3\)'):
+        body_maps.to_net_input(np.zeros((2, 4, 5, 4), np.uint8), 'raw')
 
 
 def test_to_image_coords_keeps_missing_joints_zero():
     poses = np.array([[[9.5, 4.5, 0.8], [0, 0, 0]]])
-    out = pose_core.to_image_coords(poses, (2.0, 4.0))
+    out = body_maps.to_image_coords(poses, (2.0, 4.0))
     np.testing.assert_allclose(out, [[[39.5, 9.5, 0.8], [0, 0, 0]]])
 
 
@@ -427,22 +453,22 @@ def test_to_image_coords_keeps_missing_joints_zero():
 def test_read_image_variants(tmp_path):
     bgr = np.random.RandomState(3).randint(0, 256, (7, 9, 3)).astype(np.uint8)
     cv2.imwrite(str(tmp_path / 'c.png'), bgr)
-    np.testing.assert_array_equal(pose_core.read_image(tmp_path / 'c.png'), bgr)
+    np.testing.assert_array_equal(image_io.read_image(tmp_path / 'c.png'), bgr)
 
     cv2.imwrite(str(tmp_path / 'g.png'), bgr[:, :, 0])
-    g = pose_core.read_image(tmp_path / 'g.png')
+    g = image_io.read_image(tmp_path / 'g.png')
     assert g.shape == (7, 9, 3) and g.dtype == np.uint8
     assert np.all(g == bgr[:, :, :1])
 
     bgra = np.dstack([bgr, np.full((7, 9), 7, np.uint8)])
     cv2.imwrite(str(tmp_path / 'a.png'), bgra)
-    np.testing.assert_array_equal(pose_core.read_image(tmp_path / 'a.png'), bgr)
+    np.testing.assert_array_equal(image_io.read_image(tmp_path / 'a.png'), bgr)
 
     cv2.imwrite(str(tmp_path / 'd.png'), bgr.astype(np.uint16) * 257)
-    np.testing.assert_array_equal(pose_core.read_image(tmp_path / 'd.png'), bgr)
+    np.testing.assert_array_equal(image_io.read_image(tmp_path / 'd.png'), bgr)
 
     cv2.imwrite(str(tmp_path / 'one.png'), bgr[:1, :1])
-    assert pose_core.read_image(tmp_path / 'one.png').shape == (1, 1, 3)
+    assert image_io.read_image(tmp_path / 'one.png').shape == (1, 1, 3)
 
 
 @pytest.mark.parametrize('kind, message', [
@@ -457,16 +483,16 @@ def test_read_image_errors_name_the_file(tmp_path, kind, message):
     elif kind == 'dir':
         path.mkdir()
     with pytest.raises(cli.UserError) as e:
-        pose_core.read_image(path)
+        image_io.read_image(path)
     assert str(path) in str(e.value) and message in str(e.value)
     assert '\n' not in str(e.value)
 
 
 def test_draw_person_pose_draws_only_present_joints():
     img = np.zeros((100, 120, 3), np.uint8)
-    assert np.array_equal(pose_core.draw_person_pose(img, np.zeros((0, N, 3))), img)
+    assert np.array_equal(drawing.draw_person_pose(img, np.zeros((0, N, 3))), img)
     pose = person(60, 5, 90, missing=[J.RWrist])
-    out = pose_core.draw_person_pose(img, pose[None])
+    out = drawing.draw_person_pose(img, pose[None])
     assert out.shape == img.shape and not np.shares_memory(out, img) and img.max() == 0
     x, y = np.round(pose[J.LWrist, :2]).astype(int)
     assert out[y, x].max() > 100  # a joint dot
@@ -492,7 +518,7 @@ def mirrored(pose, width):
 
 
 def test_flip_permutations_pair_every_joint_and_limb_with_its_mirror():
-    joints, limbs = pose_core.flip_permutations()
+    joints, limbs = body_maps.flip_permutations()
     np.testing.assert_array_equal(joints, FLIP_JOINT)
     np.testing.assert_array_equal(limbs[limbs], np.arange(len(limbs)))  # an involution
     for i, (a, b) in enumerate(params['limbs_point']):
@@ -507,7 +533,7 @@ def test_unmirror_maps_turns_a_mirrored_persons_maps_into_the_persons():
                   missing=[J.LEar])
     heat, paf = synthetic_maps([pose], (44, 57), sigma=1.5, limb_width=1.2)
     heat_m, paf_m = synthetic_maps([mirrored(pose, 57)], (44, 57), sigma=1.5, limb_width=1.2)
-    h, p = pose_core.unmirror_maps(heat_m, paf_m)
+    h, p = body_maps.unmirror_maps(heat_m, paf_m)
     np.testing.assert_allclose(h, heat, atol=1e-6)
     np.testing.assert_allclose(p, paf, atol=1e-6)
     assert np.abs(paf[0::2]).max() > 0.9  # the x components are there to be negated
@@ -527,8 +553,8 @@ def test_flip_averaging_of_a_symmetric_person_gives_the_maps_without_flip():
 
     img = np.zeros((368, 432, 3), np.uint8)  # no padding at scale 1
     for lazy in (False, True):
-        plain = pose_core.compute_maps(img, forward, 'mobilenet', [1], lazy=lazy, flip=False)
-        avg = pose_core.compute_maps(img, forward, 'mobilenet', [1], lazy=lazy, flip=True)
+        plain = body_maps.compute_maps(img, forward, 'mobilenet', [1], lazy=lazy, flip=False)
+        avg = body_maps.compute_maps(img, forward, 'mobilenet', [1], lazy=lazy, flip=True)
         for a, b in zip(plain[:2], avg[:2]):
             a, b = (m.dense() if lazy else m for m in (a, b))
             assert np.abs(a).max() > 0.5
@@ -547,12 +573,12 @@ def test_flip_averaging_with_padding_matches_a_perfect_net():
     pose = person(300.0, 40.0, 220, moved={J.RWrist: (230.0, 150.0), J.LKnee: (340.0, 200.0)})
     inputs = {}
     for scale in (1, 0.5):
-        rh, rw = pose_core.fit_size(300, 470, 368 * scale)
-        resized = pose_core.resize(img, (rh, rw))
-        padded, _ = pose_core.pad_to_multiple(resized, 16, 0)
+        rh, rw = body_maps.fit_size(300, 470, 368 * scale)
+        resized = body_maps.resize(img, (rh, rw))
+        padded, _ = body_maps.pad_to_multiple(resized, 16, 0)
         # (mirroring before padding would be a mistake: the maps would not line up)
-        mirrored_first, _ = pose_core.pad_to_multiple(resized[:, ::-1].copy(), 16, 0)
-        inputs[padded.shape[:2]] = [pose_core.preprocess(im, 'mobilenet')
+        mirrored_first, _ = body_maps.pad_to_multiple(resized[:, ::-1].copy(), 16, 0)
+        inputs[padded.shape[:2]] = [body_maps.preprocess(im, 'mobilenet')
                                     for im in (padded, mirrored_first)] + [rw / 470.0, rw]
     seen = []
 
@@ -575,13 +601,13 @@ def test_flip_averaging_with_padding_matches_a_perfect_net():
         return paf[None], heat[None]
 
     for lazy in (False, True):
-        plain = pose_core.compute_maps(img, forward, 'mobilenet', [1, 0.5], lazy=lazy)
-        avg = pose_core.compute_maps(img, forward, 'mobilenet', [1, 0.5], lazy=lazy, flip=True)
+        plain = body_maps.compute_maps(img, forward, 'mobilenet', [1, 0.5], lazy=lazy)
+        avg = body_maps.compute_maps(img, forward, 'mobilenet', [1, 0.5], lazy=lazy, flip=True)
         for a, b in zip(plain[:2], avg[:2]):
             a, b = (m.dense() if lazy else m for m in (a, b))
             np.testing.assert_allclose(b, a, atol=2e-5)
     assert seen.count('mirrored') == 4 and seen.count('direct') == 8
-    poses, _ = pose_core.group_people(*avg[:2], smooth=False)
+    poses, _ = paf_grouping.group_people(*avg[:2], smooth=False)
     assert_same_people(poses, [pose], tol=3.0)
 
 
@@ -592,13 +618,13 @@ def test_refine_peaks_recovers_a_gaussians_centre(sigma):
     yy, xx = np.mgrid[0:100, 0:130]
     heat = np.stack([np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2))
                      for cx, cy in centres]).astype(np.float32)
-    peaks = pose_core.find_peaks(heat)
+    peaks = paf_grouping.find_peaks(heat)
     assert len(peaks) == N
     err_pixel = np.abs(peaks[:, 1:3] - centres).max()
-    refined = pose_core.refine_peaks(heat, peaks, 'quadratic')
+    refined = paf_grouping.refine_peaks(heat, peaks, 'quadratic')
     assert np.abs(refined[:, 1:3] - centres).max() < 0.1 < err_pixel
     np.testing.assert_array_equal(refined[:, [0, 3, 4]], peaks[:, [0, 3, 4]])
-    np.testing.assert_array_equal(pose_core.refine_peaks(heat, peaks, None), peaks)
+    np.testing.assert_array_equal(paf_grouping.refine_peaks(heat, peaks, None), peaks)
 
 
 def test_refine_peaks_on_lazy_maps_and_at_the_border():
@@ -619,11 +645,11 @@ def test_refine_peaks_on_lazy_maps_and_at_the_border():
         return np.zeros((1, 38, 46, 54), np.float32), heat[None]
 
     img = np.zeros((368, 432, 3), np.uint8)
-    dense, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', [1])
-    lazy, _, _ = pose_core.compute_maps(img, forward, 'mobilenet', [1], lazy=True)
-    peaks = pose_core.find_peaks(dense[:N])
-    got = pose_core.refine_peaks(lazy.select(N), peaks, 'quadratic')
-    np.testing.assert_allclose(got, pose_core.refine_peaks(dense[:N], peaks, 'quadratic'),
+    dense, _, _ = body_maps.compute_maps(img, forward, 'mobilenet', [1])
+    lazy, _, _ = body_maps.compute_maps(img, forward, 'mobilenet', [1], lazy=True)
+    peaks = paf_grouping.find_peaks(dense[:N])
+    got = paf_grouping.refine_peaks(lazy.select(N), peaks, 'quadratic')
+    np.testing.assert_allclose(got, paf_grouping.refine_peaks(dense[:N], peaks, 'quadratic'),
                                atol=1e-3)
     inner = ~((peaks[:, 0] == 0) & (peaks[:, 1] == 0))
     assert inner.sum() == N
@@ -642,11 +668,11 @@ def test_suppress_close_peaks_keeps_the_highest_of_each_cluster():
                       [J.RElbow, 51, 41, 0.20, 3],       # another joint: kept
                       [J.RElbow, 54, 41, 0.20, 4],       # a tie within 3 px: the first wins
                       [J.RElbow, 30, 30, 0.01, 5]])
-    got = pose_core.suppress_close_peaks(peaks, radius=5)
+    got = paf_grouping.suppress_close_peaks(peaks, radius=5)
     np.testing.assert_array_equal(got[:, :4], peaks[[1, 2, 3, 5], :4])
     np.testing.assert_array_equal(got[:, 4], np.arange(4))
-    np.testing.assert_array_equal(pose_core.suppress_close_peaks(peaks, radius=0), peaks)
-    assert len(pose_core.suppress_close_peaks(peaks, radius=8)) == 3
+    np.testing.assert_array_equal(paf_grouping.suppress_close_peaks(peaks, radius=0), peaks)
+    assert len(paf_grouping.suppress_close_peaks(peaks, radius=8)) == 3
 
 
 def test_close_twin_peaks_no_longer_split_a_person(monkeypatch):
@@ -664,12 +690,12 @@ def test_close_twin_peaks_no_longer_split_a_person(monkeypatch):
     _, paf_twin = synthetic_maps([twin], (240, 200), limb_width=2.0)
     upper_arm = [list(l) for l in params['limbs_point']].index([J.RShoulder, J.RElbow])
     paf[2 * upper_arm:2 * upper_arm + 2] = paf_twin[2 * upper_arm:2 * upper_arm + 2]
-    assert (pose_core.find_peaks(heat)[:, 0] == J.RShoulder).sum() == 2
+    assert (paf_grouping.find_peaks(heat)[:, 0] == J.RShoulder).sum() == 2
     monkeypatch.setitem(params, 'peak_nms_radius', 0)
-    split, _ = pose_core.group_people(heat, paf, smooth=False)
+    split, _ = paf_grouping.group_people(heat, paf, smooth=False)
     assert len(split) == 2  # the right arm is a person of its own
     monkeypatch.setitem(params, 'peak_nms_radius', 5)
-    whole, _ = pose_core.group_people(heat, paf, smooth=False)
+    whole, _ = paf_grouping.group_people(heat, paf, smooth=False)
     assert_same_people(whole, [pose], tol=2.5)
 
 
@@ -680,10 +706,10 @@ def test_person_scores_and_limb_columns():
                  person(250, 30, 170, missing=[J.LKnee, J.LAnkle, J.RKnee, J.RAnkle, J.LEar,
                                                J.REar])]
     heat, paf = synthetic_maps(people_in, (230, 340))
-    heat = pose_core.smooth_heatmaps(heat[:N])
-    peaks = pose_core.joint_peaks(heat)
-    conns = pose_core.compute_connections(paf, peaks, 340)
-    people = pose_core.assemble_people(conns, peaks)
+    heat = paf_grouping.smooth_heatmaps(heat[:N])
+    peaks = paf_grouping.joint_peaks(heat)
+    conns = paf_grouping.compute_connections(paf, peaks, 340)
+    people = paf_grouping.assemble_people(conns, peaks)
     assert len(people) == 2
     pairs = {(int(a), int(b)): s for c in conns for a, b, s in c}
     coco = params['coco_joint_indices']
@@ -691,20 +717,20 @@ def test_person_scores_and_limb_columns():
         ids = p[:N].astype(int)
         mine = [pairs[(ids[a], ids[b])] for a, b in params['limbs_point']
                 if ids[a] >= 0 and ids[b] >= 0]
-        assert p[pose_core.N_LIMBS] == len(mine) == p[pose_core.N_FOUND] - 1  # a tree
-        assert p[pose_core.LIMB_SUM] == pytest.approx(sum(mine))
+        assert p[paf_grouping.N_LIMBS] == len(mine) == p[paf_grouping.N_FOUND] - 1  # a tree
+        assert p[paf_grouping.LIMB_SUM] == pytest.approx(sum(mine))
         found = ids >= 0
-        assert p[pose_core.TOTAL] == pytest.approx(peaks[ids[found], 3].sum() + sum(mine))
+        assert p[paf_grouping.TOTAL] == pytest.approx(peaks[ids[found], 3].sum() + sum(mine))
         kp = [peaks[ids[j], 3] if ids[j] >= 0 else 0.0 for j in coco]
         expected = sum(kp) / 17.0 * sum(mine) / len(mine)
-        assert pose_core.person_scores(p[None], peaks, 'coco17')[0] == pytest.approx(expected)
-    np.testing.assert_array_equal(pose_core.person_scores(people, peaks, 'total'),
-                                  people[:, pose_core.TOTAL])
-    scores = pose_core.person_scores(people, peaks, 'coco17')
-    complete = np.argmax(people[:, pose_core.N_FOUND])
+        assert paf_grouping.person_scores(p[None], peaks, 'coco17')[0] == pytest.approx(expected)
+    np.testing.assert_array_equal(paf_grouping.person_scores(people, peaks, 'total'),
+                                  people[:, paf_grouping.TOTAL])
+    scores = paf_grouping.person_scores(people, peaks, 'coco17')
+    complete = np.argmax(people[:, paf_grouping.N_FOUND])
     assert scores[complete] == scores.max()  # same per-joint quality: the whole person first
     with pytest.raises(ValueError, match='person_score'):
-        pose_core.person_scores(people, peaks, 'best')
+        paf_grouping.person_scores(people, peaks, 'best')
 
 
 def test_oks_nms_drops_duplicates_only():
@@ -718,6 +744,6 @@ def test_oks_nms_drops_duplicates_only():
     legs[[J.RKnee, J.RAnkle]] = a[[J.RKnee, J.RAnkle]] + [40, 0, 0]  # far from a's: kept
     poses = np.stack([dup, a, b, part, legs])
     scores = np.array([0.5, 0.9, 0.7, 0.2, 0.1])
-    np.testing.assert_array_equal(pose_core.oks_nms(poses, scores, 0.5), [1, 2, 4])
-    np.testing.assert_array_equal(pose_core.oks_nms(poses, scores, None), [1, 2, 0, 3, 4])
-    assert len(pose_core.oks_nms(poses[:1], scores[:1], 0.5)) == 1
+    np.testing.assert_array_equal(paf_grouping.oks_nms(poses, scores, 0.5), [1, 2, 4])
+    np.testing.assert_array_equal(paf_grouping.oks_nms(poses, scores, None), [1, 2, 0, 3, 4])
+    assert len(paf_grouping.oks_nms(poses[:1], scores[:1], 0.5)) == 1

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import cli
+import image_io
 import pose_detector
 from entity import params
 from support import testing
@@ -237,10 +238,10 @@ def test_exif_rotated_phone_photo_is_read_upright(tmp_path):
     ok, buf = cv2.imencode('.jpg', stored, [cv2.IMWRITE_JPEG_QUALITY, 95])
     photo = tmp_path / 'phone.jpg'
     photo.write_bytes(jpeg_with_orientation(buf.tobytes(), 6))
-    img = pose_detector.read_image(str(photo))
+    img = image_io.read_image(str(photo))
     assert img.shape == upright.shape
     assert np.abs(img.astype(int) - upright).mean() < 3  # JPEG noise only
-    assert pose_detector.read_image(str(photo), exif=False).shape == stored.shape
+    assert image_io.read_image(str(photo), exif=False).shape == stored.shape
     p = run('--img', photo, '--out', tmp_path / 'out.png', '--json', tmp_path / 'p.json',
             '--scales', '1', cwd=tmp_path)
     assert p.returncode == 0, p.stderr
@@ -278,7 +279,7 @@ def test_truncated_jpeg_warns_and_bad_png_is_one_line(tmp_path):
 def test_no_false_truncation_warnings():
     """Complete JPEGs in every layout are not flagged: baseline, progressive, with restart
     markers, with an EXIF block, with data appended after the end marker (motion photos)."""
-    import pose_core
+    import image_io
     from support.testing import jpeg_with_orientation
     img = cv2.imread(DEMO_IMAGE)
     variants = [cv2.imencode('.jpg', img)[1].tobytes(),
@@ -287,9 +288,9 @@ def test_no_false_truncation_warnings():
     variants += [jpeg_with_orientation(variants[0], 6), variants[1] + b'\0ftypmp42' * 100,
                  open(DEMO_IMAGE, 'rb').read()]
     for data in variants:
-        assert not pose_core.jpeg_truncated(data)
+        assert not image_io.jpeg_truncated(data)
         for cut in (len(data) // 3, len(data) // 2):
-            assert pose_core.jpeg_truncated(data[:cut])
+            assert image_io.jpeg_truncated(data[:cut])
 
 
 def test_outputs_never_destroy_inputs_devices_or_links(tmp_path):

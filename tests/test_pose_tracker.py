@@ -465,7 +465,7 @@ def test_walker_away_longer_than_tracks_are_kept_gets_a_new_id(video):
 
 
 def test_id_labels_drawn_in_a_stable_colour_per_id():
-    from pose_core import draw_person_ids, id_color
+    from drawing import draw_person_ids, id_color
     assert id_color(3) == id_color(3)
     colours = [id_color(i) for i in range(8)]
     assert len(set(colours)) == 8

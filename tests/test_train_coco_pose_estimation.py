@@ -493,3 +493,38 @@ def test_resume_passes_over_a_damaged_newest_snapshot(tmp_path, coco_dir):
     p = train('--iteration', '8', '--resume', out, *args)
     assert one_line_error(p, notes_first=True) == (
         'error: --resume %s: every snapshot_iter_N in it is damaged' % out), p.stderr
+
+
+def test_initmodel_goes_through_the_nets_npz_checks(tmp_path, coco_dir):
+    """--initmodel loads with models.load_weights, as the detectors do: a damaged array is
+    refused by name (it trained on NaN before), a wrong shape names the layer, both as one
+    line that says which flag; the shipped npz initialises every array as stored."""
+    import chainer
+
+    import train_coco_pose_estimation as tcpe
+    from models import get_model_class
+    with np.load(SHIPPED) as src:
+        arrays = {k: src[k] for k in src.files}
+    model = get_model_class('mobilenet')()
+    assert tcpe.load_initmodel(model, 'mobilenet', SHIPPED) == 'model'
+    saver = chainer.serializers.DictionarySerializer()
+    saver.save(model)
+    stored = saver.target
+    assert set(stored) == set(arrays)
+    for k, a in arrays.items():
+        np.testing.assert_array_equal(stored[k], a, err_msg=k)
+    bad = dict(arrays)
+    bad['MConv_Stage6_L2_5_pointwise/W'] = bad['MConv_Stage6_L2_5_pointwise/W'].copy()
+    bad['MConv_Stage6_L2_5_pointwise/W'].flat[[3, 7]] = np.nan
+    np.savez(str(tmp_path / 'nan.npz'), **bad)
+    p = train('--arch', 'mobilenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
+              '--initmodel', str(tmp_path / 'nan.npz'), *SMALL)
+    assert p.returncode == 2 and p.stderr.count('\n') == 1, p.stderr
+    assert p.stderr.startswith('error: --initmodel %s: array MConv_Stage6_L2_5_pointwise/W '
+                               'holds 2 NaN' % (tmp_path / 'nan.npz')), p.stderr
+    wrong = dict(arrays, **{'Conv/W': np.zeros((3, 3, 3, 3), np.float32)})
+    np.savez(str(tmp_path / 'wrong.npz'), **wrong)
+    with pytest.raises(tcpe.cli.UserError, match=r'^--initmodel .*wrong\.npz: not mobilenet '
+                                                  r'weights: Conv/W has shape \(3, 3, 3, 3\)'):
+        tcpe.load_initmodel(get_model_class('mobilenet')(), 'mobilenet',
+                            str(tmp_path / 'wrong.npz'))
