@@ -75,7 +75,7 @@ def test_missing_shared_data_skips_with_a_count_or_fails_in_ci_mode(tmp_path, re
         assert '1 passed, 1 skipped' in r.stdout
         # reported at the test's line that asked for the file
         assert ('SKIPPED [1] test_probe.py:5: ' + SHARED_SKIP
-                + 'images/no_such_file.png (not redistributable') in r.stdout, r.stdout
+                + 'images/no_such_file.png (not in the repository') in r.stdout, r.stdout
         assert '1 test skipped: they need files under %s' % (tmp_path / 'shared' / 'data') \
             in r.stdout, r.stdout
 

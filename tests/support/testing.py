@@ -60,7 +60,7 @@ def shared_path(*parts):
     __tracebackhide__ = True  # the skip is reported at the test's line, not here
     path = os.path.join(SHARED_DATA, *parts)
     if not os.path.exists(path):
-        why = ('%s%s (not redistributable: lay ../shared beside the clone or set '
+        why = ('%s%s (not in the repository: lay ../shared beside the clone or set '
                'POSE_SHARED_DIR)' % (SHARED_SKIP, '/'.join(parts)))
         if REQUIRE_SHARED:
             pytest.fail('POSE_REQUIRE_SHARED is set but the test ' + why)
