@@ -18,8 +18,7 @@ import compat  # noqa: E402,F401  (before chainer)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-import weights_io  # noqa: E402
-from support import testing  # noqa: E402
+from support import caffe_files, testing  # noqa: E402
 from support.cmu_nets import conv_layers  # noqa: E402
 from support.coco_mini import make_coco_dir  # noqa: E402
 from support.testing import (coco_mini, one_line_error, read_video, shared_path,  # noqa: E402
@@ -55,9 +54,9 @@ def people(path):
 def random_net(tmp, arch, seed):
     """A random-weight CMU caffemodel (tests/support/cmu_nets.py), converted by
     convert_model.py (the conversion CLI); the npz path."""
-    layers = weights_io.random_conv_weights(conv_layers(arch), seed=seed)
+    layers = caffe_files.random_conv_weights(conv_layers(arch), seed=seed)
     caffemodel, npz = os.path.join(tmp, arch + '.caffemodel'), os.path.join(tmp, arch + '.npz')
-    weights_io.write_caffemodel(caffemodel, layers)
+    caffe_files.write_caffemodel(caffemodel, layers)
     run('convert_model.py', arch, caffemodel, npz)
     with np.load(npz) as z:
         assert len(z.files) == 2 * len(layers), (len(z.files), len(layers))

@@ -32,8 +32,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, 'tests')]
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
-import weights_io  # noqa: E402
 from models.CocoPoseNet import VGG19_FRONT  # noqa: E402
+from support import caffe_files  # noqa: E402
 from support.cmu_nets import conv_layers  # noqa: E402
 
 CAFFE_CHILD = r'''
@@ -75,7 +75,7 @@ def make_caffemodel(path, quick):
     else:
         convs = conv_layers('posenet')
         arch, what, v1 = 'posenet', 'CMU COCO body net (V2 format)', False
-    weights_io.write_caffemodel(path, weights_io.random_conv_weights(convs, seed=0), v1=v1)
+    caffe_files.write_caffemodel(path, caffe_files.random_conv_weights(convs, seed=0), v1=v1)
     return arch, what, [c[0] for c in convs]
 
 

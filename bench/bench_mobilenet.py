@@ -5,7 +5,7 @@ Both run the tf-pose ``mobilenet_v2_small`` network on the same BGR image at
 that load from other processes hits both alike, and the medians and their ratio
 are printed.  cv2.dnn cannot evaluate the graph's dynamic resize size, so a
 fixed-size copy of the graph is written to a temp dir for each size
-(``tfgraph.fix_resize_size``).  Chainer runs in inference mode
+(``tfgraph_fixed.fix_resize_size``).  Chainer runs in inference mode
 (``train=False`` + ``no_backprop_mode``), which takes the model's fast paths.
 
     python bench/bench_mobilenet.py [--rounds 10] [--stock] [--quick]
@@ -24,16 +24,16 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, 'tests')]
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import chainer  # noqa: E402
 import cv2  # noqa: E402
 
-import tfgraph  # noqa: E402
 from entity import params  # noqa: E402
 from models import _mobilenet_fast as _mf  # noqa: E402
 from models.MobileNetV2PoseNet import MobileNetV2PoseNet  # noqa: E402
+from support import tfgraph_fixed  # noqa: E402
 
 TEST_DATA = os.path.join(REPO, 'tests', 'data')
 SIZES = [(432, 368), (656, 368)]  # (W, H)
@@ -48,11 +48,11 @@ def time_once(fn):
 def input_and_dnn(image, pb, w, h, tmpdir):
     """The net input for ``image`` at W x H (BGR, INTER_AREA, NCHW float32) and cv2.dnn's
     net for that size: a copy of the graph ``pb`` with its resize size fixed, which cv2.dnn
-    cannot evaluate (``tfgraph.fix_resize_size``), written to ``tmpdir``."""
+    cannot evaluate (``tfgraph_fixed.fix_resize_size``), written to ``tmpdir``."""
     x = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
     x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
     fixed = os.path.join(tmpdir, 'fixed%dx%d.pb' % (w, h))
-    tfgraph.fix_resize_size(pb, fixed, (h, w))
+    tfgraph_fixed.fix_resize_size(pb, fixed, (h, w))
     return x, cv2.dnn.readNetFromTensorflow(fixed)
 
 

@@ -46,8 +46,8 @@ import cv2  # noqa: E402
 import bench_convert  # noqa: E402
 import cli  # noqa: E402
 import convert_model  # noqa: E402
-import weights_io  # noqa: E402
 from models import _mobilenet_fast as _mf  # noqa: E402
+from support import caffe_files  # noqa: E402
 from support.cmu_nets import conv_layers, deploy_prototxt  # noqa: E402
 
 IMAGE = os.path.join(REPO, 'data', '000000000785.jpg')
@@ -75,7 +75,7 @@ def make_weights(tmp, arch):
     convs = conv_layers(arch)
     caffemodel = os.path.join(tmp, arch + '.caffemodel')
     npz = os.path.join(tmp, arch + '.npz')
-    weights_io.write_caffemodel(caffemodel, weights_io.random_conv_weights(convs, seed=0))
+    caffe_files.write_caffemodel(caffemodel, caffe_files.random_conv_weights(convs, seed=0))
     convert_model.convert(arch, caffemodel, npz)
     return caffemodel, npz
 

@@ -15,7 +15,7 @@ import convert_model
 import weights_io
 from models.CocoPoseNet import VGG19_FRONT
 from models.HandNet import HandNet
-from support import testing
+from support import caffe_files, testing
 from support.cmu_nets import conv_layers
 from support.testing import FIXTURES, one_line_error, tfpose_pb
 
@@ -29,12 +29,12 @@ def files(tmp_path_factory):
     for arch, net, keep in [('hand', 'handnet', None), ('face', 'facenet', None),
                             ('vgg', 'vgg19', set(VGG19_FRONT))]:
         convs = [c for c in conv_layers(net) if keep is None or c[0] in keep]
-        layers = weights_io.random_conv_weights(convs, seed=3)
+        layers = caffe_files.random_conv_weights(convs, seed=3)
         out[arch] = str(d / (arch + '.caffemodel'))
-        weights_io.write_caffemodel(out[arch], layers, v1=arch == 'vgg')
+        caffe_files.write_caffemodel(out[arch], layers, v1=arch == 'vgg')
         if arch == 'hand':  # a prefix that ends exactly between two layers
             out['hand_prefix'] = str(d / 'hand_prefix.caffemodel')
-            weights_io.write_caffemodel(out['hand_prefix'], layers[:20])
+            caffe_files.write_caffemodel(out['hand_prefix'], layers[:20])
             out['hand_prefix_next'] = layers[20][0]
     return out
 
@@ -210,10 +210,10 @@ def test_full_disk_is_one_line_and_leaves_nothing(files, small_disk):
 def test_nan_in_caffemodel_is_refused_naming_the_layer(tmp_path):
     """Corrupted bytes that decode as NaN / Inf converted without a word."""
     convs = conv_layers('handnet')
-    layers = weights_io.random_conv_weights(convs, seed=5)
+    layers = caffe_files.random_conv_weights(convs, seed=5)
     layers[7][1][0].flat[11] = np.nan
     src = str(tmp_path / 'nan.caffemodel')
-    weights_io.write_caffemodel(src, layers)
+    caffe_files.write_caffemodel(src, layers)
     one_line_error(run('handnet', src, str(tmp_path / 'o.npz')),
                    'nan.caffemodel: layer %s/W holds 1 NaN or infinite values' % layers[7][0])
     assert listing(str(tmp_path)) == ['nan.caffemodel']

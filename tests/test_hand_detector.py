@@ -12,7 +12,7 @@ import cli
 from entity import JointType, params
 from drawing import draw_hand_keypoints
 from hand_detector import HandDetector, hand_boxes_from_pose
-from support import testing
+from support import caffe_files, testing
 from support.cmu_nets import deploy_prototxt
 from support.keypoint_nets import TOL, PeakNet, cells, expected
 from support.testing import coco_mini, needs_cv2_caffe, one_line_error, shared_path
@@ -150,18 +150,17 @@ def test_keypoints_match_an_opencv_caffe_reference(tmp_path):
     mirrors and normalises itself (x / 256 - 0.5, BGR), maps resized with cv2 and
     argmax'ed.  Sub-pixel refinement moves ours by at most half a pixel of the crop."""
     import convert_model
-    import weights_io
     insize, side = 64, 40
     text = deploy_prototxt('handnet')
-    layers = weights_io.random_conv_weights(weights_io.conv_layers_from_prototxt(text), seed=7)
+    layers = caffe_files.random_conv_weights(caffe_files.conv_layers_from_prototxt(text), seed=7)
     for name, (w, b) in layers:
         if name == 'Mconv7_stage6':
             b += 0.4  # every map gets a peak above hand_heatmap_peak_thresh
     caffemodel, npz = str(tmp_path / 'hand.caffemodel'), str(tmp_path / 'hand.npz')
-    weights_io.write_caffemodel(caffemodel, layers)
+    caffe_files.write_caffemodel(caffemodel, layers)
     convert_model.convert('handnet', caffemodel, npz)
     proto = tmp_path / 'hand.prototxt'
-    proto.write_text(weights_io.prototxt_with_input(text, insize, insize))
+    proto.write_text(caffe_files.prototxt_with_input(text, insize, insize))
     ref_net = cv2.dnn.readNetFromCaffe(str(proto), caffemodel)
     ref_net.enableWinograd(False)
 

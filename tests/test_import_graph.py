@@ -2,7 +2,8 @@
 
 Layers, bottom up (README, "Code map"): compat/entity/cli (ground); protowire/weights_io (the
 file formats the nets load through); models/; the shared library (root modules without a
-``__main__`` block); the scripts; bench/.  An import may stay in its layer or point down.
+``__main__`` block); the scripts; tests/support (imported as ``support``: helpers for tests,
+bench/ and .ci/); bench/.  An import may stay in its layer or point down.
 Imports are read from the source (top-level and inside functions alike: a deferred import
 hides a cycle from Python, not from this test); ``importlib`` look-ups are not followed.
 """
@@ -19,22 +20,26 @@ FORMATS = {'protowire', 'weights_io'}
 # Root modules with a __main__ block that are libraries first: the COCO loader's main only
 # draws samples, training, ignore masks, track_eval and benches import its loader.
 LIBRARY_WITH_MAIN = {'coco_data_loader'}
-LAYERS = ('ground', 'formats', 'models', 'library', 'script', 'bench')
+LAYERS = ('ground', 'formats', 'models', 'library', 'script', 'support', 'bench')
 DETECTOR_SCRIPTS = {'pose_detector', 'face_detector', 'hand_detector'}
-SCANNED = ('', 'models', 'bench')
+SCANNED = ('', 'models', 'bench', 'tests/support')  # each a package named by its last part
 
 
 def module_files(root, dirs=SCANNED):
     """``{module name: path}`` for every .py in ``dirs`` of ``root`` ('' is the root itself:
-    ``x.py`` -> ``x``, ``models/x.py`` -> ``models.x``, ``models/__init__.py`` -> ``models``)."""
+    ``x.py`` -> ``x``, ``models/x.py`` -> ``models.x``, ``models/__init__.py`` -> ``models``,
+    ``tests/support/x.py`` -> ``support.x``: tests/ is on sys.path); a missing dir is skipped."""
     mods = {}
     for d in dirs:
         folder = os.path.join(root, d)
+        if not os.path.isdir(folder):
+            continue
+        package = os.path.basename(d)
         for f in sorted(os.listdir(folder)):
             if f.endswith('.py'):
                 name = f[:-3]
                 if d:
-                    name = d if name == '__init__' else d + '.' + name
+                    name = package if name == '__init__' else package + '.' + name
                 mods[name] = os.path.join(folder, f)
     return mods
 
@@ -118,6 +123,8 @@ def layer_of(name, tree):
         return LAYERS.index('formats')
     if name.startswith('bench.'):
         return LAYERS.index('bench')
+    if name == 'support' or name.startswith('support.'):
+        return LAYERS.index('support')
     if has_main_block(tree) and name not in LIBRARY_WITH_MAIN:
         return LAYERS.index('script')  # models/convert_model.py too: the original's entry
     if name == 'models' or name.startswith('models.'):
@@ -174,6 +181,23 @@ def test_ground_and_models_layers_are_what_the_readme_says(repo_graph):
     assert LAYERS[layers['models.convert_model']] == 'script'
     assert LAYERS[layers['pose_detector']] == 'script'
     assert LAYERS[layers['paf_grouping']] == 'library'
+    assert LAYERS[layers['support.caffe_files']] == 'support'
+
+
+def test_only_tests_bench_and_ci_import_the_test_support(repo_graph):
+    """tests/support is scanned as a layer above the scripts (so the layer check catches a
+    library module importing it); ``tests``/``conftest`` are not modules of the scan, so an
+    import of those by name is checked here.  bench/ does import the support modules."""
+    graph, _ = repo_graph
+    _, trees = import_graph(REPO, ('', 'models'))
+    for name, tree in trees.items():
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+            for n in names:
+                assert n.split('.')[0] not in ('support', 'tests', 'conftest'), (name, n)
+    assert {'support.caffe_files', 'support.cmu_nets'} <= graph['bench.run_all']
+    assert 'support.tfgraph_fixed' in graph['bench.bench_mobilenet']
 
 
 def test_the_onnx_exporter_and_backend_never_reach_a_detector(repo_graph):

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import convert_model
-import weights_io
 from models.CocoPoseNet import CocoPoseNet, VGG19_FRONT, copy_vgg19_front
 from models.FaceNet import FaceNet
 from models.HandNet import HandNet
+from support import caffe_files
 from support.cmu_nets import deploy_prototxt, net_graph
 from support.testing import needs_cv2_caffe, shared_path
 
@@ -35,7 +35,7 @@ CMU_PROTOTXT = {'posenet': 'coco_pose_deploy.prototxt', 'facenet': 'face_pose_de
 def _cv2_forward(prototxt_text, caffemodel, x, outputs, tmp_path):
     proto = os.path.join(str(tmp_path), 'small.prototxt')
     with open(proto, 'w') as f:
-        f.write(weights_io.prototxt_with_input(prototxt_text, x.shape[2], x.shape[3]))
+        f.write(caffe_files.prototxt_with_input(prototxt_text, x.shape[2], x.shape[3]))
     net = cv2.dnn.readNetFromCaffe(proto, caffemodel)
     # Winograd 3x3 convolution trades ~1e-3 relative precision for speed; the
     # reference should be plain direct convolution.
@@ -72,11 +72,11 @@ def work(tmp_path_factory):
 
 def _convert_random(work, arch, seed, v1=False, keep=None):
     text = deploy_prototxt(arch)
-    convs = weights_io.conv_layers_from_prototxt(text)
+    convs = caffe_files.conv_layers_from_prototxt(text)
     if keep is not None:
         convs = [c for c in convs if c[0] in keep]
     caffemodel = str(work / (arch + '.caffemodel'))
-    weights_io.write_caffemodel(caffemodel, weights_io.random_conv_weights(convs, seed), v1=v1)
+    caffe_files.write_caffemodel(caffemodel, caffe_files.random_conv_weights(convs, seed), v1=v1)
     npz = str(work / (arch + '.npz'))
     convert_model.convert(arch, caffemodel, npz)
     return text, caffemodel, npz
@@ -119,13 +119,13 @@ def test_written_prototxts_are_cmus(arch):
         real = f.read()
     ours = deploy_prototxt(arch)
     assert net_graph(ours) == net_graph(real)
-    assert (weights_io.conv_layers_from_prototxt(ours)
-            == weights_io.conv_layers_from_prototxt(real))
+    assert (caffe_files.conv_layers_from_prototxt(ours)
+            == caffe_files.conv_layers_from_prototxt(real))
 
 
 def test_link_names_and_shapes_are_the_prototxts():
     for cls, arch in [(CocoPoseNet, 'posenet'), (FaceNet, 'facenet'), (HandNet, 'handnet')]:
-        convs = weights_io.conv_layers_from_prototxt(deploy_prototxt(arch))
+        convs = caffe_files.conv_layers_from_prototxt(deploy_prototxt(arch))
         ours = cls.conv_layers()
         assert len(convs) == len(ours) == len(set(n for n, *_ in ours))
         assert ({n: (o, i, k) for n, o, i, k, _ in convs}

@@ -10,6 +10,7 @@ import protowire as pw
 import tfgraph
 from cli import UserError
 from models.MobileNetV2PoseNet import MobileNetV2PoseNet
+from support import tfgraph_fixed
 from support.testing import (REPO, coco_mini, haar_cascade, needs_cv2_tensorflow, one_line_error,
                              run, tfpose_pb)
 
@@ -154,7 +155,7 @@ def test_cli_error_is_one_line_and_writes_nothing(tmp_path, pb_bytes):
 def test_fix_resize_size_matches_the_shipped_fixed_graph(tmp_path, pb):
     """Our fixed-size derivation = the fixed432x368 file (tests/data/tfpose), for cv2.dnn."""
     ours = tmp_path / 'fixed.pb'
-    tfgraph.fix_resize_size(pb, str(ours), (368, 432))
+    tfgraph_fixed.fix_resize_size(pb, str(ours), (368, 432))
     x = np.random.RandomState(0).uniform(0, 255, (1, 3, 368, 432)).astype(np.float32)
     outs = []
     for path in (str(ours), tfpose_pb(fixed=True)):
@@ -167,7 +168,7 @@ def test_fix_resize_size_matches_the_shipped_fixed_graph(tmp_path, pb):
 @needs_cv2_tensorflow
 def test_fix_resize_size_other_size_agrees_with_chainer(tmp_path, pb):
     fixed = tmp_path / 'fixed.pb'
-    tfgraph.fix_resize_size(pb, str(fixed), (200, 328))
+    tfgraph_fixed.fix_resize_size(pb, str(fixed), (200, 328))
     net = cv2.dnn.readNetFromTensorflow(str(fixed))
     image = cv2.imread(coco_mini('000000000785.jpg'), cv2.IMREAD_COLOR)
     x = cv2.resize(image, (328, 200), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)[None]

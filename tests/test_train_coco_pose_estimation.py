@@ -336,13 +336,13 @@ def test_bad_initmodel_and_resume(tmp_path, coco_dir):
 def vgg_caffemodel(tmp_path_factory):
     """A VGG-19 caffemodel in the 2014 release's V1 ``layers`` format, random weights of the
     real shapes (the loader checks them): the VGG front plus conv5_1, which must be skipped."""
-    import weights_io
     from models.CocoPoseNet import VGG19_FRONT
+    from support import caffe_files
     from support.cmu_nets import conv_layers
     convs = [c for c in conv_layers('vgg19') if c[0] in set(VGG19_FRONT) | {'conv5_1'}]
     path = str(tmp_path_factory.mktemp('vgg') / 'VGG_ILSVRC_19_layers.caffemodel')
-    layers = weights_io.random_conv_weights(convs, seed=5)
-    weights_io.write_caffemodel(path, layers, v1=True)
+    layers = caffe_files.random_conv_weights(convs, seed=5)
+    caffe_files.write_caffemodel(path, layers, v1=True)
     return path, dict(layers)
 
 
@@ -389,12 +389,12 @@ def test_initmodel_reads_a_vgg_caffemodel(tmp_path, coco_dir, vgg_caffemodel):
 
 def test_initmodel_reads_cmus_full_caffemodel(tmp_path, coco_dir):
     """CMU's pose_iter_440000.caffemodel (current ``layer`` format) fine-tunes as a whole."""
-    import weights_io
     import train_coco_pose_estimation as tcpe
+    from support import caffe_files
     from support.cmu_nets import conv_layers
-    layers = weights_io.random_conv_weights(conv_layers('posenet'), seed=9)
+    layers = caffe_files.random_conv_weights(conv_layers('posenet'), seed=9)
     path = str(tmp_path / 'pose_iter_440000.caffemodel')
-    weights_io.write_caffemodel(path, layers)
+    caffe_files.write_caffemodel(path, layers)
     trainer, _ = tcpe.build_trainer(tcpe.parse_args(
         ['--arch', 'posenet', '--coco-dir', coco_dir, '--out', str(tmp_path / 'o'),
          '--initmodel', path, *SMALL]))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cli import UserError
+from support import caffe_files
 from support.testing import FIXTURES
 import weights_io
 
@@ -38,7 +39,7 @@ def test_real_torch_save_files_read_exactly(name, tmp_path):
     from_pth = weights_io.read_layers(path)
     # the same weights written as a caffemodel read back identically
     caffemodel = str(tmp_path / 'same.caffemodel')
-    weights_io.write_caffemodel(caffemodel, list(expected_layers().items()))
+    caffe_files.write_caffemodel(caffemodel, list(expected_layers().items()))
     from_caffe = weights_io.read_layers(caffemodel)
     assert list(from_pth) == list(from_caffe) == [n for n, *_ in LAYERS]
     for name_ in from_pth:
@@ -134,7 +135,7 @@ def test_truncated_pth(tmp_path):
 
 
 def test_parse_prototxt():
-    msg = weights_io.parse_prototxt(
+    msg = caffe_files.parse_prototxt(
         'name: "n" # comment\ninput_dim: 3\nlayer { name: \'a\' type: "Convolution"\n'
         '  convolution_param { num_output: 8 kernel_size: 3 } }\nlayer { name: "b" x: 1.5 }')
     assert msg['name'] == ['n'] and msg['input_dim'] == [3]
@@ -142,7 +143,7 @@ def test_parse_prototxt():
     assert msg['layer'][0]['convolution_param'][0]['num_output'] == [8]
     assert msg['layer'][1]['x'] == [1.5]
     with pytest.raises(ValueError):
-        weights_io.parse_prototxt('layer { name: "a" ')
+        caffe_files.parse_prototxt('layer { name: "a" ')
 
 
 def _pickle_int(v):

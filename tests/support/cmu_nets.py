@@ -9,9 +9,9 @@ independent reference of the Chainer ports.  ``deploy_prototxt`` writes the same
 input, the net's outputs), and tests/test_models.py checks that the written graphs equal
 the real prototxts' when ../shared holds them.
 """
-import weights_io
 from models import _cpm
 from models import CocoPoseNet as coco
+from support import caffe_files
 
 ARCHS = ('posenet', 'facenet', 'handnet', 'vgg19')
 # VGG-19's ImageNet classifier (fc6, fc7, fc8), not in the project's tables: only its
@@ -148,16 +148,16 @@ def deploy_prototxt(arch, height=None, width=None):
 
 
 def conv_layers(arch):
-    """``weights_io.conv_layers_from_prototxt`` of ``deploy_prototxt(arch)``:
+    """``caffe_files.conv_layers_from_prototxt`` of ``deploy_prototxt(arch)``:
     ``[(name, out, in, kh, kw)]`` in Caffe order."""
-    return weights_io.conv_layers_from_prototxt(deploy_prototxt(arch))
+    return caffe_files.conv_layers_from_prototxt(deploy_prototxt(arch))
 
 
 def random_net(cls, seed=0):
     """A ``cls`` (CocoPoseNet, FaceNet, HandNet) with He-initialised random weights."""
     model = cls()
     convs = [(name, n_out, n_in, k, k) for name, n_in, n_out, k in cls.conv_layers()]
-    for name, (W, b) in weights_io.random_conv_weights(convs, seed):
+    for name, (W, b) in caffe_files.random_conv_weights(convs, seed):
         getattr(model, name).W.array[...] = W
         getattr(model, name).b.array[...] = b
     return model
@@ -172,7 +172,7 @@ def net_graph(text):
     kernel, pad, stride, group, dilation, bias_term, input)}, 'outputs': [...]}``, where an
     input or output is an expression: a convolution's name, ``('relu', x)``, ``('pool',
     kind, size, stride, x)``, ``('concat', axis, (x, ...))``, ``('fc', n, x)``, ..."""
-    net = weights_io.parse_prototxt(text)
+    net = caffe_files.parse_prototxt(text)
 
     def one(msg, key, default=None):
         return msg.get(key, [default])[0]
