@@ -9,6 +9,7 @@ them; ``warn`` and ``library_stderr`` keep stderr to our own one-line messages.
 """
 import argparse
 import contextlib
+import json
 import os
 import stat
 import sys
@@ -175,6 +176,12 @@ def write_bytes_atomic(path, data):
     with atomic_output(path) as tmp:
         with open(tmp, 'wb') as f:
             f.write(data)
+
+
+def write_json_atomic(path, obj):
+    """``obj`` as JSON into ``path``, atomically; encoded first, so an object JSON cannot
+    hold leaves ``path`` untouched."""
+    write_bytes_atomic(path, json.dumps(obj).encode())
 
 
 def warn(msg):

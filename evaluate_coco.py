@@ -14,7 +14,6 @@ import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import contextlib
 import io
-import json
 import os
 
 import numpy as np
@@ -158,9 +157,7 @@ def evaluate(ann_file, img_dir, arch=None, weights=None, scales=None, out=None, 
                                 flip=flip)
     results, ids = detect_all(coco, img_dir, detector, image_ids, progress=verbose)
     if out:
-        with cli.atomic_output(out) as tmp:
-            with open(tmp, 'w') as f:
-                json.dump(results, f)
+        cli.write_json_atomic(out, results)
     if verbose and hasattr(detector, 'scales'):
         print(settings_line(detector))
     return coco_eval(coco, results, ids, verbose=verbose)

@@ -24,7 +24,6 @@ import compat
 import argparse
 import contextlib
 import inspect
-import json
 import math
 import os
 import re
@@ -375,12 +374,6 @@ def _disk_state(directory):
     return ', the disk is full' if st.f_bavail * st.f_frsize < (1 << 16) else ''
 
 
-def write_json(path, data):
-    with atomic_output(path) as tmp:
-        with open(tmp, 'w') as f:
-            json.dump(data, f)
-
-
 def openpose_people(people):
     """OpenPose's per-frame JSON: ``{"version": 1.3, "people": [...]}``.
 
@@ -561,8 +554,8 @@ def run(source, process, out=None, json_dir=None, display=True, out_fps=None, pr
                         video.write(annotated)
                     if json_dir is not None:
                         try:
-                            write_json(os.path.join(json_dir, source.json_name(frame_no, name)),
-                                       people)
+                            cli.write_json_atomic(
+                                os.path.join(json_dir, source.json_name(frame_no, name)), people)
                         except UserError as e:  # e.g. a full disk: the video goes on
                             summary['json_error'] = str(e)
                             warn('%s; no more JSON files are written' % e)

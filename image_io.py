@@ -1,7 +1,6 @@
 """Pictures in and out as the scripts see them: reading any file -> BGR uint8 HxWx3, turned by
 its EXIF orientation, or a one-line ``cli.UserError`` naming the file; writing the result
 picture and its JSON (``check_outputs`` before any work, ``write_outputs`` atomically)."""
-import json
 import os
 import re
 
@@ -141,18 +140,15 @@ def encode_image(path, img):
 
 
 def write_outputs(out_path, img, json_path=None, json_obj=None):
-    """Write the picture (and the JSON): everything is encoded first, then each file goes
-    through cli.atomic_output, so a failure leaves no partial file.  Says where
-    each file went."""
+    """Write the picture (and the JSON): each file goes through cli.atomic_output, the
+    JSON's inside the picture's, so a failure leaves no partial file and no picture without
+    its JSON.  Says where each file went."""
     data = encode_image(out_path, img)
-    text = json.dumps(json_obj) if json_path else None
     with cli.atomic_output(out_path) as tmp_img:
         with open(tmp_img, 'wb') as f:
             f.write(data)
         if json_path:
-            with cli.atomic_output(json_path) as tmp_json:
-                with open(tmp_json, 'w') as f:
-                    f.write(text)
+            cli.write_json_atomic(json_path, json_obj)
     print('Saving result into %s...' % out_path)
     if json_path:
         print('Keypoints written to %s' % json_path)

@@ -31,6 +31,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
+import cli  # noqa: E402
 
 COCO_MINI = os.path.join(REPO, 'tests', 'data', 'coco_mini')
 
@@ -96,7 +97,6 @@ class TargetMaps(object):
 def overfit(args, out):
     """Train and evaluate; returns the curve [(iteration, loss, AP, seconds)]."""
     import chainer
-    import cli
     import evaluate_coco
     import train_coco_pose_estimation as tcpe
     from entity import params
@@ -151,7 +151,7 @@ def overfit(args, out):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--gpu', '-g', type=int, default=-1, help='GPU id (negative: CPU)')
+    cli.add_device_arguments(p, backend=False)  # training: Chainer only, as in train_coco
     p.add_argument('--quick', action='store_true',
                    help='CPU-sized: 2 images at 64x64, 6 iterations (checks the machinery, '
                    'does not reach the target)')
@@ -194,5 +194,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    import cli
     cli.run_main(main)

@@ -16,17 +16,25 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 
 import body_maps  # noqa: E402
+import cli  # noqa: E402
 import image_io  # noqa: E402
 import paf_grouping  # noqa: E402
 from entity import params  # noqa: E402
 from pose_detector import PoseDetector  # noqa: E402
 
-DEFAULT_IMG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           '..', 'shared', 'data', 'images', 'people.png')
+# The group photo of the figures in README/RESULTS; a plain clone without ../shared takes the
+# shipped COCO image with the most people (5).
+SHARED_IMG = os.path.join(REPO, '..', 'shared', 'data', 'images', 'people.png')
+COCO_IMG = os.path.join(REPO, 'tests', 'data', 'coco_mini', '000000197388.jpg')
+
+
+def default_image():
+    return SHARED_IMG if os.path.exists(SHARED_IMG) else COCO_IMG
 
 
 def one_run(det, img, scales):
@@ -57,7 +65,9 @@ def one_run(det, img, scales):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--img', default=DEFAULT_IMG)
+    p.add_argument('--img', default=default_image(),
+                   help='the picture (default ../shared/data/images/people.png, without '
+                   '../shared tests/data/coco_mini/000000197388.jpg)')
     p.add_argument('--scales', type=float, nargs='+', default=[1.0])
     p.add_argument('--repeat', type=int, default=7)
     p.add_argument('--quick', action='store_true', help='2 repeats (a smoke run)')
@@ -88,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    cli.run_main(main)

@@ -45,11 +45,11 @@ import chainer.links as L
 import numpy
 from chainer import backend
 
-from models import _blas, _gpu, _mobilenet_fast as _mf
-from models._mobilenet_fast import same_padding  # noqa: F401 (part of this module's API)
+from models import _gpu, _mobilenet_fast as _mf
 from models._mobilenet_table import (  # noqa: F401 (the structure table: this module's API)
     BLOCKS, BN_EPS, BRANCH_OUT, COARSE_BLOCK, FINE_BLOCK, N_HEATMAPS, N_PAFS, N_STAGES,
-    STAGE1_WIDTHS, STAGE_KSIZES, STAGE_WIDTHS, STEM_CHANNELS, interpolation_matrix_tf_legacy)
+    STAGE1_WIDTHS, STAGE_KSIZES, STAGE_WIDTHS, STEM_CHANNELS, interpolation_matrix_tf_legacy,
+    same_padding)
 
 
 
@@ -194,8 +194,9 @@ class MobileNetV2PoseNet(chainer.Chain):
                              'got %s %s' % (x.dtype, tuple(x.shape)))
         array = x.array if isinstance(x, chainer.Variable) else x
         if not chainer.config.train and not chainer.config.enable_backprop \
-                and isinstance(array, numpy.ndarray):
-            return self._forward_fast(array)
+                and isinstance(array, numpy.ndarray):  # CPU inference kernels
+            return tuple([chainer.Variable(a, requires_grad=False) for a in stages]
+                         for stages in _mf.forward(self, array))
         if not chainer.config.train and not chainer.config.enable_backprop \
                 and _gpu.is_gpu_array(array):  # GPU inference kernels (models/_gpu.py)
             return _gpu.mobilenet_inference(self, array)
@@ -257,93 +258,3 @@ class MobileNetV2PoseNet(chainer.Chain):
         depthwise = isinstance(conv, L.DepthwiseConvolution2D)
         h = norm((depthwise_same if depthwise else conv_same)(h, conv.W, stride))
         return F.clipped_relu(h, 6.0) if relu6 else h
-
-    # -- CPU inference (models/_mobilenet_fast.py) --
-    def _forward_fast(self, x):
-        """``forward`` on a NumPy batch without a graph, one image at a time."""
-        outs = [self._image_fast(image) for image in x]
-        wrap = lambda arrays: chainer.Variable(numpy.stack(arrays), requires_grad=False)  # noqa
-        return ([wrap([o[0][s] for o in outs]) for s in range(N_STAGES)],
-                [wrap([o[1][s] for o in outs]) for s in range(N_STAGES)])
-
-    def _image_fast(self, image):
-        """``(pafs, heatmaps)`` of one (3, H, W) image: lists of (C, h, w) arrays."""
-        with _blas.own_threads():  # its ~200 small GEMMs: threads meet once per GEMM
-            return self._image_fast_own_threads(image)
-
-    def _image_fast_own_threads(self, image):
-        feature, shape = self._features_fast(image)
-        pafs, heatmaps = [], []
-        h = feature
-        for stage in range(1, N_STAGES + 1):
-            paf = self._branch_fast(stage, 'L1', h, shape)
-            heatmap = self._branch_fast(stage, 'L2', h, shape)
-            pafs.append(paf.reshape((-1,) + shape))
-            heatmaps.append(heatmap.reshape((-1,) + shape))
-            if stage < N_STAGES:
-                h = numpy.concatenate((paf, heatmap, feature))
-        return pafs, heatmaps
-
-    def _features_fast(self, image):
-        """``features`` of one image: ``((64, h * w) array, (h, w))``."""
-        norm = self['Conv_bn']
-        h, shape = _mf.conv_im2col(image, self['Conv'].W.array, 2)
-        _mf.normalise(h, norm.gamma.array, norm.beta.array, norm.eps, True)
-        for name, has_expand, stride, residual in self._blocks:
-            y = h
-            if has_expand:
-                conv, norm = self[name + '_expand'], self[name + '_expand_bn']
-                y = _mf.expand_normalised(y, conv.W.array[:, :, 0, 0], norm.gamma.array,
-                                          norm.beta.array, norm.eps)
-            conv, norm = self[name + '_depthwise'], self[name + '_depthwise_bn']
-            c = y.shape[0]
-            out_shape = (-(-shape[0] // stride), -(-shape[1] // stride))
-            d = numpy.empty((c,) + out_shape, dtype=y.dtype)
-            _mf.depthwise(y.reshape((c,) + shape), conv.W.array[0], stride, d)
-            d = _mf.normalise(d.reshape(c, -1), norm.gamma.array, norm.beta.array, norm.eps, True)
-            conv, norm = self[name + '_project'], self[name + '_project_bn']
-            o = conv.W.shape[0]
-            z = numpy.empty((o + 1, d.shape[1]), dtype=y.dtype)  # + ones for the next expand
-            z[o] = 1
-            _blas.gemm(conv.W.array[:, :, 0, 0], d, z[:o])
-            _mf.normalise(z[:o], norm.gamma.array, norm.beta.array, norm.eps, False,
-                          h[:o] if residual else None)
-            h = z
-            shape = out_shape
-            if name == FINE_BLOCK:
-                fine, fine_shape = h[:o], shape
-        feature = numpy.empty((self.feature_channels,) + fine_shape, dtype=h.dtype)
-        feature[:fine.shape[0]] = fine.reshape(feature[:fine.shape[0]].shape)
-        _mf.resize_into(h[:o], shape, feature[fine.shape[0]:], interpolation_matrix_tf_legacy)
-        return feature.reshape(self.feature_channels, -1), fine_shape
-
-    def _branch_fast(self, stage, branch, x, shape):
-        """``branch`` on one image's (C, h * w) array.  Every activation but the
-        output carries a row of ones, so the batch norm's shift is a column of
-        the folded 1x1 weights (as are the 1x1 depthwise kernels)."""
-        h = x
-        last = len(STAGE_KSIZES)
-        for i in range(1, last + 1):
-            name = 'MConv_Stage%d_%s_%d' % (stage, branch, i)
-            dw, pw, bn = self[name + '_depthwise'], self[name + '_pointwise'], \
-                self[name + '_pointwise_bn']
-            scale = bn.gamma.array / numpy.sqrt(bn.avg_var + bn.eps)
-            o, c = pw.W.shape[:2]
-            W = numpy.empty((o, c + 1), dtype=x.dtype)
-            W[:, c] = bn.beta.array - bn.avg_mean * scale
-            if dw.W.shape[2:] == (1, 1):  # h already has its row of ones
-                W[:, :c] = pw.W.array[:, :, 0, 0] * scale[:, None] * dw.W.array[0, :, 0, 0]
-            else:
-                W[:, :c] = pw.W.array[:, :, 0, 0] * scale[:, None]
-                d = numpy.empty((c + 1, h.shape[1]), dtype=x.dtype)
-                d[c] = 1
-                _mf.depthwise(h[:c].reshape((c,) + shape), dw.W.array[0], 1,
-                              d[:c].reshape((c,) + shape))
-                h = d
-            out = numpy.empty((o + (i < last), h.shape[1]), dtype=x.dtype)
-            _blas.gemm(W, h, out[:o])
-            if i < last:
-                out[o] = 1
-                _mf.relu_(out)
-            h = out
-        return h

@@ -94,7 +94,7 @@ def cublas_arguments(trans_a, trans_b, m, n, k, lda, ldb, ldc):
 def same_pads(h, w, k, stride):
     """TensorFlow SAME padding of an (h, w) map: ``(top, left, oh, ow)`` (the bottom/right
     padding is implied by the output size)."""
-    from models._mobilenet_fast import same_padding
+    from models._mobilenet_table import same_padding
     return same_padding(h, k, stride)[0], same_padding(w, k, stride)[0], -(-h // stride), \
         -(-w // stride)
 

@@ -1,6 +1,6 @@
 """CPU inference kernels of ``MobileNetV2PoseNet`` (NumPy arrays in and out, no graph).
 
-``MobileNetV2PoseNet.forward`` takes them (``_forward_fast``) when the input is a
+``MobileNetV2PoseNet.forward`` takes them (``forward`` here) when the input is a
 NumPy array, ``chainer.config.train`` is False and backprop is disabled; they
 compute the same function as the model's Chainer functions (tests/test_mobilenet.py
 compares the two), one image at a time (the backbone's normalisation is per
@@ -24,15 +24,10 @@ import cv2
 import numpy
 
 from models import _blas, _native
+from models._mobilenet_table import (FINE_BLOCK, N_STAGES, STAGE_KSIZES,
+                                     interpolation_matrix_tf_legacy, same_padding)
 
 RELU6 = 6.0
-
-
-def same_padding(size, ksize, stride):
-    """TensorFlow ``SAME`` padding of one axis: ``(before, after)``."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + ksize - size, 0)
-    return total // 2, total - total // 2
 
 
 def conv_im2col(x, W, stride):
@@ -210,11 +205,100 @@ def expand_normalised(x, W, gamma, beta, eps):
     return relu6_(out)
 
 
-def resize_into(x, shape, out, matrix):
+def resize_into(x, shape, out):
     """TensorFlow's legacy bilinear resize of ``x`` (C, h * w) from ``shape``
-    (h, w) to ``out`` (C, H, W), as two matrix products (``matrix(out_size,
-    in_size)`` gives each axis' interpolation matrix)."""
+    (h, w) to ``out`` (C, H, W), as two matrix products."""
     (h, w), (c, oh, ow) = shape, out.shape
-    rows = x.reshape(c * h, w) @ matrix(ow, w, x.dtype).T  # (C * h, W)
-    numpy.matmul(matrix(oh, h, x.dtype), rows.reshape(c, h, ow), out=out)
+    rows = x.reshape(c * h, w) @ interpolation_matrix_tf_legacy(ow, w, x.dtype).T  # (C * h, W)
+    numpy.matmul(interpolation_matrix_tf_legacy(oh, h, x.dtype), rows.reshape(c, h, ow), out=out)
     return out
+
+
+def forward(model, x):
+    """``MobileNetV2PoseNet.forward`` of a NumPy batch ``x`` (N, 3, H, W), one image at a
+    time: ``(pafs, heatmaps)``, lists of the six stages' (N, C, h, w) arrays."""
+    outs = [_image(model, image) for image in x]
+    return ([numpy.stack([o[0][s] for o in outs]) for s in range(N_STAGES)],
+            [numpy.stack([o[1][s] for o in outs]) for s in range(N_STAGES)])
+
+
+def _image(model, image):
+    """``(pafs, heatmaps)`` of one (3, H, W) image: lists of (C, h, w) arrays."""
+    with _blas.own_threads():  # its ~200 small GEMMs: threads meet once per GEMM
+        feature, shape = features(model, image)
+        pafs, heatmaps = [], []
+        h = feature
+        for stage in range(1, N_STAGES + 1):
+            paf = branch(model, stage, 'L1', h, shape)
+            heatmap = branch(model, stage, 'L2', h, shape)
+            pafs.append(paf.reshape((-1,) + shape))
+            heatmaps.append(heatmap.reshape((-1,) + shape))
+            if stage < N_STAGES:
+                h = numpy.concatenate((paf, heatmap, feature))
+        return pafs, heatmaps
+
+
+def features(model, image):
+    """``model.features`` of one image: ``((64, h * w) array, (h, w))``."""
+    norm = model['Conv_bn']
+    h, shape = conv_im2col(image, model['Conv'].W.array, 2)
+    normalise(h, norm.gamma.array, norm.beta.array, norm.eps, True)
+    for name, has_expand, stride, residual in model._blocks:
+        y = h
+        if has_expand:
+            conv, norm = model[name + '_expand'], model[name + '_expand_bn']
+            y = expand_normalised(y, conv.W.array[:, :, 0, 0], norm.gamma.array,
+                                  norm.beta.array, norm.eps)
+        conv, norm = model[name + '_depthwise'], model[name + '_depthwise_bn']
+        c = y.shape[0]
+        out_shape = (-(-shape[0] // stride), -(-shape[1] // stride))
+        d = numpy.empty((c,) + out_shape, dtype=y.dtype)
+        depthwise(y.reshape((c,) + shape), conv.W.array[0], stride, d)
+        d = normalise(d.reshape(c, -1), norm.gamma.array, norm.beta.array, norm.eps, True)
+        conv, norm = model[name + '_project'], model[name + '_project_bn']
+        o = conv.W.shape[0]
+        z = numpy.empty((o + 1, d.shape[1]), dtype=y.dtype)  # + ones for the next expand
+        z[o] = 1
+        _blas.gemm(conv.W.array[:, :, 0, 0], d, z[:o])
+        normalise(z[:o], norm.gamma.array, norm.beta.array, norm.eps, False,
+                  h[:o] if residual else None)
+        h = z
+        shape = out_shape
+        if name == FINE_BLOCK:
+            fine, fine_shape = h[:o], shape
+    feature = numpy.empty((model.feature_channels,) + fine_shape, dtype=h.dtype)
+    feature[:fine.shape[0]] = fine.reshape(feature[:fine.shape[0]].shape)
+    resize_into(h[:o], shape, feature[fine.shape[0]:])
+    return feature.reshape(model.feature_channels, -1), fine_shape
+
+
+def branch(model, stage, which, x, shape):
+    """``model.branch`` (branch ``which``, 'L1' or 'L2') on one image's (C, h * w) array.
+    Every activation but the output carries a row of ones, so the batch norm's shift is a
+    column of the folded 1x1 weights (as are the 1x1 depthwise kernels)."""
+    h = x
+    last = len(STAGE_KSIZES)
+    for i in range(1, last + 1):
+        name = 'MConv_Stage%d_%s_%d' % (stage, which, i)
+        dw, pw, bn = model[name + '_depthwise'], model[name + '_pointwise'], \
+            model[name + '_pointwise_bn']
+        scale = bn.gamma.array / numpy.sqrt(bn.avg_var + bn.eps)
+        o, c = pw.W.shape[:2]
+        W = numpy.empty((o, c + 1), dtype=x.dtype)
+        W[:, c] = bn.beta.array - bn.avg_mean * scale
+        if dw.W.shape[2:] == (1, 1):  # h already has its row of ones
+            W[:, :c] = pw.W.array[:, :, 0, 0] * scale[:, None] * dw.W.array[0, :, 0, 0]
+        else:
+            W[:, :c] = pw.W.array[:, :, 0, 0] * scale[:, None]
+            d = numpy.empty((c + 1, h.shape[1]), dtype=x.dtype)
+            d[c] = 1
+            depthwise(h[:c].reshape((c,) + shape), dw.W.array[0], 1,
+                      d[:c].reshape((c,) + shape))
+            h = d
+        out = numpy.empty((o + (i < last), h.shape[1]), dtype=x.dtype)
+        _blas.gemm(W, h, out[:o])
+        if i < last:
+            out[o] = 1
+            relu_(out)
+        h = out
+    return h

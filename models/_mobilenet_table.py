@@ -1,7 +1,7 @@
-"""MobileNetV2PoseNet's structure (blocks, stages, widths) and its resize matrix: one table
-that the Chainer net, the fast CPU and GPU forwards, the ONNX builder and tfgraph's check
-read (through ``models.MobileNetV2PoseNet``, which re-exports it; models/_gpu.py reads it
-here, as the net imports _gpu)."""
+"""MobileNetV2PoseNet's structure (blocks, stages, widths), its padding rule and resize
+matrix: one table that the Chainer net, the fast CPU and GPU forwards, the ONNX builder and
+tfgraph's check read (through ``models.MobileNetV2PoseNet``, which re-exports it; the kernel
+modules models/_mobilenet_fast.py and models/_gpu.py read it here, as the net imports them)."""
 import numpy
 
 BN_EPS = 1e-3  # epsilon of every FusedBatchNorm in the graph
@@ -38,6 +38,13 @@ BRANCH_OUT = {'L1': N_PAFS, 'L2': N_HEATMAPS}
 STAGE_KSIZES = [3, 3, 3, 1, 1]
 STAGE1_WIDTHS = [64, 64, 64, 256]
 STAGE_WIDTHS = [64, 64, 64, 64]
+
+
+def same_padding(size, ksize, stride):
+    """TensorFlow ``SAME`` padding of one axis: ``(before, after)``."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + ksize - size, 0)
+    return total // 2, total - total // 2
 
 
 def interpolation_matrix_tf_legacy(out_size, in_size, dtype=numpy.float32):

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,16 @@ def test_atomic_output_replaces_on_success(tmp_path):
     cli.write_bytes_atomic(str(target), b'new')
     assert target.read_bytes() == b'new'
     assert os.listdir(tmp_path) == ['out.bin']
+
+
+def test_write_json_atomic_round_trips_and_leaves_the_file_on_a_bad_object(tmp_path):
+    target = tmp_path / 'out.json'
+    cli.write_json_atomic(str(target), {'people': [{'person_id': [-1]}], 'version': 1.3})
+    assert json.loads(target.read_text()) == {'people': [{'person_id': [-1]}], 'version': 1.3}
+    with pytest.raises(TypeError, match='not JSON serializable'):
+        cli.write_json_atomic(str(target), {'x': object()})
+    assert json.loads(target.read_text())['version'] == 1.3
+    assert os.listdir(tmp_path) == ['out.json']
 
 
 def test_missing_output_directory_is_user_error(tmp_path):
