@@ -143,6 +143,8 @@ class VideoSource(object):
         return '%s_%012d_keypoints.json' % (self.stem, frame_no)
 
     def __iter__(self):
+        # CameraSource's loop in shape only: a video's failed reads are numbered frames (they
+        # count in frame_no, FFmpeg is quietened) and its end is known from the frame count.
         frame_no = 0   # the frame's index in the video, damaged frames included
         failures = 0
         while True:

@@ -254,17 +254,14 @@ def convert_tfpose_graph(pb_path, model):
     copied = 0
     for link_name, node_name in model.tf_nodes.items():
         link = model[link_name]
-        if isinstance(link, L.DepthwiseConvolution2D):
-            node = g.node(node_name, ('DepthwiseConv2dNative',))
-            stride = g.check_conv_attrs(node)
-            m, c, kh, kw = link.W.shape
-            w = g.const_input(node, 1, (kh, kw, c, m), 'depthwise kernel')
-            link.W.array[...] = w.transpose(3, 2, 0, 1)
-        elif isinstance(link, L.Convolution2D):
-            node = g.node(node_name, ('Conv2D',))
+        if isinstance(link, (L.Convolution2D, L.DepthwiseConvolution2D)):
+            depthwise = isinstance(link, L.DepthwiseConvolution2D)
+            node = g.node(node_name, ('DepthwiseConv2dNative',) if depthwise else ('Conv2D',))
             stride = g.check_conv_attrs(node)
             o, c, kh, kw = link.W.shape
-            w = g.const_input(node, 1, (kh, kw, c, o), 'kernel')
+            # TF keeps (kh, kw, in, out|multiplier); Chainer (out|multiplier, in, kh, kw)
+            w = g.const_input(node, 1, (kh, kw, c, o),
+                              'depthwise kernel' if depthwise else 'kernel')
             link.W.array[...] = w.transpose(3, 2, 0, 1)
         elif isinstance(link, InstanceNormalization):
             node = g.node(node_name, FUSED_BATCH_NORM_OPS)

@@ -8,6 +8,7 @@ from entity import params
 from models._cpm import CPMNet
 
 
+# FaceNet's twin by design: the CPM nets differ only in these two numbers (models/_cpm.py).
 class HandNet(CPMNet):
     insize = params['hand_inference_img_size']
     n_maps = params['hand_n_keypoints'] + 1  # + background
