@@ -25,6 +25,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
+from entity import params  # noqa: E402
 
 
 def mini_coco(tmp):
@@ -60,7 +61,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--quick', action='store_true',
                    help='small sizes for a fast check (insize 128, 3 batches, 1 iteration)')
-    p.add_argument('--arch', default='mobilenet', choices=['mobilenet', 'posenet'])
+    p.add_argument('--arch', default='mobilenet', choices=sorted(params['pose_archs']))
     p.add_argument('--coco-dir')
     p.add_argument('--insize', type=int)
     p.add_argument('--batchsize', type=int, default=10)
@@ -74,7 +75,6 @@ def main(argv=None):
     import chainer
     import train_coco_pose_estimation as tr
     from coco_data_loader import CocoDataLoader
-    from entity import params
     from models import get_model_class
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,6 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import compat  # noqa: E402,F401  (before chainer: Chainer 7.8.1 on NumPy 2)
 import cli  # noqa: E402
+from entity import params  # noqa: E402
 
 COCO_MINI = os.path.join(REPO, 'tests', 'data', 'coco_mini')
 
@@ -99,7 +100,6 @@ def overfit(args, out):
     import chainer
     import evaluate_coco
     import train_coco_pose_estimation as tcpe
-    from entity import params
     from models import get_model_class
     from pose_detector import PoseDetector
     xp = cli.get_array_module(args.gpu)
@@ -155,7 +155,7 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true',
                    help='CPU-sized: 2 images at 64x64, 6 iterations (checks the machinery, '
                    'does not reach the target)')
-    p.add_argument('--arch', default='mobilenet', choices=['mobilenet', 'posenet'])
+    p.add_argument('--arch', default='mobilenet', choices=sorted(params['pose_archs']))
     p.add_argument('--ann', default=os.path.join(COCO_MINI, 'test_coco.json'))
     p.add_argument('--img-dir', default=COCO_MINI)
     p.add_argument('--images', type=int, help='how many images (the first by id; default 4)')
