@@ -119,9 +119,13 @@ def check_writable(directory, name):
     """Create and remove a file in ``directory`` (``name`` is named in the error): the only
     test that holds for read-only mounts, ACLs and root alike."""
     try:
-        fd, probe = tempfile.mkstemp(prefix='.write-test.', dir=directory)
+        _probe_write(directory)
     except OSError as e:
         raise UserError('%s: cannot write in %s (%s)' % (name, directory, e.strerror or e))
+
+
+def _probe_write(directory):
+    fd, probe = tempfile.mkstemp(prefix='.write-test.', dir=directory)
     os.close(fd)
     _remove_quietly(probe)
 
@@ -178,10 +182,10 @@ def write_bytes_atomic(path, data):
             f.write(data)
 
 
-def write_json_atomic(path, obj):
+def write_json_atomic(path, obj, indent=None):
     """``obj`` as JSON into ``path``, atomically; encoded first, so an object JSON cannot
     hold leaves ``path`` untouched."""
-    write_bytes_atomic(path, json.dumps(obj).encode())
+    write_bytes_atomic(path, json.dumps(obj, indent=indent).encode())
 
 
 def warn(msg):
@@ -225,9 +229,7 @@ def ensure_output_dir(path, flag='--out'):
         raise UserError('%s %s: exists and is not a directory' % (flag, path))
     try:
         os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=path)
-        os.close(fd)
-        os.remove(probe)
+        _probe_write(path)
     except OSError as e:
         raise UserError('%s %s: cannot write there (%s)' % (flag, path, e.strerror or e))
     return path
