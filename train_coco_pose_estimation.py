@@ -31,7 +31,6 @@ on its GPU r; ``naive`` works on CPUs.  ChainerMN and mpi4py are imported only w
 import compat  # noqa: F401  (first: Chainer 7.8.1 on NumPy 2, see compat.py)
 import argparse
 import functools
-import json
 import os
 import re
 import shutil
@@ -173,18 +172,6 @@ class AggregateObservations(object):
 
 # ----------------------------------------------------------------------------- setup
 
-def is_npz(path):
-    """True for a NumPy npz, by name or content (model_iter_N has no extension); False for a
-    caffemodel or a PyTorch .pth, whose zip form holds no ``.npy`` members."""
-    if path.endswith('.npz'):
-        return True
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.endswith('.npy') for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
 def load_initmodel(model, arch, path):
     """Initialise ``model`` from ``path``; returns 'model' (all its weights: fine-tuning) or
     'vgg19' (posenet's VGG-19 front, ImageNet weights).
@@ -195,7 +182,8 @@ def load_initmodel(model, arch, path):
     """
     if not os.path.isfile(path):
         raise cli.UserError('--initmodel %s: no such file' % path)
-    if not is_npz(path):
+    import weights_io
+    if weights_io.sniff(path) != 'npz':
         return load_initmodel_layers(model, arch, path)
     try:
         with np.load(path) as npz:
@@ -736,8 +724,7 @@ def main(argv=None, model=None):
                                 '--communicator naive (CPU) or pure_nccl (GPUs)'
                                 % mpi_world_size())
         trainer, train = build_trainer(args, model)
-        cli.write_bytes_atomic(os.path.join(args.out, 'params.json'),
-                               json.dumps(vars(args), indent=2).encode())
+        cli.write_json_atomic(os.path.join(args.out, 'params.json'), vars(args), indent=2)
         run_trainer(trainer, args.out)
         if train.skipped_images:
             print('skipped %d undecodable images' % train.skipped_images)
@@ -751,8 +738,8 @@ def main(argv=None, model=None):
             args.gpu += comm.intra_rank
         trainer, train = build_trainer(args, model, comm)
         if comm.rank == 0:
-            cli.write_bytes_atomic(os.path.join(args.out, 'params.json'), json.dumps(
-                dict(vars(args), ranks=comm.size), indent=2).encode())
+            cli.write_json_atomic(os.path.join(args.out, 'params.json'),
+                                  dict(vars(args), ranks=comm.size), indent=2)
         run_trainer(trainer, args.out)
         check_same_weights(comm, trainer.updater.get_optimizer('main').target.model,
                            'after iteration %d' % trainer.updater.iteration)

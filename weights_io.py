@@ -367,11 +367,19 @@ def sniff(path):
             head = f.read(64)
     except OSError as e:
         raise UserError('%s: cannot read (%s)' % (path, e.strerror or e))
-    if head.startswith(b'PK\x03\x04'):
-        return 'npz' if path.endswith('.npz') else 'pth'
+    if head.startswith(b'PK\x03\x04'):  # both are zips; an npz (model_iter_N has no
+        return 'npz' if path.endswith('.npz') or _has_npy(path) else 'pth'  # suffix) holds .npy
     if head[:1] == b'\x80':
         return 'pth'
     return 'caffemodel'
+
+
+def _has_npy(path):
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith('.npy') for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def read_layers(path, wanted=None):
